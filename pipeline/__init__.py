@@ -1,0 +1,1 @@
+"""The runtime: process supervision, queues, shared-memory frames, messages, config, CLI, metrics."""

@@ -1,0 +1,103 @@
+"""Messages that travel between the stages.
+
+Every message is a small dataclass. Pixels never travel in a message: a `Frame` names the
+shared-memory slot that holds its RGB pixels (and, after detection, the person crops) and the
+stages read them through `pipeline.shm.FrameStore`. Mesh arrays are small enough (83 KB per
+person) to travel pickled.
+
+Flow:  decode --Frame--> detect --Detections--> infer --MeshFrame--> smooth --MeshFrame--> publish
+Every stage forwards `EndOfStream` once, after its last real message.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import numpy as np
+
+TrackState = Literal["new", "tracked", "coasting", "lost"]
+
+CROP_SIZE = 224  # FastMETRO's input resolution (pixels, square)
+
+
+def now() -> float:
+    """Wall-clock time used for every per-stage timestamp (seconds since the epoch)."""
+    return time.time()
+
+
+@dataclass
+class Frame:
+    """One decoded frame. decode -> detect (and carried along by every later message)."""
+
+    source: str  # stream id (from the config), names the stream on the wire
+    index: int  # 0-based index of the frame in its source, in decode order
+    pts: Optional[float]  # presentation time in seconds from the container, None if unknown
+    slot: int  # FrameStore slot holding the RGB uint8 pixels; -1 once the slot is released
+    height: int
+    width: int
+    times: dict[str, float] = field(default_factory=dict)  # stage name -> wall time it emitted
+    dropped: int = 0  # frames dropped upstream (live mode) since the previous delivered frame
+
+
+@dataclass
+class Person:
+    """One detected (and tracked) person in a frame, with the square crop fed to the network.
+
+    Crop contract: the crop is the square of side `size` frame pixels centred on `center`,
+    resampled to CROP_SIZE x CROP_SIZE. A crop pixel (u, v) maps to the frame pixel
+        x = center[0] + (u + 0.5 - CROP_SIZE / 2) * size / CROP_SIZE - 0.5
+        y = center[1] + (v + 0.5 - CROP_SIZE / 2) * size / CROP_SIZE - 0.5
+    (pixel centres at integer coordinates). See docs/crops.md.
+    """
+
+    track_id: int
+    state: TrackState
+    box: tuple[float, float, float, float]  # tight detection box x1, y1, x2, y2 (frame pixels)
+    score: float
+    center: tuple[float, float]  # crop square centre (frame pixels)
+    size: float  # crop square side (frame pixels)
+    crop_index: int = -1  # index of this person's crop in FrameStore.crops(slot); -1 = no crop
+
+
+@dataclass
+class Detections:
+    """detect -> infer: the persons of one frame; their crops sit in the frame's slot."""
+
+    frame: Frame
+    persons: list[Person]
+    lost: list[int] = field(default_factory=list)  # track ids that ended at this frame
+
+
+@dataclass
+class PersonMesh:
+    """One person's network result, mapped to the frame. infer -> smooth -> publish."""
+
+    person: Person
+    cam: np.ndarray  # (3,) weak-perspective camera of the crop: s, tx, ty
+    cam_t: np.ndarray  # (3,) camera-space translation for the full frame (see fastmetro.camera)
+    joints3d: np.ndarray  # (14, 3) network joints, metres, root-relative model space
+    joints_h36m: np.ndarray  # (17, 3) Human3.6M joints regressed from the fine mesh
+    joints2d: np.ndarray  # (14, 2) network joints projected to frame pixels
+    vertices: np.ndarray  # (6890, 3) fine mesh
+    rotmat: Optional[np.ndarray] = None  # (24, 3, 3) with the SMPL head
+    betas: Optional[np.ndarray] = None  # (10,) with the SMPL head
+    predicted: bool = False  # True when the smoother coasted (no measurement this frame)
+
+
+@dataclass
+class MeshFrame:
+    """All persons of one frame. infer -> smooth -> publish."""
+
+    frame: Frame
+    persons: list[PersonMesh]
+    lost: list[int] = field(default_factory=list)
+
+
+@dataclass
+class EndOfStream:
+    """Sent once by each stage after its last message; the run ends when publish receives it."""
+
+    source: str
+    frames: int  # frames the source delivered
+    reason: str = "end of stream"  # or "stopped", "error: ..."

@@ -1,0 +1,48 @@
+"""What a stage is, for the runtime.
+
+A stage is a small class that lives inside its own process. The runtime calls, in that process:
+
+    stage.setup()                 once: load models, open sockets (never in __init__, which runs in
+                                  the parent and must stay cheap and picklable)
+    stage.process(msg) -> list    for every input message: zero or more output messages
+    stage.finish() -> list        at end of stream: flush whatever the stage still holds
+    stage.close()                 always, after an error too: release what setup() took
+
+A source stage (decode) has no input; it implements `frames()` instead of `process()`, a
+generator of output messages that stops at end of stream or when `stop()` is called.
+Stages report their own counters (e.g. corrupt frames) through `self.counters`, a dict of ints
+that the runtime adds to the run's metrics.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterable, Iterator
+
+
+class Stage:
+    name: ClassVar[str] = "stage"
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def setup(self) -> None:
+        pass
+
+    def process(self, msg: Any) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def finish(self) -> Iterable[Any]:
+        return ()
+
+    def close(self) -> None:
+        pass
+
+
+class SourceStage(Stage):
+    def frames(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask frames() to end soon (called from a signal handler or another thread)."""

@@ -1,0 +1,1 @@
+"""The five stages, one module each: decode, detect, infer, smooth, publish."""
