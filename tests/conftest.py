@@ -1,0 +1,33 @@
+"""Test settings shared by every test module.
+
+The SMPL mesh data files (mesh_downsampling.npz, smpl_431_adjmat_*.pt, J_regressor_h36m_correct.npy) are
+not part of the project: users download them (fastmetro.assets does it) and tests read a local copy.
+FASTMETRO_ASSETS names that directory; by default the copy beside the checkout (../shared/assets/smpl).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_default_assets = REPO.parent / "shared" / "assets" / "smpl"
+if "FASTMETRO_ASSETS" not in os.environ and _default_assets.is_dir():
+    os.environ["FASTMETRO_ASSETS"] = str(_default_assets)
+PARITY_DIR = Path(os.environ.get("FASTMETRO_PARITY", REPO.parent / "shared" / "fixtures" / "parity"))
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    path = os.environ.get("FASTMETRO_ASSETS")
+    if not path or not Path(path).is_dir():
+        pytest.skip("SMPL mesh data files not found: set FASTMETRO_ASSETS to a directory holding them")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    if not PARITY_DIR.is_dir():
+        pytest.skip(f"parity fixtures not found at {PARITY_DIR} (set FASTMETRO_PARITY)")
+    return PARITY_DIR
