@@ -1,0 +1,257 @@
+"""The SMPL mesh data files FastMETRO needs, found, fetched and read safely.
+
+Files (published in the official FastMETRO repository, src/modeling/data/, MIT license):
+  mesh_downsampling.npz        upsampling 1723 -> 6890 (U[0]) and the 6890-vertex faces (F[0])
+  smpl_431_adjmat_*.pt         431-vertex adjacency: the decoder's vertex-vertex attention mask
+  J_regressor_h36m_correct.npy 17 x 6890 regressor of the Human3.6M joints
+
+Where they are looked up, in order:
+  1. the directory passed in (config `infer.assets_dir`, `--assets DIR`),
+  2. the directory in the environment variable FASTMETRO_ASSETS,
+  3. the user cache, $XDG_CACHE_HOME/fastmetro-stream/assets (default ~/.cache/...),
+  and if a file is still missing it is downloaded into the cache from the official repository and
+  checked against the SHA-256 pinned below.
+
+mesh_downsampling.npz stores its matrices as pickled Python objects. We never let it run arbitrary
+pickle code: `_RestrictedUnpickler` admits only the numpy and scipy classes those arrays are made of
+and refuses everything else (the file's entry `M` holds objects of an unrelated class and is not read).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_BASE_URL = "https://raw.githubusercontent.com/postech-ami/FastMETRO/main/src/modeling/data/"
+ENV_ASSETS = "FASTMETRO_ASSETS"
+
+# SHA-256 of the files at the official repository's commit c5ae2069 (2024-07-21).
+ASSET_SHA256 = {
+    "mesh_downsampling.npz": "5683b656d9acd7f1558db832527beb0cc6b3b45388cf41a7979dab52e2c57477",
+    "smpl_431_adjmat_indices.pt": "6cd71fd5e0ed2c55b909fad982a80fe3a0ddaf6e203721e030c9ea0246891f73",
+    "smpl_431_adjmat_values.pt": "0d098729e4bc1bdc21545ff99cbe0560c44210a38ff43db7b2858dbfa03e3073",
+    "smpl_431_adjmat_size.pt": "f2b87183ef2493228e014b5e725f59755a2c75f034684f7cca72c34f7a9d0ae0",
+    "J_regressor_h36m_correct.npy": "1835d64133d5f66bd80a814ab1c1dc0900ef01950f568320acf5f9390c1f2c8c",
+}
+
+PathLike = Union[str, os.PathLike]
+
+
+class AssetError(RuntimeError):
+    """A mesh data file is missing, corrupt or cannot be fetched."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fastmetro-stream"
+
+
+def sha256_of(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[str] = None) -> Path:
+    """Download url to dest atomically (temporary file, then rename), checking sha256 if given."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s -> %s", url, dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            req = urllib.request.Request(url, headers={"User-Agent": "fastmetro-stream"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                from rich.progress import Progress
+
+                with Progress(transient=True) as bar:
+                    task = bar.add_task(desc or dest.name, total=total)
+                    while chunk := resp.read(1 << 20):
+                        out.write(chunk)
+                        bar.advance(task, len(chunk))
+        if sha256 is not None:
+            got = sha256_of(tmp)
+            if got != sha256:
+                raise AssetError(f"{url}: SHA-256 {got} does not match the pinned {sha256}")
+        os.replace(tmp, dest)
+    except AssetError:
+        raise
+    except Exception as e:  # network errors of every kind
+        raise AssetError(f"could not download {url}: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def find_asset(name: str, assets_dir: Optional[PathLike] = None, fetch: bool = True) -> Path:
+    """Path of one mesh data file, downloading it into the cache if it is found nowhere."""
+    searched = []
+    for d in (assets_dir, os.environ.get(ENV_ASSETS), cache_dir() / "assets"):
+        if not d:
+            continue
+        p = Path(d).expanduser() / name
+        searched.append(str(p.parent))
+        if p.is_file():
+            return p
+    dest = cache_dir() / "assets" / name
+    hint = (
+        f"mesh data file {name} not found (looked in: {', '.join(searched)}). Download it from "
+        f"{OFFICIAL_BASE_URL}{name} into one of those directories, or point {ENV_ASSETS} at a "
+        f"directory holding it."
+    )
+    if not fetch:
+        raise AssetError(hint)
+    try:
+        return download(OFFICIAL_BASE_URL + name, dest, ASSET_SHA256.get(name))
+    except AssetError as e:
+        raise AssetError(f"{hint}\n  download failed: {e}") from e
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and scipy CSC matrices, and nothing else."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("scipy.sparse.csc", "csc_matrix"),
+        ("scipy.sparse._csc", "csc_matrix"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} (not an array type)")
+        if module.startswith("numpy"):
+            if name == "_reconstruct":
+                try:
+                    from numpy._core.multiarray import _reconstruct as f
+                except ImportError:  # numpy < 2
+                    from numpy.core.multiarray import _reconstruct as f
+                return f
+            return getattr(np, name)
+        import scipy.sparse
+
+        return scipy.sparse.csc_matrix
+
+
+def _read_pickled_npy(data: bytes):
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        np.lib.format.read_array_header_1_0(f)
+    else:
+        np.lib.format.read_array_header_2_0(f)
+    return _RestrictedUnpickler(f, encoding="latin1").load()
+
+
+def read_mesh_downsampling(path: PathLike) -> dict[str, list]:
+    """A, U, D (scipy sparse) and F (int arrays) of mesh_downsampling.npz, without arbitrary pickles."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for key in ("A", "U", "D", "F"):
+                out[key] = list(_read_pickled_npy(z.read(key + ".npy")))
+    except (zipfile.BadZipFile, KeyError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise AssetError(f"{path} is not a valid mesh_downsampling.npz: {e}") from e
+    return out
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """A sparse matrix (rows x cols) stored as a fixed number of (column, weight) pairs per row.
+
+    y = M @ x becomes (x[cols] * weights).sum(1): dense gathers, batched, any device and dtype.
+    Rows with fewer entries are padded with column 0 and weight 0.
+    """
+
+    cols: torch.Tensor  # (rows, k) int64
+    weights: torch.Tensor  # (rows, k) float32
+    shape: tuple[int, int]
+
+    @classmethod
+    def from_scipy(cls, m) -> "SparseRows":
+        m = m.tocsr()
+        m.sum_duplicates()
+        counts = np.diff(m.indptr)
+        k = int(counts.max())
+        rows = m.shape[0]
+        cols = np.zeros((rows, k), dtype=np.int64)
+        weights = np.zeros((rows, k), dtype=np.float32)
+        slot = np.arange(m.nnz) - np.repeat(m.indptr[:-1], counts)
+        row_of = np.repeat(np.arange(rows), counts)
+        cols[row_of, slot] = m.indices
+        weights[row_of, slot] = m.data
+        return cls(torch.from_numpy(cols), torch.from_numpy(weights), tuple(m.shape))
+
+
+@dataclass(frozen=True)
+class MeshData:
+    """Everything the body network and its consumers need from the mesh data files."""
+
+    upsample: SparseRows  # 6890 x 1723, intermediate -> fine mesh (U[0])
+    adjacency_431: torch.Tensor  # (431, 431) bool, with self loops
+    faces: np.ndarray  # (13776, 3) int64 triangles of the 6890-vertex mesh
+    j_regressor_h36m: np.ndarray  # (17, 6890) float32
+    source: str  # where the files were found
+
+
+@lru_cache(maxsize=4)
+def _load_mesh_data(assets_dir: Optional[str]) -> MeshData:
+    ds = read_mesh_downsampling(find_asset("mesh_downsampling.npz", assets_dir))
+    up = ds["U"][0]
+    if up.shape != (6890, 1723):
+        raise AssetError(f"mesh_downsampling.npz: U[0] has shape {up.shape}, expected (6890, 1723)")
+    parts = {}
+    for part in ("indices", "values", "size"):
+        path = find_asset(f"smpl_431_adjmat_{part}.pt", assets_dir)
+        try:
+            parts[part] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise AssetError(f"{path} could not be read: {e}") from e
+    adj = torch.sparse_coo_tensor(parts["indices"], parts["values"], size=tuple(parts["size"]), check_invariants=True
+    ).to_dense()
+    reg_path = find_asset("J_regressor_h36m_correct.npy", assets_dir)
+    try:
+        reg = np.load(reg_path, allow_pickle=False).astype(np.float32)
+    except Exception as e:
+        raise AssetError(f"{reg_path} could not be read: {e}") from e
+    return MeshData(
+        upsample=SparseRows.from_scipy(up),
+        adjacency_431=adj != 0,
+        faces=np.asarray(ds["F"][0], dtype=np.int64),
+        j_regressor_h36m=reg,
+        source=str(reg_path.parent),
+    )
+
+
+def load_mesh_data(assets_dir: Optional[PathLike] = None) -> MeshData:
+    """Load (and cache per directory) the SMPL mesh data; see the module docstring for the lookup."""
+    return _load_mesh_data(str(assets_dir) if assets_dir else None)
+
+
+def copy_assets(src: PathLike, dst: Optional[PathLike] = None) -> Path:
+    """Copy the mesh data files from a directory into the user cache (for offline machines)."""
+    dst = Path(dst) if dst else cache_dir() / "assets"
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ASSET_SHA256:
+        shutil.copy2(Path(src) / name, dst / name)
+    return dst
