@@ -16,6 +16,7 @@ from typing import Optional, Union
 
 import torch
 
+from . import camera
 from .assets import AssetError, MeshData, load_mesh_data
 from .checkpoints import CHECKPOINTS, CheckpointError, infer_variant, load_into, read_state_dict, resolve
 from .model import VARIANTS, FastMETROBody, Variant, get_variant, variant_from_official
