@@ -6,6 +6,10 @@ A stage is a small class that lives inside its own process. The runtime calls, i
                                   the parent and must stay cheap and picklable)
     stage.process(msg) -> list    for every input message: zero or more output messages
     stage.finish() -> list        at end of stream: flush whatever the stage still holds
+    stage.next_deadline() -> float | None
+                                  time.monotonic() by which the stage wants tick() called even if no
+                                  input arrives (a batching stage holding a partial batch); None = never
+    stage.tick() -> list          called when that deadline has passed: emit what is due
     stage.close()                 always, after an error too: release what setup() took
 
 A source stage (decode) has no input; it implements `frames()` instead of `process()`, a
@@ -15,7 +19,7 @@ that the runtime adds to the run's metrics.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator, Optional
 
 
 class Stage:
@@ -34,6 +38,12 @@ class Stage:
         raise NotImplementedError
 
     def finish(self) -> Iterable[Any]:
+        return ()
+
+    def next_deadline(self) -> Optional[float]:
+        return None
+
+    def tick(self) -> Iterable[Any]:
         return ()
 
     def close(self) -> None:
