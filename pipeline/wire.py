@@ -1,0 +1,394 @@
+"""Wire schema version 1: what the publish stage sends and what subscribers read (docs/schema.md).
+
+Every ZeroMQ message has two frames: a topic ``b"<stream>/<kind>"`` and a msgpack payload, a map whose
+``"kind"`` is ``"topology"``, ``"frame"`` or ``"end"``. Arrays travel as a map
+``{"dtype": "<f4", "shape": [6890, 3], "data": <raw little-endian bytes>}`` (plus ``"scale"`` for
+int16-quantised values), never as lists of floats.
+
+This module is pure: no sockets. ``encode_*`` build payload bytes, ``decode`` turns payload bytes back
+into a dict with numpy arrays and raises `WireError` on anything that does not follow the schema, and
+`RecordWriter` / `read_recording` handle the ``--record`` file format.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Optional, Sequence, Union
+
+import msgpack
+import numpy as np
+
+from .messages import EndOfStream, MeshFrame, PersonMesh, now
+
+SCHEMA_VERSION = 1
+KINDS = ("topology", "frame", "end")
+VERTEX_DTYPES = ("float32", "float16", "int16")
+TRACK_STATES = ("new", "tracked", "coasting", "lost")
+
+# Coordinate conventions of every 3D array on the wire (see fastmetro.camera).
+COORDINATES = {
+    "frame": "camera",  # cam_t places the body in the camera frame; joints/vertices are body-relative
+    "x": "right",
+    "y": "down",
+    "z": "forward",  # away from the camera, into the scene (OpenCV convention)
+    "handedness": "right",
+    "units": "metres",  # 3D values; joints2d are frame pixels
+    "pixels": "continuous image coordinates, the frame spans [0, W] x [0, H], origin at the top-left",
+    "focal": "see fastmetro.camera: perspective camera, principal point at the frame centre",
+}
+
+# Dtypes a decoder accepts (the only ones an encoder writes), by their wire name.
+_WIRE_DTYPES = {"<f4": np.dtype("<f4"), "<f2": np.dtype("<f2"), "<i2": np.dtype("<i2"), "<i4": np.dtype("<i4"),
+                "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("u1")}
+_INT16_MAX = 32767
+
+# msgpack limits used when decoding untrusted bytes: big enough for 6,890 x 3 float32 vertices
+# (83 KB per array) and a few hundred persons, small enough that a hostile message cannot make the
+# decoder allocate more than its own size.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class WireError(ValueError):
+    """A payload that does not follow wire schema v1."""
+
+
+# ------------------------------------------------------------------------------------------ arrays
+def pack_array(a: np.ndarray, dtype: str = "<f4") -> dict:
+    """Array -> ``{"dtype", "shape", "data"}`` with raw little-endian bytes of the given dtype."""
+    arr = np.ascontiguousarray(a, dtype=np.dtype(dtype))
+    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
+
+
+def pack_quantised(a: np.ndarray) -> dict:
+    """Float array -> int16 with one scale: value = data * scale (error at most scale / 2)."""
+    arr = np.asarray(a, dtype=np.float32)
+    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+    if not np.isfinite(peak):
+        raise WireError("cannot quantise an array holding NaN or infinity; publish it as float32")
+    scale = peak / _INT16_MAX if peak > 0 else 1.0
+    q = np.rint(arr / scale).astype("<i2")
+    return {"dtype": "<i2", "shape": list(arr.shape), "data": q.tobytes(), "scale": scale}
+
+
+def unpack_array(obj: Any, name: str = "array") -> np.ndarray:
+    """``{"dtype", "shape", "data"[, "scale"]}`` -> numpy array (float32 when a scale is given)."""
+    if not isinstance(obj, dict) or not {"dtype", "shape", "data"} <= obj.keys():
+        raise WireError(f"{name}: expected a map with dtype, shape and data")
+    dt = _WIRE_DTYPES.get(obj["dtype"]) if isinstance(obj["dtype"], str) else None
+    if dt is None:
+        raise WireError(f"{name}: unsupported dtype {obj['dtype']!r}")
+    shape = obj["shape"]
+    if not isinstance(shape, (list, tuple)) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise WireError(f"{name}: shape must be a list of non-negative integers, got {shape!r}")
+    data = obj["data"]
+    if not isinstance(data, (bytes, bytearray)):
+        raise WireError(f"{name}: data must be bytes")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count * dt.itemsize != len(data):
+        raise WireError(f"{name}: {len(data)} bytes do not hold shape {list(shape)} of {dt.str}")
+    arr = np.frombuffer(data, dtype=dt).reshape(shape)
+    if "scale" in obj:
+        scale = obj["scale"]
+        if not isinstance(scale, (int, float)) or not np.isfinite(scale):
+            raise WireError(f"{name}: scale must be a finite number")
+        arr = arr.astype(np.float32) * np.float32(scale)
+    return arr
+
+
+# ------------------------------------------------------------------------------------------ encode
+def topic(stream: str, kind: str) -> bytes:
+    """The ZeroMQ topic frame of a message: subscribe to ``b"<stream>/"`` for one stream's messages."""
+    return f"{stream}/{kind}".encode()
+
+
+def _pack(obj: dict) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_topology(
+    stream: str,
+    seq: int,
+    faces: np.ndarray,
+    joint_names: Sequence[str],
+    h36m_joint_names: Sequence[str],
+    vertices_dtype: str = "float32",
+    vertices_every: int = 1,
+    wall: Optional[float] = None,
+) -> bytes:
+    """The mesh topology and conventions a subscriber needs to read frames."""
+    faces = np.asarray(faces)
+    return _pack({
+        "v": SCHEMA_VERSION,
+        "kind": "topology",
+        "stream": stream,
+        "seq": int(seq),
+        "wall": now() if wall is None else float(wall),
+        "num_vertices": int(faces.max()) + 1 if faces.size else 0,
+        "faces": pack_array(faces, "<i4"),
+        "joint_names": list(joint_names),
+        "h36m_joint_names": list(h36m_joint_names),
+        "coordinates": dict(COORDINATES),
+        "vertices_dtype": vertices_dtype,
+        "vertices_every": int(vertices_every),
+    })
+
+
+def _person(pm: PersonMesh, with_vertices: bool, vertices_dtype: str) -> dict:
+    p = pm.person
+    out = {
+        "track_id": int(p.track_id),
+        "state": p.state,
+        "box": [float(x) for x in p.box],
+        "score": float(p.score),
+        "predicted": bool(pm.predicted),
+        "center": [float(x) for x in p.center],
+        "size": float(p.size),
+        "cam": pack_array(pm.cam),
+        "cam_t": pack_array(pm.cam_t),
+        "joints3d": pack_array(pm.joints3d),
+        "joints2d": pack_array(pm.joints2d),
+        "joints_h36m": pack_array(pm.joints_h36m),
+    }
+    if with_vertices:
+        if vertices_dtype == "int16":
+            out["vertices"] = pack_quantised(pm.vertices)
+        elif vertices_dtype == "float16":
+            out["vertices"] = pack_array(pm.vertices, "<f2")
+        else:
+            out["vertices"] = pack_array(pm.vertices, "<f4")
+    if pm.rotmat is not None:
+        out["rotmat"] = pack_array(pm.rotmat)
+    if pm.betas is not None:
+        out["betas"] = pack_array(pm.betas)
+    return out
+
+
+def encode_frame(
+    mf: MeshFrame,
+    stream: str,
+    seq: int,
+    with_vertices: bool = True,
+    vertices_dtype: str = "float32",
+    wall: Optional[float] = None,
+) -> bytes:
+    """One frame's message; ``with_vertices=False`` leaves the ``vertices`` key out of every person."""
+    if vertices_dtype not in VERTEX_DTYPES:
+        raise WireError(f"vertices_dtype must be one of {VERTEX_DTYPES}, got {vertices_dtype!r}")
+    f = mf.frame
+    return _pack({
+        "v": SCHEMA_VERSION,
+        "kind": "frame",
+        "stream": stream,
+        "seq": int(seq),
+        "index": int(f.index),
+        "pts": None if f.pts is None else float(f.pts),
+        "wall": now() if wall is None else float(wall),
+        "width": int(f.width),
+        "height": int(f.height),
+        "times": {str(k): float(v) for k, v in f.times.items()},
+        "dropped": int(f.dropped),
+        "persons": [_person(pm, with_vertices, vertices_dtype) for pm in mf.persons],
+        "lost": [int(t) for t in mf.lost],
+    })
+
+
+def encode_end(eos: EndOfStream, stream: str, seq: int, wall: Optional[float] = None) -> bytes:
+    return _pack({
+        "v": SCHEMA_VERSION,
+        "kind": "end",
+        "stream": stream,
+        "seq": int(seq),
+        "wall": now() if wall is None else float(wall),
+        "frames": int(eos.frames),
+        "reason": str(eos.reason),
+    })
+
+
+# ------------------------------------------------------------------------------------------ decode
+def unpackb(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Any:
+    """msgpack with every size limit set to the payload's own length (never more than ``max_bytes``)."""
+    if len(payload) > max_bytes:
+        raise WireError(f"message of {len(payload)} bytes is over the limit of {max_bytes}")
+    n = len(payload)
+    try:
+        return msgpack.unpackb(
+            payload, raw=False, strict_map_key=True, max_bin_len=n, max_str_len=n,
+            max_array_len=n, max_map_len=n // 2 + 1, max_ext_len=n,
+        )
+    except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ValueError, ...)
+        raise WireError(f"not a msgpack object: {type(e).__name__}: {e}") from None
+
+
+def _req(m: dict, key: str, types, kind: str):
+    if key not in m:
+        raise WireError(f"{kind} message: missing {key!r}")
+    val = m[key]
+    allowed = types if isinstance(types, tuple) else (types,)
+    if not isinstance(val, allowed) or (isinstance(val, bool) and bool not in allowed):
+        raise WireError(f"{kind} message: {key!r} has type {type(val).__name__}")
+    return val
+
+
+_NUM = (int, float)
+
+
+def _decode_person(p: Any, i: int) -> dict:
+    where = f"frame message: persons[{i}]"
+    if not isinstance(p, dict):
+        raise WireError(f"{where} is not a map")
+    out = {
+        "track_id": _req(p, "track_id", int, where),
+        "state": _req(p, "state", str, where),
+        "box": np.asarray(_req(p, "box", list, where), dtype=np.float32),
+        "score": float(_req(p, "score", _NUM, where)),
+        "predicted": bool(p.get("predicted", False)),
+        "center": np.asarray(p.get("center", [np.nan, np.nan]), dtype=np.float32),
+        "size": float(p.get("size", np.nan)),
+    }
+    if out["state"] not in TRACK_STATES:
+        raise WireError(f"{where}: unknown state {out['state']!r}")
+    if out["box"].shape != (4,):
+        raise WireError(f"{where}: box must hold 4 numbers")
+    for key, shape in (("cam", (3,)), ("cam_t", (3,)), ("joints3d", (None, 3)), ("joints2d", (None, 2)),
+                       ("joints_h36m", (None, 3)), ("vertices", (None, 3)), ("rotmat", (None, 3, 3)),
+                       ("betas", (None,))):
+        if key not in p:
+            if key in ("vertices", "rotmat", "betas"):
+                out[key] = None
+                continue
+            raise WireError(f"{where}: missing {key!r}")
+        arr = unpack_array(p[key], f"{where}.{key}")
+        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+            raise WireError(f"{where}.{key}: shape {arr.shape} does not match {shape}")
+        out[key] = arr.astype(np.float32, copy=False)
+    return out
+
+
+def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
+    """Payload bytes -> message dict with numpy arrays; `WireError` for anything off-schema.
+
+    Topology: faces (F, 3) int32. Frame: persons[i] with float32 arrays (int16/float16 vertices come
+    back as float32). Unknown extra keys are kept (forward compatible within version 1).
+    """
+    m = unpackb(payload, max_bytes)
+    if not isinstance(m, dict):
+        raise WireError("message is not a map")
+    version = m.get("v")
+    if version != SCHEMA_VERSION:
+        raise WireError(f"schema version {version!r} is not supported (this decoder reads {SCHEMA_VERSION})")
+    kind = m.get("kind")
+    if kind not in KINDS:
+        raise WireError(f"unknown message kind {kind!r}")
+    _req(m, "stream", str, kind)
+    _req(m, "seq", int, kind)
+    _req(m, "wall", _NUM, kind)
+    if kind == "topology":
+        faces = unpack_array(_req(m, "faces", dict, kind), "topology.faces")
+        if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind != "i":
+            raise WireError(f"topology.faces: expected (F, 3) integers, got {faces.shape} {faces.dtype}")
+        m["faces"] = faces
+        for key in ("joint_names", "h36m_joint_names"):
+            names = _req(m, key, list, kind)
+            if not all(isinstance(n, str) for n in names):
+                raise WireError(f"topology.{key}: must be a list of strings")
+        _req(m, "num_vertices", int, kind)
+        _req(m, "coordinates", dict, kind)
+    elif kind == "frame":
+        _req(m, "index", int, kind)
+        if m.get("pts") is not None and not isinstance(m["pts"], _NUM):
+            raise WireError("frame message: pts must be a number or nil")
+        times = _req(m, "times", dict, kind)
+        if not all(isinstance(k, str) and isinstance(v, _NUM) for k, v in times.items()):
+            raise WireError("frame message: times must map stage names to numbers")
+        _req(m, "dropped", int, kind)
+        persons = _req(m, "persons", list, kind)
+        m["persons"] = [_decode_person(p, i) for i, p in enumerate(persons)]
+        lost = m.get("lost", [])
+        if not isinstance(lost, list) or not all(isinstance(t, int) for t in lost):
+            raise WireError("frame message: lost must be a list of track ids")
+        m["lost"] = lost
+    else:
+        _req(m, "frames", int, kind)
+        _req(m, "reason", str, kind)
+    return m
+
+
+# --------------------------------------------------------------------------------------- recording
+class RecordWriter:
+    """``--record FILE``: one msgpack array ``[wall_time, topic, payload]`` per published message.
+
+    ``payload`` is the exact bytes sent on the socket, so a replay sends byte-identical messages.
+    Each record is flushed so that a crashed run leaves every message it published readable.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]) -> None:
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.is_dir():
+            raise FileNotFoundError(
+                f"record: directory {self.path.parent} does not exist (publish.record = {self.path})"
+            )
+        self._f: Optional[BinaryIO] = open(self.path, "wb")
+        self.count = 0
+
+    def write(self, t: float, topic_: bytes, payload: bytes) -> None:
+        assert self._f is not None, "RecordWriter is closed"
+        self._f.write(msgpack.packb([float(t), topic_, payload], use_bin_type=True))
+        self._f.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+@dataclass
+class Record:
+    t: float  # wall-clock time it was published (seconds since the epoch)
+    topic: bytes
+    payload: bytes  # the exact bytes published; `decode(payload)` reads it
+
+
+def read_recording(path: Union[str, os.PathLike], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[Record]:
+    """Records of a ``--record`` file, in order. A truncated last record (a killed run) ends the
+    iteration quietly; a record of the wrong form raises `WireError` naming the file and position."""
+    with open(path, "rb") as f:
+        unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=max_bytes + 1024, max_bin_len=max_bytes)
+        for i, rec in enumerate(unpacker):
+            if (not isinstance(rec, list) or len(rec) != 3 or not isinstance(rec[0], (int, float))
+                    or not isinstance(rec[1], bytes) or not isinstance(rec[2], bytes)):
+                raise WireError(f"{path}: record {i} is not [time, topic, payload]; is this a --record file?")
+            yield Record(float(rec[0]), rec[1], rec[2])
+
+
+# ------------------------------------------------------------------------------------------ samples
+def synthetic_mesh_frame(
+    persons: int = 1, index: int = 0, rng: Optional[np.random.Generator] = None, smpl: bool = False,
+    source: str = "default",
+) -> MeshFrame:
+    """A MeshFrame of random but plausibly sized arrays (bodies within +-1 m, 3-5 m away), for
+    benchmarks, tests and examples of the wire format; no network needed."""
+    from .messages import Frame, Person
+
+    rng = rng if rng is not None else np.random.default_rng(index)
+    f32 = np.float32
+    frame = Frame(source=source, index=index, pts=index / 30.0, slot=-1, height=720, width=1280,
+                  times={"decode": now(), "detect": now(), "infer": now(), "smooth": now()}, dropped=0)
+    out = []
+    for i in range(persons):
+        x1, y1 = rng.uniform(0, 900), rng.uniform(0, 300)
+        person = Person(track_id=i + 1, state="tracked", box=(x1, y1, x1 + 200, y1 + 400), score=0.9,
+                        center=(x1 + 100, y1 + 200), size=440.0, crop_index=i)
+        out.append(PersonMesh(
+            person=person,
+            cam=np.array([0.9, 0.01, 0.2], f32),
+            cam_t=np.array([rng.uniform(-1, 1), rng.uniform(-0.5, 0.5), rng.uniform(3, 5)], f32),
+            joints3d=rng.uniform(-1, 1, (14, 3)).astype(f32),
+            joints_h36m=rng.uniform(-1, 1, (17, 3)).astype(f32),
+            joints2d=rng.uniform(0, 720, (14, 2)).astype(f32),
+            vertices=rng.uniform(-1, 1, (6890, 3)).astype(f32),
+            rotmat=np.tile(np.eye(3, dtype=f32), (24, 1, 1)) if smpl else None,
+            betas=rng.normal(size=10).astype(f32) if smpl else None,
+        ))
+    return MeshFrame(frame=frame, persons=out, lost=[])
