@@ -10,6 +10,7 @@ What it does for speed, all behind options whose defaults work everywhere:
 - batch norm folded into the preceding convolutions (exact up to float round-off) and the backbone in
   channels_last layout;
 - autocast to fp16/bf16 on CUDA (a setting); on the CPU fp32, or bf16 where the CPU has native bf16;
+- on the CPU, optional int8 dynamic quantisation of the transformers' linear layers;
 - optional torch.compile, and on CUDA optional CUDA graphs captured for fixed batch sizes (batches are
   padded up to the next captured size);
 - inputs larger than max_batch are cut into chunks; every crop's result is independent of the others.
@@ -53,6 +54,7 @@ class EngineOptions:
     cuda_graphs: bool = False
     graph_batch_sizes: tuple[int, ...] = field(default=(1, 2, 4, 8, 16))
     threads: Optional[int] = None  # CPU threads; None: all cores
+    quantize: Literal["none", "int8-dynamic"] = "none"  # CPU: int8 weights for the transformers' linears
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,6 +126,14 @@ class Engine:
         self.model = self.model.to(self.device).eval()
         self.pretrained = bool(getattr(self.model, "pretrained", False))
         self.smpl_head = self.model.variant.smpl_head
+        if o.quantize == "int8-dynamic":
+            if self.device.type != "cpu":
+                raise EngineError("quantize 'int8-dynamic' runs on the CPU only; use precision fp16/bf16 on CUDA")
+            for name in ("transformer_1", "transformer_2"):
+                setattr(self.model, name, torch.ao.quantization.quantize_dynamic(
+                    getattr(self.model, name), {nn.Linear}, dtype=torch.qint8))
+        elif o.quantize != "none":
+            raise EngineError(f"quantize {o.quantize!r}: expected 'none' or 'int8-dynamic'")
         if o.fold_batchnorm:
             n = fold_batchnorm(self.model.backbone)
             log.debug("folded %d batch norms into convolutions", n)

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""The inference engine against the official way and the bare backbone, on the same crops, in one run.
+
+    python scripts/bench_infer.py [--variant fastmetro-s-r50] [--batches 1 2 4 8 16 32] [--seconds 3]
+                                  [--device auto] [--checkpoint NAME_OR_PATH]
+
+Rows (crops/s, achieved GFLOP/s, share of this device's large-matmul GFLOP/s, peak memory, ratio to the
+official way, largest deviation of the mesh from our fp32 output):
+  - official way: one crop per forward, fp32 (see scripts/bench_model.py for what that runs);
+  - bare torchvision ResNet-50 backbone (no avgpool/fc) at each batch size, fp32: the ceiling, since the
+    backbone is 8.2 of FastMETRO-S-R50's 12.8 GFLOPs per crop;
+  - our engine (fastmetro.engine) at each batch size in fp32, then the faster settings this device
+    supports: bf16 (CPUs with native bf16, and CUDA), fp16 (CUDA), int8 dynamic quantisation (CPU).
+Deviations are measured on the weights given (random ones without --checkpoint, which exaggerate them).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fastmetro  # noqa: E402
+from bench_model import OfficialWay, flops_per_crop, matmul_gflops, timed  # noqa: E402
+from fastmetro.backbones import resnet50  # noqa: E402
+from fastmetro.engine import Engine, EngineOptions, cpu_has_native_bf16, resolve_device  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", default="fastmetro-s-r50")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--assets", default=None)
+    args = ap.parse_args(argv)
+
+    device = resolve_device(args.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
+        model = fastmetro.build_model(args.variant, checkpoint=args.checkpoint, assets_dir=args.assets,
+                                      device=device)
+    gflop = flops_per_crop(model, device) / 1e9
+    mm = matmul_gflops(device)
+    crops = np.random.default_rng(0).integers(0, 256, (max(args.batches), 224, 224, 3), dtype=np.uint8)
+    print(f"{args.variant} on {device}: {gflop:.1f} GFLOP per crop; large fp32 matmul {mm:.0f} GFLOP/s; "
+          f"torch threads {torch.get_num_threads()}; weights {'trained' if model.pretrained else 'random'}")
+
+    def row(label, rate, mem, base, dev=None):
+        ratio = f"{rate / base:5.2f}x" if base else "  -  "
+        d = "" if dev is None else f"  mesh dev {dev:.1e}"
+        print(f"  {label:30s} {rate:8.2f} crops/s {rate * gflop:7.1f} GFLOP/s ({rate * gflop / mm:4.0%}) "
+              f"peak {mem:6.0f} MiB  {ratio}{d}")
+
+    official = OfficialWay(model)
+    x1 = fastmetro.normalize_crops(torch.from_numpy(crops[:1])).to(device)
+    with torch.inference_mode():
+        base, mem = timed(official, x1, args.seconds, device)
+    row("official way b1 fp32", base, mem, base)
+
+    bare = resnet50().to(device).eval()
+    for b in args.batches:
+        x = fastmetro.normalize_crops(torch.from_numpy(crops[:b])).to(device)
+        with torch.inference_mode():
+            rate, mem = timed(bare, x, args.seconds, device)
+        print(f"  {f'bare ResNet-50 b{b} fp32':30s} {rate:8.2f} crops/s {rate * 8.2:7.1f} GFLOP/s "
+              f"(backbone only)       peak {mem:6.0f} MiB  {rate / base:5.2f}x")
+    del bare
+
+    settings = [("fp32", EngineOptions(precision="fp32"))]
+    if device.type == "cuda":
+        settings += [("fp16", EngineOptions(precision="fp16")), ("bf16", EngineOptions(precision="bf16"))]
+    else:
+        if cpu_has_native_bf16():
+            settings.append(("bf16", EngineOptions(precision="bf16")))
+        settings.append(("int8-dynamic", EngineOptions(quantize="int8-dynamic")))
+    reference = None
+    for name, opts in settings:
+        opts.device = str(device)
+        opts.max_batch = max(args.batches)
+        engine = Engine(opts, model=copy.deepcopy(model))
+        out = engine(crops)
+        if reference is None:
+            reference = out["vertices"]
+        dev = float(np.abs(out["vertices"] - reference).max())
+        for b in args.batches:
+            rate, mem = timed(lambda c: engine(c), crops[:b], args.seconds, device)
+            row(f"engine {name} b{b}", rate, mem, base, dev)
+        del engine
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
