@@ -138,40 +138,42 @@ def cost_per_person(cfg: SmoothConfig, mode: str, persons: int, frames: int, n_v
 
 
 def recorded(path: Path, cfg: SmoothConfig) -> None:
-    """Raw vs smoothed jitter on a recorded stream (no ground truth: accel magnitude and lag to raw)."""
-    from pipeline.wire import read_recording
+    """Raw vs smoothed jitter on a recorded stream (no ground truth: accel magnitude, lag to raw).
+
+    Record it unsmoothed: `fastmetro-stream run --record run.fmr --set smooth.method=none`.
+    """
+    from pipeline.wire import decode, read_recording
 
     print(f"\nrecorded stream {path} (no ground truth: mean |accel| of the vertices, mm/frame^2)")
-    tracks: dict[int, list[np.ndarray]] = {}
+    tracks: dict[tuple[str, int], list[tuple[int, float, dict]]] = {}
     for rec in read_recording(path):
-        msg = getattr(rec, "message", None) or getattr(rec, "payload", None)
-        if not isinstance(msg, dict) or msg.get("kind") != "frame":
+        msg = decode(rec.payload)
+        if msg["kind"] != "frame":
             continue
-        for p in msg.get("persons", []):
-            v = p.get("vertices")
-            if v is not None and not p.get("predicted", False):
-                tracks.setdefault(int(p["track_id"]), []).append(np.asarray(v, dtype=np.float64))
+        for p in msg["persons"]:
+            if p["vertices"] is not None and not p["predicted"]:
+                tracks.setdefault((msg.get("source", ""), p["track_id"]), []).append(
+                    (int(msg.get("index", len(tracks))), msg.get("pts"), p))
     if not tracks:
-        print("  no persons with vertices in the recording")
+        print("  no measured persons with vertices in the recording")
         return
-    for tid, vs in tracks.items():
-        raw = np.stack(vs)
-        if len(raw) < 10:
+    for (src, tid), items in tracks.items():
+        if len(items) < 10:
             continue
-        from pipeline.messages import Frame as F
-
         msgs = []
-        for i, v in enumerate(raw):
-            person = Person(track_id=tid, state="new" if i == 0 else "tracked", box=(0, 0, 1, 1), score=1.0,
-                            center=(0.5, 0.5), size=1.0)
-            msgs.append(MeshFrame(F("rec", i, None, -1, 1, 1), [PersonMesh(
-                person=person, cam=np.ones(3), cam_t=np.zeros(3), joints3d=v[:14], joints_h36m=v[:17],
-                joints2d=np.zeros((14, 2)), vertices=v)]))
+        for i, (index, pts, p) in enumerate(items):
+            person = Person(track_id=tid, state="new" if i == 0 else "tracked", box=tuple(p["box"]),
+                            score=p["score"], center=tuple(p["center"]), size=p["size"])
+            pm = PersonMesh(person=person, cam=p["cam"], cam_t=p["cam_t"], joints3d=p["joints3d"],
+                            joints_h36m=p["joints_h36m"], joints2d=p["joints2d"], vertices=p["vertices"],
+                            rotmat=p["rotmat"], betas=p["betas"])
+            msgs.append(MeshFrame(Frame(src, index, pts, -1, 1, 1), [pm]))
+        raw = np.stack([m.persons[0].vertices for m in msgs]).astype(np.float64)
         line = [f"  track {tid} ({len(raw)} frames): raw {_jitter(raw):.1f}"]
         for mode in ("live", "offline"):
             out, _ = run(SmoothStage(SimpleNamespace(smooth=cfg, mode=mode)), msgs)
             line.append(f"{'online' if mode == 'live' else 'offline'} {_jitter(out['vertices']):.1f} "
-                        f"(lag to raw {lag_frames(out['vertices'], raw, 10):+.2f} frames)")
+                        f"(lag to raw {lag_frames(out['vertices'], raw, 5):+.2f} frames)")
         print(", ".join(line))
 
 
@@ -212,6 +214,8 @@ def main(argv=None) -> int:
            "cam_t": np.stack([m.persons[0].cam_t for m in msgs]).astype(np.float64)}
     online, _ = run(SmoothStage(SimpleNamespace(smooth=cfg, mode="live")), msgs)
     offline, _ = run(SmoothStage(SimpleNamespace(smooth=cfg, mode="offline")), msgs)
+    euro_cfg = cfg.model_copy(update={"method": "one_euro"})
+    one_euro, _ = run(SmoothStage(SimpleNamespace(smooth=euro_cfg, mode="live")), msgs)
     skip = 15  # the filter's start-up (a newborn track's first frames) is left out of the figures
     sl = slice(skip, None)
 
@@ -221,7 +225,10 @@ def main(argv=None) -> int:
           f"model {cfg.model}")
     print(f"{'':10s} {'vertices accel':>15s} {'position':>9s} {'lag':>7s}   {'cam_t accel':>12s} {'position':>9s}")
     res = {}
-    for name, out in (("raw", raw), ("online", online), ("offline", offline)):
+    rows = [("raw", raw), ("online", online), ("offline", offline)]
+    if cfg.method == "kalman":
+        rows.append(("one euro", one_euro))
+    for name, out in rows:
         r = {k: (accel_error(out[k][sl], gt[k][sl]), position_error(out[k][sl], gt[k][sl]))
              for k in ("vertices", "cam_t")}
         lag = lag_frames(out["vertices"][:, ::7], gt["vertices"][:, ::7], skip)
