@@ -128,6 +128,46 @@ def test_offline_fixed_lag_sees_exactly_rts_lag_future_frames():
     assert abs(got[10, 5, 0] - full[10]) > 1e-7  # and not with the whole track
 
 
+def test_time_step_from_frame_indices_when_pts_is_missing():
+    rng = np.random.default_rng(13)
+    vs = walk(rng, 30, speed=1.0)
+    keep = [i for i in range(30) if i not in (7, 8, 20)]  # frames dropped upstream
+    with_pts = run(stage("live"), [frame(i, [mesh(1, vs[i])]) for i in keep])
+    no_pts = run(stage("live", fps=FPS), [frame(i, [mesh(1, vs[i])], pts=False) for i in keep])
+    for a, b in zip(with_pts, no_pts):
+        np.testing.assert_allclose(a.persons[0].vertices, b.persons[0].vertices, atol=1e-6)
+    # the gaps count: renumbering the frames as if none were dropped gives another result
+    packed = run(stage("live"), [frame(j, [mesh(1, vs[i])], pts=False) for j, i in enumerate(keep)])
+    assert np.abs(packed[-1].persons[0].vertices - no_pts[-1].persons[0].vertices).max() > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["live", "offline"])
+def test_constant_acceleration_model_runs_the_lifecycle(mode):
+    rng = np.random.default_rng(14)
+    vs = walk(rng, 30, speed=1.0)
+    out = run(stage(mode, model="constant_acceleration", max_coast=2),
+              [frame(i, [mesh(1, vs[i])] if i < 25 else []) for i in range(30)])
+    assert [mf.frame.index for mf in out] == list(range(30))
+    assert [bool(mf.persons and mf.persons[0].predicted) for mf in out[24:28]] == [False, True, True, False]
+    assert out[27].lost == [1]
+    got = np.stack([mf.persons[0].vertices for mf in out[5:25]])
+    assert np.abs(got - vs[5:25]).mean() < 0.01  # follows the walk within the noise
+
+
+def test_benchmark_runs_and_reports_its_targets(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_smooth.py"
+    spec = importlib.util.spec_from_file_location("bench_smooth", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--frames", "90", "--vertices", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "online cuts the vertex accel error" in text and "offline / online" in text
+    assert "cost per person-frame" in text
+
+
 # ---------------------------------------------------------------------------------------- lifecycle
 def test_birth_coasting_and_loss_reported_once():
     rng = np.random.default_rng(3)
@@ -225,6 +265,7 @@ def test_offline_frames_leave_in_order_once_with_every_person(lag, window):
         out.extend(got)
         # bounded memory: nothing is held for longer than lag + window frames of a track
         assert len(st._queue) <= lag + window + 1
+        assert all(len(t.history) < lag + window for t in st._tracks.values())
     out.extend(st.finish())
     assert [mf.frame.index for mf in out] == list(range(n))
     assert len({id(mf) for mf in out}) == n
