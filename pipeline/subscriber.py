@@ -1,0 +1,268 @@
+"""Python subscriber for fastmetro-stream (wire schema v1, docs/schema.md).
+
+    from pipeline.subscriber import Subscriber
+    with Subscriber("tcp://127.0.0.1:5555") as sub:
+        for frame in sub:                       # ends after the stream's end message
+            for p in frame.persons:
+                p.track_id, p.vertices          # (6890, 3) float32 or None, frame.topology.faces (13776, 3)
+
+Frames are yielded once a topology message has arrived (the publisher sends one at start, when a
+subscriber joins, and every few seconds). Anything off-schema, oversized, or not msgpack is counted in
+`stats` and skipped: a subscriber never raises on what it receives.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional, Union
+
+import numpy as np
+import zmq
+
+from . import wire
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class Topology:
+    kind: Literal["topology"]
+    stream: str
+    seq: int
+    wall: float
+    faces: np.ndarray  # (F, 3) int32 triangles over the vertices
+    num_vertices: int
+    joint_names: list[str]  # order of joints3d / joints2d
+    h36m_joint_names: list[str]  # order of joints_h36m
+    coordinates: dict  # frame, axes, handedness, units
+    vertices_dtype: str  # how the publisher packs vertices
+    vertices_every: int  # vertices in every Nth frame message (0 = never)
+
+
+@dataclass
+class PersonData:
+    track_id: int
+    state: str  # new / tracked / coasting / lost
+    box: np.ndarray  # (4,) x1, y1, x2, y2 frame pixels
+    score: float
+    predicted: bool  # True when the smoother coasted (no measurement this frame)
+    center: np.ndarray  # (2,) crop square centre, frame pixels
+    size: float  # crop square side, frame pixels
+    cam: np.ndarray  # (3,) weak-perspective camera of the crop
+    cam_t: np.ndarray  # (3,) body translation in the camera frame, metres
+    joints3d: np.ndarray  # (14, 3) metres, body-relative
+    joints2d: np.ndarray  # (14, 2) frame pixels
+    joints_h36m: np.ndarray  # (17, 3) metres, body-relative
+    vertices: Optional[np.ndarray]  # (6890, 3) float32 metres, None in frames sent without vertices
+    rotmat: Optional[np.ndarray] = None  # (24, 3, 3) SMPL pose, models with the SMPL head only
+    betas: Optional[np.ndarray] = None  # (10,) SMPL shape
+
+
+@dataclass
+class FrameData:
+    kind: Literal["frame"]
+    stream: str
+    seq: int  # frame messages published before this one on the stream
+    index: int  # frame index in the source
+    pts: Optional[float]
+    wall: float  # wall-clock time it was published
+    width: int
+    height: int
+    times: dict[str, float]  # stage -> wall time it emitted this frame
+    dropped: int  # frames dropped upstream since the previous message
+    persons: list[PersonData]
+    lost: list[int]  # track ids that ended at this frame
+    topology: Optional[Topology]
+    nbytes: int = 0  # payload size on the wire
+
+
+@dataclass
+class EndData:
+    kind: Literal["end"]
+    stream: str
+    seq: int  # frame messages published on the stream in all
+    wall: float
+    frames: int  # frames the source delivered
+    reason: str
+
+
+Message = Union[Topology, FrameData, EndData]
+
+
+def _key(path: PathLike, what: str) -> tuple[bytes, Optional[bytes]]:
+    import zmq.auth
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what}: key file {p} not found (make keys with `fastmetro-stream keys DIR`)")
+    return zmq.auth.load_certificate(str(p))
+
+
+def to_message(m: dict, topology: Optional[Topology]) -> Message:
+    """A dict from `wire.decode` -> a typed message."""
+    kind = m["kind"]
+    if kind == "topology":
+        return Topology(
+            "topology", m["stream"], m["seq"], float(m["wall"]), m["faces"], m["num_vertices"],
+            list(m["joint_names"]), list(m["h36m_joint_names"]), dict(m["coordinates"]),
+            str(m.get("vertices_dtype", "float32")), int(m.get("vertices_every", 1)),
+        )
+    if kind == "end":
+        return EndData("end", m["stream"], m["seq"], float(m["wall"]), m["frames"], m["reason"])
+    persons = [PersonData(**p) for p in m["persons"]]
+    return FrameData(
+        "frame", m["stream"], m["seq"], m["index"], m.get("pts"), float(m["wall"]), int(m.get("width", 0)),
+        int(m.get("height", 0)), dict(m["times"]), m["dropped"], persons, m["lost"], topology,
+    )
+
+
+class Subscriber:
+    """Connects to a publisher and hands out decoded messages.
+
+    endpoint: where the publisher binds. stream: only this stream id (None = all).
+    mode: "latest" (SUB, pairs with the publisher's latest mode) or "lossless" (PULL).
+    server_key / client_key: CurveZMQ, the server's public key file and this client's secret key
+    file (without client_key an ephemeral key pair is used, enough when clients are not authenticated).
+    max_message_bytes: larger messages are counted as oversized and skipped.
+    require_topology: hold back frames until a topology message for their stream has arrived.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:5555",
+        stream: Optional[str] = None,
+        mode: Literal["latest", "lossless"] = "latest",
+        server_key: Optional[PathLike] = None,
+        client_key: Optional[PathLike] = None,
+        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        rcvhwm: int = 16,
+        require_topology: bool = True,
+    ) -> None:
+        if mode not in ("latest", "lossless"):
+            raise ValueError(f"Subscriber mode must be 'latest' or 'lossless', got {mode!r}")
+        self.endpoint, self.stream, self.mode = endpoint, stream, mode
+        self.max_message_bytes = max_message_bytes
+        self.require_topology = require_topology
+        self.topology: dict[str, Topology] = {}
+        self.stats: dict[str, int] = dict(
+            messages=0, frames=0, topologies=0, ends=0, persons=0, bytes=0, malformed=0, oversized=0,
+            gaps=0, missed=0, before_topology=0,
+        )
+        self.last_error: Optional[str] = None
+        self._last_seq: dict[str, int] = {}
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.SUB if mode == "latest" else zmq.PULL)
+        try:
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            sock.setsockopt(zmq.LINGER, 0)
+            if server_key is not None:
+                server_public, _ = _key(server_key, "server_key")
+                if client_key is not None:
+                    public, secret = _key(client_key, "client_key")
+                    if secret is None:
+                        raise ValueError(f"client_key: {client_key} holds no secret key; give the .key_secret file")
+                else:
+                    public, secret = zmq.curve_keypair()
+                sock.curve_serverkey = server_public
+                sock.curve_publickey = public
+                sock.curve_secretkey = secret
+            if mode == "latest":
+                sock.setsockopt(zmq.SUBSCRIBE, f"{stream}/".encode() if stream else b"")
+            sock.connect(endpoint)
+        except BaseException:
+            sock.close(0)
+            raise
+        self.sock = sock
+
+    # -- receiving
+    def _bad(self, key: str, why: str) -> None:
+        self.stats[key] += 1
+        self.last_error = why
+
+    def recv(self, timeout_s: Optional[float] = None) -> Optional[Message]:
+        """The next well-formed message, or None when none came within timeout_s (None = wait)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.sock.poll(None if wait is None else int(wait * 1000)):
+                return None
+            parts = self.sock.recv_multipart(copy=True)
+            msg = self._handle(parts)
+            if msg is not None:
+                return msg
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def _handle(self, parts: list[bytes]) -> Optional[Message]:
+        self.stats["messages"] += 1
+        size = sum(len(p) for p in parts)
+        self.stats["bytes"] += size
+        if len(parts) != 2:
+            self._bad("malformed", f"{len(parts)} frames in a message (expected topic and payload)")
+            return None
+        topic, payload = parts
+        if len(payload) > self.max_message_bytes:
+            self._bad("oversized", f"{len(payload)} bytes > max_message_bytes {self.max_message_bytes}")
+            return None
+        try:
+            m = wire.decode(payload, self.max_message_bytes)
+            if topic != wire.topic(m["stream"], m["kind"]):
+                raise wire.WireError(f"topic {topic!r} does not match the payload's stream and kind")
+            if self.stream is not None and m["stream"] != self.stream:
+                return None  # another stream (lossless mode receives every stream)
+            msg = to_message(m, self.topology.get(m["stream"]))
+        except Exception as e:  # never crash on input: count and skip
+            self._bad("malformed", f"{type(e).__name__}: {e}")
+            return None
+        if isinstance(msg, Topology):
+            self.stats["topologies"] += 1
+            self.topology[msg.stream] = msg
+            return msg
+        if isinstance(msg, EndData):
+            self.stats["ends"] += 1
+            last = self._last_seq.pop(msg.stream, None)
+            if last is not None and msg.seq > last + 1:
+                self.stats["gaps"] += 1
+                self.stats["missed"] += msg.seq - last - 1
+            return msg
+        msg.nbytes = len(payload)
+        last = self._last_seq.get(msg.stream)
+        if last is not None and msg.seq > last + 1:
+            self.stats["gaps"] += 1
+            self.stats["missed"] += msg.seq - last - 1
+        self._last_seq[msg.stream] = msg.seq  # a lower seq means the publisher restarted: start over
+        if msg.topology is None and self.require_topology:
+            self.stats["before_topology"] += 1
+            return None
+        self.stats["frames"] += 1
+        self.stats["persons"] += len(msg.persons)
+        return msg
+
+    def frames(self, idle_timeout_s: Optional[float] = None, stop_at_end: bool = True) -> Iterator[FrameData]:
+        """Frames as they come; ends at an end message (stop_at_end) or after idle_timeout_s of silence."""
+        while True:
+            msg = self.recv(idle_timeout_s)
+            if msg is None:
+                return
+            if isinstance(msg, EndData):
+                if stop_at_end:
+                    return
+                continue
+            if isinstance(msg, FrameData):
+                yield msg
+
+    def __iter__(self) -> Iterator[FrameData]:
+        return self.frames()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
