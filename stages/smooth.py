@@ -33,7 +33,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh
+from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, now
 from pipeline.stage import Stage
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
@@ -442,5 +442,8 @@ class SmoothStage(Stage):
         out = []
         q = self._queue
         while q and q[0].missing == 0:
-            out.append(q.popleft().msg)
+            msg = q.popleft().msg
+            if isinstance(msg, MeshFrame):
+                msg.frame.times[self.name] = now()  # when it left this stage (offline: after smoothing)
+            out.append(msg)
         return out

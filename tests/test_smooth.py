@@ -359,6 +359,14 @@ def test_settings_are_validated_with_clear_errors():
         SmoothStage(SimpleNamespace(smooth=SmoothConfig(), mode="sometimes"))
 
 
+def test_stage_is_picklable_and_stamps_its_time():
+    import pickle
+
+    st = pickle.loads(pickle.dumps(stage("offline", rts_lag=0, rts_window=1)))
+    out = st.process(frame(0, [mesh(1, np.zeros((V, 3)))]))
+    assert len(out) == 1 and out[0].frame.times["smooth"] > 0
+
+
 def test_bad_input_is_a_clear_error():
     st = stage("live")
     with pytest.raises(ValueError, match="twice"):
