@@ -76,7 +76,7 @@ def test_stream_id_from_root_config():
 def test_every_message_kind_round_trips_through_the_socket(make_stage, mode):
     import fastmetro
 
-    stage = make_stage(mode=mode, stream="cam0")
+    stage = make_stage(mode=mode, stream="cam0", hwm=16)  # room for every message before the test reads
     sub = Subscriber(stage.endpoint, mode=mode)
     try:
         if mode == "latest":
