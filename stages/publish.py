@@ -330,6 +330,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--wait", type=float, default=0.0,
                    help="latest mode: wait up to this many seconds for a first subscriber before sending")
     p.add_argument("--loop", action="store_true", help="start again at the end (until Ctrl-C)")
+    p.add_argument("--hwm", type=int, default=PublishConfig.model_fields["hwm"].default,
+                   help="messages queued per subscriber before latest mode drops (raise it with --fast)")
     p.add_argument("--curve-server-secret", type=Path, default=None, help="enable CurveZMQ with this server secret key")
     p.add_argument("--curve-clients", type=Path, default=None, help="directory of authorised client public keys")
     p.set_defaults(func=replay_command)
@@ -373,7 +375,7 @@ def replay_command(args: argparse.Namespace) -> int:
         print(f"error: recording {args.file} not found", file=sys.stderr)
         return 1
     cfg = PublishConfig(
-        endpoint=args.endpoint, mode=args.mode, curve=args.curve_server_secret is not None,
+        endpoint=args.endpoint, mode=args.mode, hwm=args.hwm, curve=args.curve_server_secret is not None,
         curve_server_secret=args.curve_server_secret, curve_clients=args.curve_clients,
     )
     pub = Publisher(cfg)
@@ -414,7 +416,7 @@ def replay(pub: Publisher, path: Path, fast: bool = False, speed: float = 1.0) -
             pub.send(*topology)
         if rec.topic.endswith(b"/topology"):
             topology = (rec.topic, rec.payload)
-        pub.send(rec.topic, rec.payload)
+        pub.send(rec.topic, rec.payload, t=rec.t, reliable=rec.topic.endswith(b"/end"))
         n += 1
     return n
 

@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// A fastmetro-stream subscriber in Node.js: receives wire schema v1 messages (docs/schema.md) over
+// ZeroMQ and decodes them into typed arrays.
+//
+//   npm install
+//   node subscriber.js --endpoint tcp://127.0.0.1:5555                # live stream (PUB/SUB)
+//   node subscriber.js --mode lossless --count 100 --json             # PUSH/PULL, JSON lines out
+//
+// Every message has two ZeroMQ frames: the topic "<stream>/<kind>" and a msgpack map. Arrays are maps
+// {dtype: "<f4" | "<f2" | "<i2" | "<i4", shape: [...], data: <bytes>, scale?: number}.
+"use strict";
+
+const os = require("os");
+const zmq = require("zeromq");
+const { decode } = require("@msgpack/msgpack");
+
+const SCHEMA_VERSION = 1;
+
+function parseArgs(argv) {
+  const opts = { endpoint: "tcp://127.0.0.1:5555", mode: "latest", stream: "", count: 0, json: false, timeout: 0 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--endpoint") opts.endpoint = argv[++i];
+    else if (a === "--mode") opts.mode = argv[++i];
+    else if (a === "--stream") opts.stream = argv[++i];
+    else if (a === "--count") opts.count = parseInt(argv[++i], 10);
+    else if (a === "--timeout") opts.timeout = parseFloat(argv[++i]);
+    else if (a === "--json") opts.json = true;
+    else if (a === "-h" || a === "--help") {
+      console.log("usage: node subscriber.js [--endpoint URL] [--mode latest|lossless] [--stream ID] " +
+        "[--count N] [--timeout SECONDS] [--json]");
+      process.exit(0);
+    } else {
+      console.error(`unknown argument ${a} (see --help)`);
+      process.exit(2);
+    }
+  }
+  if (!["latest", "lossless"].includes(opts.mode)) {
+    console.error(`--mode must be latest or lossless, not ${opts.mode}`);
+    process.exit(2);
+  }
+  return opts;
+}
+
+// IEEE 754 half -> float (Node 20 has no Float16Array).
+function halfToFloat(h) {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * Math.pow(2, -14) * (f / 1024);
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * Math.pow(2, e - 15) * (1 + f / 1024);
+}
+
+const LITTLE = os.endianness() === "LE";
+
+// {dtype, shape, data[, scale]} -> {shape, values: Float32Array | Int32Array}
+function unpackArray(obj, name) {
+  if (!obj || typeof obj !== "object" || !(obj.data instanceof Uint8Array) || !Array.isArray(obj.shape)) {
+    throw new Error(`${name}: not a packed array`);
+  }
+  const n = obj.shape.reduce((a, b) => a * b, 1);
+  const size = { "<f4": 4, "<f2": 2, "<i2": 2, "<i4": 4 }[obj.dtype];
+  if (!size) throw new Error(`${name}: unsupported dtype ${obj.dtype}`);
+  if (n * size !== obj.data.byteLength) throw new Error(`${name}: ${obj.data.byteLength} bytes for shape ${obj.shape}`);
+  const view = new DataView(obj.data.buffer, obj.data.byteOffset, obj.data.byteLength);
+  let values;
+  if (obj.dtype === "<i4") {
+    values = new Int32Array(n);
+    for (let i = 0; i < n; i++) values[i] = view.getInt32(i * 4, true);
+  } else {
+    values = new Float32Array(n);
+    if (obj.dtype === "<f4" && LITTLE) {
+      // an aligned copy (Buffer.prototype.slice would give a view, not a copy)
+      values.set(new Float32Array(Uint8Array.prototype.slice.call(obj.data).buffer));
+    } else if (obj.dtype === "<f4") {
+      for (let i = 0; i < n; i++) values[i] = view.getFloat32(i * 4, true);
+    } else if (obj.dtype === "<f2") {
+      for (let i = 0; i < n; i++) values[i] = halfToFloat(view.getUint16(i * 2, true));
+    } else {
+      const scale = typeof obj.scale === "number" ? obj.scale : 1;
+      for (let i = 0; i < n; i++) values[i] = view.getInt16(i * 2, true) * scale;
+    }
+  }
+  return { shape: obj.shape, values };
+}
+
+const PERSON_ARRAYS = ["cam", "cam_t", "joints3d", "joints2d", "joints_h36m", "vertices", "rotmat", "betas"];
+
+function decodeMessage(topic, payload) {
+  const m = decode(payload);
+  if (!m || typeof m !== "object") throw new Error("message is not a map");
+  if (m.v !== SCHEMA_VERSION) throw new Error(`schema version ${m.v} is not ${SCHEMA_VERSION}`);
+  if (topic !== `${m.stream}/${m.kind}`) throw new Error(`topic ${topic} does not match the payload`);
+  if (m.kind === "topology") {
+    m.faces = unpackArray(m.faces, "faces");
+  } else if (m.kind === "frame") {
+    for (const p of m.persons) {
+      for (const key of PERSON_ARRAYS) {
+        if (p[key] !== undefined) p[key] = unpackArray(p[key], key);
+        else p[key] = null; // vertices are absent in frames sent without them; rotmat/betas without SMPL
+      }
+    }
+  } else if (m.kind !== "end") {
+    throw new Error(`unknown kind ${m.kind}`);
+  }
+  return m;
+}
+
+function sum(values) {
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += values[i];
+  return s;
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const sock = opts.mode === "latest" ? new zmq.Subscriber() : new zmq.Pull();
+  sock.receiveHighWaterMark = 16;
+  sock.linger = 0;
+  sock.connect(opts.endpoint);
+  if (opts.mode === "latest") sock.subscribe(opts.stream ? `${opts.stream}/` : "");
+  if (opts.timeout > 0) sock.receiveTimeout = Math.round(opts.timeout * 1000);
+  console.error(`subscribed to ${opts.endpoint} (${opts.mode})`);
+
+  const topology = {};
+  const lastSeq = {};
+  const stats = { frames: 0, malformed: 0, gaps: 0, missed: 0 };
+  try {
+    while (true) {
+      let parts;
+      try {
+        parts = await sock.receive();
+      } catch (e) {
+        if (e.code === "EAGAIN") { console.error(`nothing received for ${opts.timeout} s`); break; }
+        throw e;
+      }
+      let m;
+      try {
+        if (parts.length !== 2) throw new Error(`${parts.length} frames`);
+        m = decodeMessage(parts[0].toString(), parts[1]);
+      } catch (e) {
+        stats.malformed++; // never crash on input: count and skip
+        console.error(`skipped a malformed message: ${e.message}`);
+        continue;
+      }
+      if (opts.stream && m.stream !== opts.stream) continue;
+      if (m.kind === "topology") {
+        topology[m.stream] = m;
+        if (opts.json) {
+          console.log(JSON.stringify({ kind: "topology", stream: m.stream, faces: m.faces.shape,
+            joint_names: m.joint_names, num_vertices: m.num_vertices }));
+        }
+        continue;
+      }
+      if (m.kind === "end") {
+        console.log(JSON.stringify({ kind: "end", stream: m.stream, seq: m.seq, frames: m.frames, reason: m.reason, stats }));
+        break;
+      }
+      const last = lastSeq[m.stream];
+      if (last !== undefined && m.seq > last + 1) { stats.gaps++; stats.missed += m.seq - last - 1; }
+      lastSeq[m.stream] = m.seq;
+      if (!topology[m.stream]) continue; // wait for the topology before using frames
+      stats.frames++;
+      const persons = m.persons.map((p) => ({
+        track_id: p.track_id,
+        state: p.state,
+        box: p.box,
+        cam_t: Array.from(p.cam_t.values),
+        joints2d_sum: sum(p.joints2d.values),
+        joints3d_sum: sum(p.joints3d.values),
+        vertices: p.vertices ? p.vertices.shape : null,
+        vertices_sum: p.vertices ? sum(p.vertices.values) : null,
+        smpl: p.betas !== null,
+      }));
+      if (opts.json) {
+        console.log(JSON.stringify({ kind: "frame", stream: m.stream, seq: m.seq, index: m.index, pts: m.pts,
+          dropped: m.dropped, persons }));
+      } else {
+        console.log(`${m.stream} frame ${m.index} seq ${m.seq}: ${persons.length} persons ` +
+          persons.map((p) => `#${p.track_id} (${p.state})`).join(" "));
+      }
+      if (opts.count && stats.frames >= opts.count) break;
+    }
+  } finally {
+    sock.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
