@@ -374,3 +374,24 @@ def test_bind_conflict_names_the_setting(make_stage):
     first = make_stage()
     with pytest.raises(OSError, match="publish.endpoint"):
         make_stage(endpoint=first.endpoint)
+
+
+def test_listen_command_prints_live_stats(make_stage, capsys):
+    stage = make_stage(mode="lossless")
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["listen", "--endpoint", stage.endpoint, "--mode", "lossless", "--frames", "3",
+                              "--duration", "20"])
+
+    def publish():
+        for i in range(3):
+            stage.process(wire.synthetic_mesh_frame(2, index=i))
+
+    t = threading.Thread(target=publish)
+    t.start()
+    assert args.func(args) == 0
+    t.join(10)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out, "listen printed nothing"
+    last = out[-1]
+    assert "frames 3" in last and "gaps 0" in last and "2.0 persons/frame" in last and "MB/s" in last
