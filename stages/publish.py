@@ -298,6 +298,25 @@ class PublishStage(Stage):
             raise TypeError(f"publish stage got {type(msg).__name__}; expected MeshFrame or EndOfStream")
         return []
 
+    # Between frames (an idle or slow pipeline) the runtime calls tick() by next_deadline(), so a
+    # subscriber that joins still gets the topology at once and the periodic copy stays on time.
+    # Latest mode only: in lossless mode a send may wait for a consumer, which only frames should do.
+    SUBSCRIPTION_POLL_S = 0.2
+
+    def next_deadline(self) -> Optional[float]:
+        if self.publisher is None or self.cfg.mode != "latest":
+            return None
+        deadline = time.monotonic() + self.SUBSCRIPTION_POLL_S if self.cfg.topology_on_subscribe else None
+        if self.cfg.topology_interval_s > 0 and self._last_topology is not None:
+            due = self._last_topology + self.cfg.topology_interval_s
+            deadline = due if deadline is None else min(deadline, due)
+        return deadline
+
+    def tick(self) -> Iterable[Any]:
+        if self.publisher is not None and self.cfg.mode == "latest":
+            self._maybe_topology()
+        return []
+
     def close(self) -> None:
         if self.publisher is not None:
             self.publisher.close()

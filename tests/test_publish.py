@@ -395,3 +395,14 @@ def test_listen_command_prints_live_stats(make_stage, capsys):
     assert out, "listen printed nothing"
     last = out[-1]
     assert "frames 3" in last and "gaps 0" in last and "2.0 persons/frame" in last and "MB/s" in last
+
+
+def test_idle_stage_answers_a_new_subscriber_on_tick(make_stage):
+    stage = make_stage(mode="latest", topology_interval_s=0)
+    with Subscriber(stage.endpoint) as sub:
+        joined(stage)
+        deadline = stage.next_deadline()
+        assert deadline is not None and deadline <= time.monotonic() + 1
+        assert stage.tick() == []  # no frame has come, the subscriber still gets the topology
+        assert isinstance(sub.recv(timeout_s=5), Topology)
+    assert make_stage(mode="lossless").next_deadline() is None
