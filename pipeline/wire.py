@@ -11,6 +11,7 @@ into a dict with numpy arrays and raises `WireError` on anything that does not f
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ def unpack_array(obj: Any, name: str = "array") -> np.ndarray:
     data = obj["data"]
     if not isinstance(data, (bytes, bytearray)):
         raise WireError(f"{name}: data must be bytes")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: a hostile shape cannot overflow
     if count * dt.itemsize != len(data):
         raise WireError(f"{name}: {len(data)} bytes do not hold shape {list(shape)} of {dt.str}")
     arr = np.frombuffer(data, dtype=dt).reshape(shape)

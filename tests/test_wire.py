@@ -91,7 +91,7 @@ def _raw_frame() -> dict:
 
 
 @pytest.mark.parametrize("breakage", [
-    "version", "kind", "seq_type", "shape_mismatch", "bad_dtype", "state", "persons_not_list", "not_a_map",
+    "version", "kind", "seq_type", "shape_mismatch", "shape_overflow", "bad_dtype", "state", "persons_not_list", "not_a_map",
 ])
 def test_off_schema_payloads_raise_wire_error(breakage):
     m = _raw_frame()
@@ -104,6 +104,8 @@ def test_off_schema_payloads_raise_wire_error(breakage):
         m["seq"] = "1"
     elif breakage == "shape_mismatch":
         p["vertices"]["shape"] = [6891, 3]
+    elif breakage == "shape_overflow":
+        p["joints3d"]["shape"] = [2**63 + 7, 2, 3]  # beyond int64: must not crash the size check
     elif breakage == "bad_dtype":
         p["joints3d"]["dtype"] = "|O"
     elif breakage == "state":
