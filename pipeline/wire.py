@@ -234,6 +234,15 @@ def _req(m: dict, key: str, types, kind: str):
 _NUM = (int, float)
 
 
+def _numbers(values: Any, n: int, name: str) -> np.ndarray:
+    if not isinstance(values, list) or len(values) != n or not all(
+        isinstance(v, _NUM) and not isinstance(v, bool) for v in values
+    ):
+        raise WireError(f"{name}: expected {n} numbers")
+    with np.errstate(over="ignore"):  # out-of-range values become inf, as float32 would hold them
+        return np.asarray(values, dtype=np.float32)
+
+
 def _decode_person(p: Any, i: int) -> dict:
     where = f"frame message: persons[{i}]"
     if not isinstance(p, dict):
@@ -241,16 +250,14 @@ def _decode_person(p: Any, i: int) -> dict:
     out = {
         "track_id": _req(p, "track_id", int, where),
         "state": _req(p, "state", str, where),
-        "box": np.asarray(_req(p, "box", list, where), dtype=np.float32),
+        "box": _numbers(_req(p, "box", list, where), 4, f"{where}.box"),
         "score": float(_req(p, "score", _NUM, where)),
         "predicted": bool(p.get("predicted", False)),
-        "center": np.asarray(p.get("center", [np.nan, np.nan]), dtype=np.float32),
-        "size": float(p.get("size", np.nan)),
+        "center": _numbers(p.get("center", [np.nan, np.nan]), 2, f"{where}.center"),
+        "size": float(_req(p, "size", _NUM, where)) if "size" in p else float("nan"),
     }
     if out["state"] not in TRACK_STATES:
         raise WireError(f"{where}: unknown state {out['state']!r}")
-    if out["box"].shape != (4,):
-        raise WireError(f"{where}: box must hold 4 numbers")
     for key, shape in (("cam", (3,)), ("cam_t", (3,)), ("joints3d", (None, 3)), ("joints2d", (None, 2)),
                        ("joints_h36m", (None, 3)), ("vertices", (None, 3)), ("rotmat", (None, 3, 3)),
                        ("betas", (None,))):

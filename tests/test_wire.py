@@ -91,7 +91,7 @@ def _raw_frame() -> dict:
 
 
 @pytest.mark.parametrize("breakage", [
-    "version", "kind", "seq_type", "shape_mismatch", "shape_overflow", "bad_dtype", "state", "persons_not_list", "not_a_map",
+    "version", "kind", "seq_type", "shape_mismatch", "shape_overflow", "box_text", "bad_dtype", "state", "persons_not_list", "not_a_map",
 ])
 def test_off_schema_payloads_raise_wire_error(breakage):
     m = _raw_frame()
@@ -106,6 +106,8 @@ def test_off_schema_payloads_raise_wire_error(breakage):
         p["vertices"]["shape"] = [6891, 3]
     elif breakage == "shape_overflow":
         p["joints3d"]["shape"] = [2**63 + 7, 2, 3]  # beyond int64: must not crash the size check
+    elif breakage == "box_text":
+        p["box"] = ["a", 1, 2, 3]
     elif breakage == "bad_dtype":
         p["joints3d"]["dtype"] = "|O"
     elif breakage == "state":
@@ -163,3 +165,21 @@ def test_recording_of_the_wrong_form_is_named(tmp_path):
 def test_record_into_missing_directory_names_the_setting(tmp_path):
     with pytest.raises(FileNotFoundError, match="publish.record"):
         wire.RecordWriter(tmp_path / "nope" / "rec.msgpack")
+
+
+def test_corrupted_bytes_never_raise_anything_but_wire_error():
+    rng = np.random.default_rng(2)
+    mf = wire.synthetic_mesh_frame(1, smpl=True)
+    mf.persons[0].vertices = mf.persons[0].vertices[:8]  # keeps the message small: more hits per byte
+    good = wire.encode_frame(mf, "s", 0)
+    outcomes = set()
+    for _ in range(3000):
+        b = bytearray(good)
+        for pos in rng.integers(0, len(b), rng.integers(1, 4)):
+            b[pos] = rng.integers(0, 256)
+        try:
+            wire.decode(bytes(b))
+            outcomes.add("decoded")
+        except wire.WireError:
+            outcomes.add("refused")
+    assert outcomes == {"decoded", "refused"}
