@@ -406,3 +406,14 @@ def test_idle_stage_answers_a_new_subscriber_on_tick(make_stage):
         assert stage.tick() == []  # no frame has come, the subscriber still gets the topology
         assert isinstance(sub.recv(timeout_s=5), Topology)
     assert make_stage(mode="lossless").next_deadline() is None
+
+
+def test_stage_is_cheap_and_picklable_before_setup():
+    import pickle
+
+    stage = PublishStage(PublishConfig(vertices_dtype="int16"))
+    assert stage.publisher is None  # no socket in the parent process
+    clone = pickle.loads(pickle.dumps(stage))
+    assert clone.cfg == stage.cfg and clone.stream == "default"
+    with pytest.raises(RuntimeError, match="setup"):
+        clone.process(wire.synthetic_mesh_frame(1))
