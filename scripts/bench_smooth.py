@@ -152,7 +152,7 @@ def recorded(path: Path, cfg: SmoothConfig) -> None:
             continue
         for p in msg["persons"]:
             if p["vertices"] is not None and not p["predicted"]:
-                tracks.setdefault((msg.get("source", ""), p["track_id"]), []).append(
+                tracks.setdefault((msg.get("stream", ""), p["track_id"]), []).append(
                     (int(msg.get("index", len(tracks))), msg.get("pts"), p))
     if not tracks:
         print("  no measured persons with vertices in the recording")
