@@ -154,3 +154,22 @@ def test_stage_takes_the_root_config_section():
     assert DetectStage(Root()).cfg.max_persons == 3
     with pytest.raises(TypeError, match="config.detect"):
         DetectStage(object())
+
+
+def test_yolo_path_batches_frames_person_class_only():
+    """An untrained YOLO built from Ultralytics' own model YAML (no download): the batching, the class filter
+    and the box parsing run for real; the boxes themselves mean nothing."""
+    cfg = DetectConfig(detector="auto", yolo_model="yolo11n.yaml", yolo_imgsz=160, confidence=0.0, device="cpu")
+    det = build_detector(cfg)
+    assert det.name == "yolo" and det.person == 0  # auto picks YOLO when it loads
+    bus = load_rgb("bus.jpg")
+    frames = [bus, np.ascontiguousarray(bus[:, ::-1])]  # one source: frames of one size
+    both = det.detect(frames)
+    singles = [det.detect([f])[0] for f in frames]
+    assert len(both) == 2
+    for b, s, f in zip(both, singles, frames):
+        assert b.xyxy.shape[1] == 4 and b.xyxy.dtype == np.float32 and len(b.conf) == len(b.xyxy)
+        assert (b.xyxy[:, 2] <= f.shape[1] + 1e-3).all() and (b.xyxy[:, 3] <= f.shape[0] + 1e-3).all()
+        np.testing.assert_allclose(b.xyxy, s.xyxy, atol=1e-2)
+    persons, _ = PersonTracker(cfg, detector=det).update(frames[0])
+    assert len(persons) <= cfg.max_persons
