@@ -173,3 +173,39 @@ def test_yolo_path_batches_frames_person_class_only():
         np.testing.assert_allclose(b.xyxy, s.xyxy, atol=1e-2)
     persons, _ = PersonTracker(cfg, detector=det).update(frames[0])
     assert len(persons) <= cfg.max_persons
+
+
+def _stage_run(frames, cfg, mode="offline", deadline_at=None):
+    store = ArrayStore(frames)
+    stage = DetectStage(cfg, mode=mode)
+    stage.store = store
+    stage.setup()
+    out, returned = [], []
+    for i in range(len(frames)):
+        got = list(stage.process(Frame(source="cam", index=i, pts=i / 30, slot=i, height=frames[i].shape[0],
+                                       width=frames[i].shape[1])))
+        returned.append(len(got))
+        if deadline_at == i:
+            assert stage.next_deadline() is not None
+            got += list(stage.tick())
+        out += got
+    out += list(stage.finish())
+    assert stage.next_deadline() is None
+    stage.close()
+    return out, returned, store
+
+
+def test_offline_batches_of_frames_give_the_same_detections_in_order():
+    bus = load_rgb("bus.jpg")
+    frames = [np.ascontiguousarray(np.roll(bus, 4 * t, axis=1)) for t in range(5)]
+    one, returned1, store1 = _stage_run(frames, DetectConfig(detector="hog"))
+    three, returned3, store3 = _stage_run(frames, DetectConfig(detector="hog", batch_frames=3), deadline_at=3)
+    assert returned1 == [1, 1, 1, 1, 1]
+    assert returned3 == [0, 0, 3, 0, 0]  # frame 3 then left by tick(), frame 4 by finish()
+    assert [d.frame.index for d in three] == [0, 1, 2, 3, 4]
+    key = lambda ds: [[(p.track_id, p.state, p.box, p.crop_index) for p in d.persons] + [d.lost] for d in ds]  # noqa: E731
+    assert key(one) == key(three)
+    for a, b in zip(store1.crop_area, store3.crop_area):
+        np.testing.assert_array_equal(a, b)
+    live, returned_live, _ = _stage_run(frames[:2], DetectConfig(detector="hog", batch_frames=3), mode="live")
+    assert returned_live == [1, 1]  # live mode never holds a frame back
