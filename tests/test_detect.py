@@ -151,7 +151,11 @@ def test_stage_takes_the_root_config_section():
     class Root:
         detect = DetectConfig(detector="hog", max_persons=3)
 
-    assert DetectStage(Root()).cfg.max_persons == 3
+    stage = DetectStage(Root())
+    assert stage.cfg.max_persons == 3 and stage.mode == "offline"
+    import pickle  # the runtime builds stages in the parent and sends them to their process
+
+    assert pickle.loads(pickle.dumps(stage)).cfg == stage.cfg
     with pytest.raises(TypeError, match="config.detect"):
         DetectStage(object())
 
