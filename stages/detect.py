@@ -68,8 +68,11 @@ class DetectConfig(BaseModel):
     # such a YAML; ByteTrack: motion + IoU only, no appearance model, the fastest
     tracker: str = "bytetrack"
     # run the detector on every k-th frame of a source and let the tracker's Kalman filter carry the boxes
-    # in between (also whenever no track is active); 1 = every frame, the most accurate
+    # in between (also whenever no track is live, see redetect_below); 1 = every frame, the most accurate
     detect_every: int = Field(1, ge=1)
+    # with detect_every > 1, also detect on the next frame when a live track's last detection scored below
+    # this (a weak match drifts when carried); ByteTrack/BoT-SORT's own high-score threshold by default
+    redetect_below: float = Field(0.25, ge=0.0, le=1.0)
     # crop side = this x the longer side of the tight box: METRO/FastMETRO training crops are the person's
     # box scaled by 1.2-1.3 (scale 1.25 x the 200 px box convention)
     crop_scale: float = Field(1.25, gt=0.0)
@@ -315,8 +318,10 @@ class PersonTracker:
     def _scheduled(self, i: int) -> bool:
         return i % self.cfg.detect_every == 0
 
-    def _active(self) -> bool:
-        return any(t.is_activated for t in self.tracker.tracked_stracks)
+    def _carry(self) -> bool:
+        """Whether the tracker can carry the next frame without the detector."""
+        live = [t for t in self.tracker.tracked_stracks if t.is_activated]
+        return bool(live) and min(float(t.score) for t in live) >= self.cfg.redetect_below
 
     def update(self, rgb: np.ndarray) -> tuple[list[Person], list[int]]:
         return self.update_batch([rgb])[0]
@@ -329,7 +334,7 @@ class PersonTracker:
         out = []
         for k, rgb in enumerate(frames):
             d = dets.get(k)
-            if d is None and not self._active():  # nothing to carry: detect now (same rule frame by frame)
+            if d is None and not self._carry():  # nothing (solid) to carry: detect now, same rule frame by frame
                 d = self.detector.detect([rgb])[0]
                 self.detector_runs += 1
             out.append(self._step(rgb, d))

@@ -168,6 +168,16 @@ def test_detect_every_second_frame_carries_boxes_and_keeps_ids(clip):
     assert xs[-1] - xs[0] > SPEED * 4
 
 
+def test_weak_tracks_are_detected_again_instead_of_carried(clip):
+    frames, _ = clip
+    carried = PersonTracker(DetectConfig(detector="hog", detect_every=3), detector=CachedHog())
+    strict = PersonTracker(DetectConfig(detector="hog", detect_every=3, redetect_below=0.99), detector=CachedHog())
+    run(carried, frames[:12])
+    run(strict, frames[:12])
+    assert carried.detector_runs == 4  # frames 0, 3, 6, 9: every track scored above 0.25
+    assert strict.detector_runs == 12  # no HOG score reaches 0.99: nothing is carried
+
+
 @pytest.mark.parametrize("batch", [3, 8])
 def test_results_do_not_depend_on_the_batch_size(clip, batch):
     frames, _ = clip
