@@ -340,7 +340,7 @@ class PersonTracker:
             out.append(self._step(rgb, d))
         return out
 
-    def _filter(self, d: Dets, h: int, w: int) -> Dets:
+    def _filter(self, d: Dets) -> Dets:
         keep = (d.conf >= self.cfg.confidence) & ((d.xyxy[:, 3] - d.xyxy[:, 1]) >= self.cfg.min_box_size)
         return Dets(d.xyxy[keep], d.conf[keep])
 
@@ -349,7 +349,7 @@ class PersonTracker:
         h, w = rgb.shape[:2]
         tr = self.tracker
         if d is not None:
-            d = self._filter(d, h, w)
+            d = self._filter(d)
             # the frame (BGR) only matters to trackers with camera-motion compensation (BoT-SORT's GMC)
             img = np.ascontiguousarray(rgb[..., ::-1]) if getattr(tr, "gmc", None) is not None else None
             rows = tr.update(_Boxes(d.xyxy, d.conf), img)
