@@ -1,0 +1,104 @@
+"""The Python API of a run; `fastmetro-stream run` is a thin layer over it.
+
+    from pipeline.api import run
+    from pipeline.config import load_config
+    summary = run(load_config("configs/offline_file.yaml", ["source=my.mp4"]))
+    print(summary.frames, summary.fps, summary.exit_code)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from fastmetro import UNTRAINED_MESSAGE
+
+from .config import Config
+from .supervisor import RunSummary, StageMetrics, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def build_stages(config: Config) -> list:
+    """The five stages in order, each given the whole (resolved) config."""
+    from stages.decode import DecodeStage
+    from stages.detect import DetectStage
+    from stages.infer import InferStage
+    from stages.publish import PublishStage
+    from stages.smooth import SmoothStage
+
+    return [DecodeStage(config), DetectStage(config), InferStage(config), SmoothStage(config), PublishStage(config)]
+
+
+class _Progress:
+    """One status line, refreshed twice a second: frames, fps, persons, drops, queue depths."""
+
+    def __init__(self, console: Console, stage_names: Sequence[str], enabled: bool):
+        self.console, self.names, self.enabled = console, list(stage_names), enabled
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.status = console.status("starting the stages...") if enabled else None
+        if self.status:
+            self.status.start()
+
+    def __call__(self, metrics: dict[str, StageMetrics]) -> None:
+        if not self.enabled or time.monotonic() - self.last < 0.5:
+            return
+        self.last = time.monotonic()
+        first, last = metrics[self.names[0]], metrics[self.names[-1]]
+        elapsed = time.monotonic() - self.start
+        drops = sum(m.drops + m.counters.get("dropped_no_slot", 0) for m in metrics.values())
+        queues = " ".join(f"{n}:{metrics[n].queue_depth}" for n in self.names[1:])
+        self.status.update(
+            f"decoded {first.items_out}  published {last.items_in}  "
+            f"{last.items_in / max(elapsed, 1e-9):.1f} fps  persons {last.persons}  drops {drops}  "
+            f"queues [{queues}]"
+        )
+
+    def stop(self) -> None:
+        if self.status:
+            self.status.stop()
+
+
+def summary_table(summary: RunSummary) -> Table:
+    t = Table(title=f"fastmetro-stream: {summary.frames} frames in {summary.elapsed_s:.1f} s "
+                    f"({summary.fps:.1f} fps), {summary.persons} person-frames, {summary.reason}")
+    for col in ("stage", "in", "out", "drops", "queue max", "p50 ms", "p95 ms", "p99 ms", "notes"):
+        t.add_column(col, justify="left" if col in ("stage", "notes") else "right")
+    for m in summary.stages:
+        lat = m.latency_ms or {}
+        notes = ", ".join(f"{k} {v}" for k, v in sorted(m.counters.items()) if v)
+        if m.e2e_ms:
+            notes = (notes + ", " if notes else "") + "capture->published p50/p95/p99 " + "/".join(
+                f"{m.e2e_ms[k]:.0f}" for k in ("p50", "p95", "p99")) + " ms"
+        t.add_row(m.name, str(m.items_in), str(m.items_out), str(m.drops), str(m.queue_depth_max),
+                  *(f"{lat[k]:.1f}" if k in lat else "-" for k in ("p50", "p95", "p99")), notes)
+    return t
+
+
+def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None) -> RunSummary:
+    """Run the pipeline to the end of its source (or a stop signal); returns its summary."""
+    config = config.resolved()
+    console = console or Console(stderr=True)
+    if config.infer.checkpoint is None:
+        console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
+    if config.smooth.method == "none":
+        console.print("smooth: off (smooth.method: none): results are published unfiltered")
+    stages = stages if stages is not None else build_stages(config)
+    source = config.source or "the shipped sample"
+    console.print(f"fastmetro-stream: {source} ({config.mode}) -> {config.publish.endpoint}"
+                  + (f", recording to {config.publish.record}" if config.publish.record else ""))
+    progress = _Progress(console, [s.name for s in stages], config.progress and console.is_terminal)
+    try:
+        summary = Supervisor(config, stages, on_progress=progress).run()
+    finally:
+        progress.stop()
+    console.print(summary_table(summary))
+    if summary.error:
+        console.print(f"[red]{summary.error}[/red]")
+    if summary.untrained or config.infer.checkpoint is None:
+        console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
+    return summary

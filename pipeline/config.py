@@ -1,0 +1,126 @@
+"""The one configuration schema of a run.
+
+Each stage defines its own section beside its code (DecodeConfig in stages/decode.py, ...); this module
+composes them with the run-wide settings. Every setting has a default that works, so an empty config
+runs the shipped sample. Sources of settings, later ones winning: the defaults, a YAML file
+(configs/*.yaml), then `--set key.path=value` overrides from the command line (values in YAML syntax).
+An unknown key or a bad value is a ConfigError that names it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stages.decode import DecodeConfig, is_live_source
+from stages.detect import DetectConfig
+from stages.infer import InferConfig
+from stages.publish import PublishConfig
+from stages.smooth import SmoothConfig
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the setting."""
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # What to read: a video file, a directory of images, a camera (/dev/video0 or 0), an rtsp:// or
+    # http(s):// URL. None: the sample video that ships with the project.
+    source: Optional[str] = None
+    # The stream's name on the wire (topics, recordings); several pipelines can publish side by side.
+    source_id: str = "default"
+    # live: the freshest frame wins, stages drop the oldest queued item when behind (counted).
+    # offline: nothing is dropped, decoding slows down instead. auto: live for cameras, URLs and
+    # realtime-paced files, offline for files and image folders.
+    mode: Literal["auto", "live", "offline"] = "auto"
+    # Messages waiting between two stages. Small keeps latency low; a few absorb jitter.
+    queue_size: int = Field(4, ge=1, le=1024)
+    # Frames in flight in shared memory (decode -> infer). Must exceed the frames detect and infer can
+    # hold at once; 16 is ~100 MB at 1080p.
+    ring_slots: int = Field(16, ge=2, le=1024)
+    # Show a progress line while running (frames, fps, persons, drops).
+    progress: bool = True
+    # Seconds to wait for stages to stop on their own before they are terminated.
+    stop_timeout_s: float = Field(10.0, gt=0)
+
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
+    smooth: SmoothConfig = Field(default_factory=SmoothConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+    def resolved(self) -> "Config":
+        """A copy with mode 'auto' decided from the source."""
+        if self.mode != "auto":
+            return self
+        live = self.decode.realtime or (self.source is not None and is_live_source(self.source))
+        return self.model_copy(update={"mode": "live" if live else "offline"})
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is a value, not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set detect.detector=hog")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _explain(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        got = err.get("input")
+        shown = "" if err["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {where}: {msg}{shown}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(
+    path: Union[str, Path, None] = None, overrides: Iterable[str] = (), **values: Any
+) -> Config:
+    """Defaults <- YAML file <- keyword values (top-level, e.g. source=...) <- dotted overrides."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of settings")
+        tree = loaded
+    for k, v in values.items():
+        if v is not None:
+            tree[k] = v
+    for text in overrides:
+        _set_dotted(tree, *parse_override(text))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_explain(e)) from None

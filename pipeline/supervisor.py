@@ -1,0 +1,434 @@
+"""Runs the stages, one OS process each, joined by bounded queues, and stops them all cleanly.
+
+    decode -> q -> detect -> q -> infer -> q -> smooth -> q -> publish
+
+Policies between stages (pipeline.config.Config.mode):
+  offline  a full queue blocks the producer: back-pressure slows decoding; nothing is ever dropped.
+  live     a full queue drops its OLDEST item (counted, its frame slot released) so the freshest frame
+           wins; the next message through carries the count in Frame.dropped. No item is processed twice.
+
+Shutdown:
+  end of stream   decode emits EndOfStream, each stage flushes and forwards it; the run ends, exit 0, when
+                  publish has handled it.
+  an exception    the failing stage reports its traceback; every stage is stopped; exit 1.
+  a dead stage    (e.g. SIGKILL) seen by its exit code: every stage is stopped; exit 1.
+  Ctrl-C/SIGTERM  the source stops and what is in flight drains through (exit 0); a second Ctrl-C (or
+                  the stop timeout) stops every stage at once (exit 130).
+  dead supervisor children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and also watch their parent.
+The shared-memory ring is unlinked in every case (and by the resource tracker if this process is killed).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .messages import Detections, EndOfStream, Frame, MeshFrame
+from .shm import FrameStore
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 0.5
+LATENCY_SAMPLES = 20000
+
+
+# --- messages from the stages to the supervisor ---------------------------------------------------
+
+def _frame_of(msg: Any) -> Optional[Frame]:
+    if isinstance(msg, Frame):
+        return msg
+    return getattr(msg, "frame", None)
+
+
+@dataclass
+class StageMetrics:
+    name: str
+    items_in: int = 0
+    items_out: int = 0
+    drops: int = 0  # items this stage dropped from its output queue (live mode)
+    queue_depth_max: int = 0
+    queue_depth: int = 0
+    persons: int = 0
+    latency_ms: dict = field(default_factory=dict)  # p50/p95/p99 of time in the stage per item
+    e2e_ms: dict = field(default_factory=dict)  # p50/p95/p99 capture-to-here (publish only)
+    counters: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    exit_code: int
+    reason: str
+    frames: int  # frames published
+    persons: int  # person-frames published
+    elapsed_s: float
+    stages: list[StageMetrics]
+    error: Optional[str] = None  # traceback of the failing stage
+    untrained: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def drops(self) -> int:
+        return sum(s.drops for s in self.stages) + sum(
+            s.counters.get("dropped_no_slot", 0) for s in self.stages)
+
+
+def _percentiles(samples: list[float]) -> dict:
+    if not samples:
+        return {}
+    a = np.asarray(samples) * 1000.0
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "p99": float(np.percentile(a, 99))}
+
+
+# --- the child side -------------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+class _Child:
+    """The loop that runs one stage inside its process."""
+
+    def __init__(self, stage, spec, in_q, out_q, events, drain, abort, parent_pid, live):
+        self.stage, self.spec, self.in_q, self.out_q = stage, spec, in_q, out_q
+        self.events, self.drain, self.abort = events, drain, abort
+        self.parent_pid, self.live = parent_pid, live
+        self.m = StageMetrics(stage.name)
+        self.latencies: list[float] = []
+        self.e2e: list[float] = []
+        self.pending_drops = 0
+        self.last_report = 0.0
+        self.store = None
+
+    # signals: Ctrl-C goes to the whole process group; only the supervisor acts on it.
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        def on_term(signum, frame):
+            raise SystemExit(143)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+    def parent_alive(self) -> bool:
+        return os.getppid() == self.parent_pid
+
+    def report(self, force: bool = False) -> None:
+        t = time.monotonic()
+        if not force and t - self.last_report < PROGRESS_EVERY_S:
+            return
+        self.last_report = t
+        self.m.counters = dict(self.stage.counters)
+        if self.in_q is not None:
+            try:
+                self.m.queue_depth = self.in_q.qsize()
+            except NotImplementedError:  # macOS
+                self.m.queue_depth = 0
+            self.m.queue_depth_max = max(self.m.queue_depth_max, self.m.queue_depth)
+        self.events.put(("progress", self.stage.name, self.m))
+
+    # --- output with the mode's policy ---
+    def send(self, items) -> None:
+        if self.out_q is None:  # the last stage: nothing to pass on
+            return
+        for item in items:
+            f = _frame_of(item)
+            if f is not None and self.pending_drops:
+                f.dropped += self.pending_drops
+                self.pending_drops = 0
+            self._put(item)
+            self.m.items_out += 1
+
+    def _put(self, item) -> None:
+        eos = isinstance(item, EndOfStream)
+        if self.live and not eos:
+            while True:
+                try:
+                    self.out_q.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        old = self.out_q.get_nowait()
+                    except queue.Empty:
+                        continue
+                    if isinstance(old, EndOfStream):  # never lose the end: put it back and wait
+                        self.out_q.put(old)
+                        continue
+                    f = _frame_of(old)
+                    if f is not None and f.slot >= 0:
+                        self.store.release(f)
+                    self.m.drops += 1
+                    self.pending_drops += 1 + (f.dropped if f is not None else 0)
+        while True:  # offline (and the end of stream): block, but stay stoppable
+            try:
+                self.out_q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self.abort.is_set() or not self.parent_alive():
+                    raise SystemExit(1)
+
+    # --- the loops ---
+    def run(self) -> int:
+        self._install_signals()
+        _die_with_parent()
+        status, detail = "done", None
+        try:
+            self.store = FrameStore.attach(self.spec)
+            self.stage.store = self.store
+            self.stage.setup()
+            self.events.put(("ready", self.stage.name, None))
+            start = time.monotonic()
+            if hasattr(self.stage, "frames"):
+                self._run_source()
+            else:
+                self._run_worker()
+            self.m.wall_s = time.monotonic() - start
+        except SystemExit as e:
+            status, detail = "stopped", f"exit {e.code}"
+        except BaseException:
+            status, detail = "error", traceback.format_exc()
+        finally:
+            try:
+                self.stage.close()
+            except Exception:
+                if status == "done":
+                    status, detail = "error", traceback.format_exc()
+            self.m.latency_ms = _percentiles(self.latencies)
+            self.m.e2e_ms = _percentiles(self.e2e)
+            self.report(force=True)
+            self.events.put((status, self.stage.name, detail))
+            if self.store is not None:
+                self.store.close()
+            if status != "done" and self.out_q is not None:
+                self.out_q.cancel_join_thread()  # nobody may read what is still buffered
+        return 0 if status == "done" else 1
+
+    def _run_source(self) -> None:
+        frames = 0
+        it = self.stage.frames()
+        reason = "end of stream"
+        for item in it:
+            t0 = time.monotonic()
+            self.m.items_in += 1
+            frames += 1
+            self.send([item])
+            self.latencies.append(time.monotonic() - t0)
+            self.report()
+            if self.abort.is_set() or not self.parent_alive():
+                raise SystemExit(1)
+            if self.drain.is_set():
+                self.stage.stop()
+                reason = "stopped"
+        if self.drain.is_set():
+            reason = "stopped"
+        source = getattr(getattr(self.stage, "config", None), "source_id", None) or "default"
+        self.send([EndOfStream(source=source, frames=frames, reason=reason)])
+
+    def _run_worker(self) -> None:
+        stage = self.stage
+        while True:
+            if self.abort.is_set() or not self.parent_alive():
+                raise SystemExit(1)
+            deadline = stage.next_deadline()
+            wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+            try:
+                msg = self.in_q.get(timeout=wait) if wait > 0 else self.in_q.get_nowait()
+            except queue.Empty:
+                deadline = stage.next_deadline()
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.send(list(stage.tick()))
+                self.report()
+                continue
+            self.m.items_in += 1
+            if isinstance(msg, (Detections, MeshFrame)):
+                self.m.persons += len(msg.persons)
+            t0 = time.monotonic()
+            outs = list(stage.process(msg))
+            if isinstance(msg, EndOfStream):
+                outs += list(stage.finish())
+                ends = [o for o in outs if isinstance(o, EndOfStream)] or [msg]
+                outs = [o for o in outs if not isinstance(o, EndOfStream)] + ends[:1]
+            self.latencies.append(time.monotonic() - t0)
+            f = _frame_of(msg)
+            if self.out_q is None and f is not None and "decode" in f.times:
+                self.e2e.append(time.time() - f.times["decode"])  # capture to published
+            if len(self.latencies) > LATENCY_SAMPLES:
+                del self.latencies[: LATENCY_SAMPLES // 2]
+            self.send(outs)
+            self.report()
+            if isinstance(msg, EndOfStream):
+                if self.out_q is not None:
+                    self.out_q.close()
+                    self.out_q.join_thread()  # everything handed to the next stage before exiting
+                return
+
+
+def _child_main(stage, spec, in_q, out_q, events, drain, abort, parent_pid, live) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(levelname)s %(message)s")
+    code = _Child(stage, spec, in_q, out_q, events, drain, abort, parent_pid, live).run()
+    sys.exit(code)
+
+
+# --- the supervisor side --------------------------------------------------------------------------
+
+class Supervisor:
+    def __init__(self, config, stages: Sequence[Any], on_progress: Optional[Callable] = None):
+        self.config = config
+        self.stages = list(stages)
+        self.on_progress = on_progress
+        self.ctx = mp.get_context("spawn")
+        self.metrics: dict[str, StageMetrics] = {s.name: StageMetrics(s.name) for s in self.stages}
+        self.status: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self.procs: list = []
+        self.store: Optional[FrameStore] = None
+        self._signals = 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.warning("stopping: finishing what is in flight (Ctrl-C again to stop at once)")
+            self.drain.set()
+        else:
+            self.abort.set()
+
+    def run(self) -> RunSummary:
+        cfg = self.config
+        live = cfg.mode == "live"
+        start = time.monotonic()
+        max_persons = getattr(cfg.detect, "max_persons", 8)
+        self.store = FrameStore.create(self.ctx, cfg.ring_slots, cfg.decode.max_pixels, max_persons)
+        self.drain, self.abort = self.ctx.Event(), self.ctx.Event()
+        events = self.ctx.Queue()
+        queues = [self.ctx.Queue(maxsize=cfg.queue_size) for _ in self.stages[1:]]
+        old_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, self._on_signal)
+        reason, exit_code = "end of stream", 0
+        try:
+            for i, stage in enumerate(self.stages):
+                in_q = queues[i - 1] if i > 0 else None
+                out_q = queues[i] if i < len(queues) else None
+                p = self.ctx.Process(
+                    target=_child_main, name=f"fastmetro-{stage.name}",
+                    args=(stage, self.store.spec, in_q, out_q, events, self.drain, self.abort, os.getpid(), live),
+                    daemon=True,
+                )
+                p.start()
+                self.procs.append(p)
+            exit_code, reason = self._watch(events)
+        finally:
+            self._stop_all(events)
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+            for q in queues:
+                q.cancel_join_thread()
+                q.close()
+            self.store.close()
+            self.store.unlink()
+        last = self.metrics[self.stages[-1].name]
+        frames = last.items_in - (1 if self.status.get(last.name) == "done" else 0)  # not the EndOfStream
+        error = next(iter(self.errors.values()), None)
+        return RunSummary(
+            exit_code=exit_code, reason=reason, frames=max(frames, 0), persons=last.persons,
+            elapsed_s=time.monotonic() - start, stages=[self.metrics[s.name] for s in self.stages],
+            error=error,
+            untrained=any(m.counters.get("untrained_weights") for m in self.metrics.values()),
+        )
+
+    def _handle(self, ev) -> None:
+        kind, name, payload = ev
+        if kind == "progress":
+            self.metrics[name] = payload
+        else:
+            self.status[name] = kind
+            if kind == "error":
+                self.errors[name] = payload
+
+    def _watch(self, events) -> tuple[int, str]:
+        last_name = self.stages[-1].name
+        aborting_since = None
+        while True:
+            try:
+                self._handle(events.get(timeout=0.1))
+                while True:
+                    self._handle(events.get_nowait())
+            except queue.Empty:
+                pass
+            if self.on_progress:
+                self.on_progress(self.metrics)
+            if self.errors:
+                name = next(iter(self.errors))
+                log.error("stage %s failed:\n%s", name, self.errors[name])
+                return 1, f"error in {name}"
+            for p, stage in zip(self.procs, self.stages):
+                if p.exitcode is not None and self.status.get(stage.name) not in ("done", "error"):
+                    sig = -p.exitcode if p.exitcode < 0 else None
+                    how = f"killed by {signal.Signals(sig).name}" if sig else f"exited with {p.exitcode}"
+                    # give its last event a moment to arrive before calling it dead
+                    if self.status.get(stage.name) != "stopped":
+                        time.sleep(0.1)
+                        try:
+                            while True:
+                                self._handle(events.get_nowait())
+                        except queue.Empty:
+                            pass
+                        if self.errors:
+                            break
+                    msg = f"stage {stage.name} {how}"
+                    log.error(msg)
+                    self.errors.setdefault(stage.name, msg)
+                    return 1, msg
+            if self.status.get(last_name) == "done":
+                return (0, "stopped" if self.drain.is_set() else "end of stream")
+            if self.abort.is_set():
+                return 130, "stopped at once"
+            if self.drain.is_set():
+                aborting_since = aborting_since or time.monotonic()
+                if time.monotonic() - aborting_since > self.config.stop_timeout_s:
+                    log.error("stages did not drain within %.0f s: stopping them", self.config.stop_timeout_s)
+                    return 130, "stop timeout"
+
+    def _stop_all(self, events) -> None:
+        self.abort.set()
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        for p in self.procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=2.0)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        try:  # last metrics
+            while True:
+                self._handle(events.get_nowait())
+        except queue.Empty:
+            pass
+        except (OSError, EOFError, ValueError):
+            pass
+        events.cancel_join_thread()
+        events.close()

@@ -1,0 +1,193 @@
+"""infer: FastMETRO on the person crops, batched across persons and frames, results mapped to the frame.
+
+Input: Detections (crops in the frame's shared-memory slot). Output: MeshFrame, one per input, in input
+order, every person of a frame together.
+
+Batching is deadline-bounded: crops of successive frames are collected until `max_batch` crops are waiting
+or the oldest waiting frame has waited `max_wait_ms`, whichever comes first (live default 10 ms, so a lone
+frame is held at most that long plus one forward; offline default 500 ms, so batches fill). A frame's
+crops are copied out of shared memory on arrival and its slot released at once, so batching never holds
+the frame ring. The network itself runs in fastmetro.engine.Engine (device, precision, buffers).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.messages import Detections, EndOfStream, MeshFrame, PersonMesh, now
+from pipeline.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+class InferConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Which network: a variant name (fastmetro-{s,m,l}-{r50,h64}[-smpl]); None = the checkpoint's,
+    # or fastmetro-s-r50 (the fastest) without one.
+    variant: Optional[str] = None
+    # A registry name (`fastmetro-stream weights`) or a path. None runs UNTRAINED weights (loud warning).
+    checkpoint: Optional[str] = None
+    # Directory of the SMPL mesh data files; None = $FASTMETRO_ASSETS, then the user cache, then download.
+    assets_dir: Optional[str] = None
+    # auto = CUDA when present, else CPU.
+    device: str = "auto"
+    # fp32 everywhere; fp16/bf16 autocast on CUDA (about 2x faster); bf16 on CPUs with native bf16.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # Crops per forward. 16 fills a GPU well for S-R50 and bounds the latency of a burst on a CPU.
+    max_batch: int = Field(16, ge=1, le=512)
+    # How long the oldest waiting frame may wait for its batch to fill. None: 10 ms live (bounded latency),
+    # 500 ms offline (full batches).
+    max_wait_ms: Optional[float] = Field(None, ge=0)
+    # Speed settings of the engine (fastmetro.engine.EngineOptions); defaults are exact and work anywhere.
+    channels_last: bool = True
+    fold_batchnorm: bool = True
+    compile: bool = False
+    cuda_graphs: bool = False
+    quantize: Literal["none", "int8-dynamic"] = "none"
+    threads: Optional[int] = Field(None, ge=1)  # CPU threads for torch; None = all cores
+    # Focal length (frame pixels) of the perspective camera results are expressed in; None = frame
+    # diagonal (fastmetro.camera.default_focal). Set it when you know your camera.
+    focal: Optional[float] = Field(None, gt=0)
+
+
+@dataclass
+class _Pending:
+    det: Detections
+    crops: np.ndarray  # (n, 224, 224, 3) uint8, copied out of shared memory
+    arrived: float  # time.monotonic()
+
+
+class DynamicBatcher:
+    """Frames in, batches of whole frames out: at most max_batch crops unless one frame alone has more."""
+
+    def __init__(self, max_batch: int, max_wait_s: float):
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.pending: list[_Pending] = []
+
+    def add(self, item: _Pending) -> None:
+        self.pending.append(item)
+
+    @property
+    def crops_waiting(self) -> int:
+        return sum(len(p.crops) for p in self.pending)
+
+    def deadline(self) -> Optional[float]:
+        return self.pending[0].arrived + self.max_wait_s if self.pending else None
+
+    def take(self, force: bool = False, now_s: Optional[float] = None) -> list[list[_Pending]]:
+        """Batches that are due: full ones always; the rest when forced or past the deadline."""
+        now_s = time.monotonic() if now_s is None else now_s
+        out = []
+        while self.pending:
+            due = force or self.crops_waiting >= self.max_batch or now_s >= self.deadline()
+            if not due:
+                break
+            batch, n = [], 0
+            while self.pending and (not batch or n + len(self.pending[0].crops) <= self.max_batch):
+                item = self.pending.pop(0)
+                batch.append(item)
+                n += len(item.crops)
+            out.append(batch)
+        return out
+
+
+class InferStage(Stage):
+    name = "infer"
+
+    def __init__(self, config):
+        super().__init__()
+        self.cfg: InferConfig = config.infer
+        live = getattr(config, "mode", "offline") == "live"
+        wait = self.cfg.max_wait_ms if self.cfg.max_wait_ms is not None else (10.0 if live else 500.0)
+        self.batcher = DynamicBatcher(self.cfg.max_batch, wait / 1000.0)
+        self.engine = None
+        self.store = None  # set by the runtime
+
+    def setup(self) -> None:
+        from fastmetro.engine import Engine, EngineOptions
+
+        c = self.cfg
+        self.engine = Engine(EngineOptions(
+            variant=c.variant, checkpoint=c.checkpoint, assets_dir=c.assets_dir, device=c.device,
+            precision=c.precision, max_batch=c.max_batch, channels_last=c.channels_last,
+            fold_batchnorm=c.fold_batchnorm, compile=c.compile, cuda_graphs=c.cuda_graphs,
+            quantize=c.quantize, threads=c.threads,
+        ))
+        if not self.engine.pretrained:
+            self.count("untrained_weights")
+        log.info("infer: %s on %s (%s), max_batch %d", self.engine.model.variant.name, self.engine.device,
+                 c.precision, c.max_batch)
+
+    # --- per item ---------------------------------------------------------------------------------
+    def process(self, msg):
+        if isinstance(msg, EndOfStream):
+            return [*self.finish(), msg]
+        det: Detections = msg
+        n = len(det.persons)
+        if n:
+            idx = [p.crop_index for p in det.persons]
+            crops = np.array(self.store.crops(det.frame)[idx])  # a copy: the slot is released next
+        else:
+            crops = np.zeros((0, 224, 224, 3), np.uint8)
+        self.store.release(det.frame)
+        self.batcher.add(_Pending(det, crops, time.monotonic()))
+        return self._run(self.batcher.take())
+
+    def next_deadline(self) -> Optional[float]:
+        return self.batcher.deadline()
+
+    def tick(self):
+        return self._run(self.batcher.take())
+
+    def finish(self):
+        return self._run(self.batcher.take(force=True))
+
+    # --- running a batch ---------------------------------------------------------------------------
+    def _run(self, batches: list[list[_Pending]]) -> list[MeshFrame]:
+        out = []
+        for batch in batches:
+            crops = np.concatenate([p.crops for p in batch]) if batch else None
+            result = self.engine(crops) if crops is not None and len(crops) else None
+            self.count("forwards", result is not None)
+            self.count("crops", 0 if crops is None else len(crops))
+            row = 0
+            for p in batch:
+                k = len(p.crops)
+                part = {key: v[row : row + k] for key, v in result.items()} if k else {}
+                row += k
+                out.append(self._mesh_frame(p.det, part))
+        return out
+
+    def _mesh_frame(self, det: Detections, r: dict[str, np.ndarray]) -> MeshFrame:
+        from fastmetro import camera
+
+        frame = det.frame
+        persons = []
+        if det.persons:
+            wh = (frame.width, frame.height)
+            focal = self.cfg.focal or camera.default_focal(wh)
+            center = np.array([p.center for p in det.persons], dtype=np.float64)
+            size = np.array([p.size for p in det.persons], dtype=np.float64)
+            cam_t = camera.crop_to_frame_translation(r["cam"], center, size, wh, focal)
+            joints2d = camera.project(r["joints3d"], cam_t, focal, wh)
+            for i, person in enumerate(det.persons):
+                persons.append(PersonMesh(
+                    person=person,
+                    cam=r["cam"][i],
+                    cam_t=cam_t[i].astype(np.float32),
+                    joints3d=r["joints3d"][i],
+                    joints_h36m=r["joints_h36m"][i],
+                    joints2d=joints2d[i].astype(np.float32),
+                    vertices=r["vertices"][i],
+                    rotmat=r["rotmat"][i] if "rotmat" in r else None,
+                    betas=r["betas"][i] if "betas" in r else None,
+                ))
+        frame.slot = -1
+        frame.times[self.name] = now()
+        return MeshFrame(frame=frame, persons=persons, lost=list(det.lost))
