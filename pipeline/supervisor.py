@@ -313,6 +313,15 @@ class Supervisor:
             self.abort.set()
 
     def run(self) -> RunSummary:
+        import pickle
+
+        for stage in self.stages:  # fail before anything starts, naming the stage
+            try:
+                pickle.dumps(stage)
+            except Exception as e:
+                raise RuntimeError(
+                    f"stage {stage.name} cannot be sent to its process ({e}): a stage must create "
+                    f"threads, locks, sockets and models in setup(), not in __init__") from None
         cfg = self.config
         live = cfg.mode == "live"
         start = time.monotonic()
