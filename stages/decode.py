@@ -1,0 +1,545 @@
+"""The decode stage: a source of RGB frames in shared memory (docs/sources.md).
+
+    source --PyAV--> RGB24 numpy --> FrameStore slot --Frame--> detect
+
+Sources (`config.source`):
+    None                    the sample video that ships with the project (samples/sample.mp4)
+    a video file            any container/codec FFmpeg reads; threaded decoding; PTS from the container
+    a directory of images   files matching `decode.image_glob`, in name order, pts = i / `decode.image_fps`
+    /dev/videoN or "N"      a camera (V4L2 through PyAV when its FFmpeg has the device, else OpenCV)
+    rtsp://, http(s)://...  network streams; reconnect on loss per `decode.reconnect_attempts`
+
+Policies: offline mode waits for a free FrameStore slot (nothing lost); live mode drops a frame when no
+slot is free (counted "dropped_no_slot", added to the next frame's `dropped`). Undecodable packets are
+counted ("corrupt_frames") and skipped; a source that cannot be opened at all raises `SourceError`.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.messages import Frame, now
+from pipeline.stage import SourceStage
+
+__all__ = ["DecodeConfig", "DecodeStage", "SourceError", "is_live_source", "sample_path", "fit_size"]
+
+log = logging.getLogger(__name__)
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = PACKAGE_ROOT / "samples" / "sample.mp4"
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+_URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+SLOT_POLL_S = 0.1  # how often a wait (for a slot, for pacing) checks the stop flag
+MAX_ERRORS_IN_ROW = 200  # consecutive unreadable packets after which a file is given up as unreadable
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read at all; the message names it and what to check."""
+
+
+# ------------------------------------------------------------------------------------------- settings
+class DecodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # pace files at their frame rate (by PTS) so they act like a camera; off: files decode as fast as the
+    # pipeline takes them, which is what offline processing wants
+    realtime: bool = False
+    # frames with more pixels are downscaled (aspect kept) to fit; the FrameStore slots are sized from this
+    # (the runtime passes it to FrameStore.create), so 1080p fits and a 4K source costs no 4x memory
+    max_pixels: int = Field(1920 * 1080, ge=64 * 64)
+    # start over at the end of a file or image folder (demo loops); pts and index keep increasing
+    loop: bool = False
+    # skip this many frames at the start of the source (decode order): jump past an intro
+    start_frame: int = Field(0, ge=0)
+    # stop after this many frames from start_frame on (None = to the end): quick trials on long files
+    max_frames: Optional[int] = Field(None, ge=1)
+    # camera capture size and rate; None = the device's own default, which always opens
+    camera_width: Optional[int] = Field(None, ge=1)
+    camera_height: Optional[int] = Field(None, ge=1)
+    camera_fps: Optional[float] = Field(None, gt=0)
+    # camera pixel format asked of V4L2 (e.g. "mjpeg": most USB cameras reach their full rate only in
+    # MJPEG); None = the device default
+    camera_format: Optional[str] = None
+    # RTSP over TCP: no lost UDP packets (smeared frames) behind NAT and firewalls, at a little latency
+    rtsp_transport: Literal["tcp", "udp", "http", "udp_multicast"] = "tcp"
+    # seconds to wait for a network source or camera to open; long enough for a slow RTSP handshake
+    open_timeout_s: float = Field(10.0, gt=0)
+    # seconds without data from a network source before it counts as lost (and reconnects)
+    read_timeout_s: float = Field(5.0, gt=0)
+    # live sources (cameras, URLs): tries to reopen after the stream is lost before giving up; a few
+    # cover a camera or RTSP server restarting
+    reconnect_attempts: int = Field(5, ge=0)
+    # seconds between reconnect tries: enough for a server to come back, short enough to lose little
+    reconnect_delay_s: float = Field(2.0, ge=0)
+    # image-folder files taken (case-insensitive, sorted by name): the common still-image formats
+    image_glob: list[str] = Field(
+        default_factory=lambda: ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp"])
+    # frame rate given to image folders (pts = i / image_fps, and realtime pacing): a typical camera rate
+    image_fps: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DecodeConfig":
+        if (self.camera_width is None) != (self.camera_height is None):
+            raise ValueError("decode.camera_width and decode.camera_height go together: set both or neither")
+        if not self.image_glob:
+            raise ValueError("decode.image_glob is empty: give at least one pattern, e.g. ['*.jpg']")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def is_live_source(source: Optional[str]) -> bool:
+    """True for cameras (/dev/videoN, an integer index) and network URLs; False for files and folders."""
+    if source is None:
+        return False
+    s = str(source).strip()
+    if s.isdigit() or s.startswith("/dev/video"):
+        return True
+    m = _URL_RE.match(s)
+    return bool(m) and m.group(1).lower() in URL_SCHEMES
+
+
+def sample_path() -> Path:
+    """The shipped sample video (the default source)."""
+    return SAMPLE
+
+
+def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """(w, h) scaled down, aspect kept, so that w * h <= max_pixels; unchanged when it already fits."""
+    if width * height <= max_pixels:
+        return width, height
+    s = math.sqrt(max_pixels / (width * height))
+    w, h = max(1, int(width * s)), max(1, int(height * s))
+    while w * h > max_pixels:  # float rounding
+        if w >= h:
+            w -= 1
+        else:
+            h -= 1
+    return w, h
+
+
+def _source_kind(source: str) -> str:
+    if is_live_source(source):
+        return "camera" if (source.isdigit() or source.startswith("/dev/video")) else "url"
+    p = Path(source)
+    if p.is_dir():
+        return "images"
+    return "file"
+
+
+# ------------------------------------------------------------------------------------------- the stage
+class DecodeStage(SourceStage):
+    """Source stage: `DecodeStage(config)` with the root Config (reads `source`, `source_id`, `mode`
+    and the section `decode`) or a `DecodeConfig` (then source/source_id/mode come as keywords).
+    The runtime sets `self.store` (a FrameStore), calls `setup()`, iterates `frames()`, then `close()`.
+    """
+
+    name = "decode"
+
+    def __init__(self, config: Any = None, *, source: Optional[str] = None, source_id: Optional[str] = None,
+                 mode: Optional[str] = None) -> None:
+        super().__init__()
+        if config is None:
+            config = DecodeConfig()
+        section = config if isinstance(config, DecodeConfig) else getattr(config, "decode", None)
+        if not isinstance(section, DecodeConfig):
+            raise TypeError(f"config.decode must be a DecodeConfig, not {type(section).__name__}")
+        self.config = config
+        self.cfg = section
+        self.source = source if source is not None else getattr(config, "source", None)
+        self.source_id = source_id or getattr(config, "source_id", None) or "default"
+        mode = mode or getattr(config, "mode", None) or "auto"
+        if mode == "auto":  # the runtime resolves it; a stage made by hand decides the same way
+            live = section.realtime or (self.source is not None and is_live_source(self.source))
+            mode = "live" if live else "offline"
+        if mode not in ("live", "offline"):
+            raise ValueError(f"mode must be 'live' or 'offline', not {mode!r}")
+        self.mode = mode
+        self.store: Any = None  # set by the runtime before setup()
+        self._stop = threading.Event()
+        self._index = 0  # decode-order index of the next frame from the source
+        self._taken = 0  # frames taken from start_frame on (delivered or dropped), for max_frames
+        self._pending_drops = 0
+        self._max_pixels = section.max_pixels
+
+    # --- life cycle ---------------------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        return self.mode == "live"
+
+    def resolved_source(self) -> str:
+        if self.source is None:
+            if not SAMPLE.is_file():
+                raise SourceError(
+                    f"no source given and the sample video {SAMPLE} is missing: give a source "
+                    f"(--source FILE|DIR|/dev/video0|rtsp://...) or make it with `python scripts/make_sample.py`")
+            return str(SAMPLE)
+        return str(self.source)
+
+    def setup(self) -> None:
+        if self.store is None:
+            raise RuntimeError("decode stage: set stage.store (a FrameStore) before setup()")
+        self._max_pixels = min(self.cfg.max_pixels, self.store.spec.max_pixels)
+        if self.store.spec.max_pixels < self.cfg.max_pixels:
+            log.warning("frame store slots hold %d pixels, less than decode.max_pixels=%d: frames are fitted "
+                        "to the slots", self.store.spec.max_pixels, self.cfg.max_pixels)
+        src = self.resolved_source()
+        kind = _source_kind(src)
+        if kind in ("file",) and not Path(src).exists():
+            raise SourceError(f"source {src!r}: no such file or directory (check the path, or give a camera "
+                              f"/dev/videoN, an rtsp:// or http(s):// URL)")
+        if kind == "images" and not self._image_files(Path(src)):
+            raise SourceError(f"source {src!r} is a directory without images matching decode.image_glob="
+                              f"{self.cfg.image_glob}: put images there or change decode.image_glob")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        pass
+
+    # --- frames ---------------------------------------------------------------------------------------
+    def frames(self) -> Iterator[Frame]:
+        src = self.resolved_source()
+        kind = _source_kind(src)
+        log.info("decode: %s source %s (%s mode)", kind, src, self.mode)
+        if kind == "images":
+            yield from self._image_frames(Path(src))
+        elif kind == "file":
+            yield from self._file_frames(src)
+        else:
+            yield from self._live_frames(src, kind)
+
+    def _done(self) -> bool:
+        return self._stop.is_set() or (self.cfg.max_frames is not None and self._taken >= self.cfg.max_frames)
+
+    def _emit(self, index: int, pts: Optional[float], to_rgb) -> Optional[Frame]:
+        """Take a slot and fill it with `to_rgb(max_pixels)` -> (H, W, 3) uint8; None when skipped."""
+        if index < self.cfg.start_frame:
+            return None
+        self._taken += 1
+        slot = self._acquire()
+        if slot is None:
+            if self.live and not self._stop.is_set():
+                self.count("dropped_no_slot")
+                self._pending_drops += 1
+            return None
+        try:
+            rgb = to_rgb(self._max_pixels)
+        except BaseException:
+            self.store.release(slot)
+            raise
+        if rgb is None:  # undecodable image
+            self.store.release(slot)
+            return None
+        h, w = rgb.shape[:2]
+        frame = Frame(source=self.source_id, index=index, pts=pts, slot=slot, height=h, width=w,
+                      dropped=self._pending_drops)
+        self.store.frame(frame)[:] = rgb
+        self._pending_drops = 0
+        frame.times["decode"] = now()
+        self.count("frames")
+        return frame
+
+    def _acquire(self) -> Optional[int]:
+        if self.live:
+            return self.store.acquire(block=False)
+        while not self._stop.is_set():
+            slot = self.store.acquire(block=True, timeout=SLOT_POLL_S)
+            if slot is not None:
+                return slot
+        return None
+
+    def _pace(self, t0: float, pts: Optional[float], pts0: float) -> None:
+        """Realtime: sleep until the frame's PTS has come, checking the stop flag."""
+        if pts is None:
+            return
+        due = t0 + (pts - pts0)
+        while not self._stop.is_set():
+            left = due - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, SLOT_POLL_S))
+
+    # --- files ----------------------------------------------------------------------------------------
+    def _open(self, src: str, **kw):
+        import av
+
+        try:
+            return av.open(src, mode="r", **kw)
+        except (av.error.FFmpegError, OSError) as e:
+            raise SourceError(f"cannot open source {src!r}: {e} (check that it is a readable video file, "
+                              f"image folder, camera or URL)") from e
+
+    def _file_frames(self, src: str) -> Iterator[Frame]:
+        offset = 0.0  # pts added on each loop so that pts keeps increasing
+        t0, pts0 = time.monotonic(), None
+        while True:
+            container = self._open(src)
+            last_pts, duration = None, None
+            try:
+                stream = self._video_stream(container, src)
+                for vf in self._decoded(container, stream, live=False):
+                    index = self._index
+                    self._index += 1
+                    pts = None if vf.time is None else float(vf.time) + offset
+                    if pts is not None:
+                        if pts0 is None:
+                            pts0 = pts
+                        if last_pts is not None and pts > last_pts:
+                            duration = pts - last_pts
+                        last_pts = pts
+                    if self.cfg.realtime and index >= self.cfg.start_frame:
+                        self._pace(t0, pts, pts0 if pts0 is not None else 0.0)
+                    f = self._emit(index, pts, lambda mp, vf=vf: _to_rgb(vf, mp))
+                    if f is not None:
+                        yield f
+                    if self._done():
+                        return
+            finally:
+                container.close()
+            if not self.cfg.loop or self._stop.is_set() or self._index == 0:
+                return
+            if last_pts is not None:
+                offset = last_pts + (duration or 0.0)
+
+    def _video_stream(self, container, src: str):
+        if not container.streams.video:
+            raise SourceError(f"source {src!r} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame + slice threads: several cores per decoder
+        return stream
+
+    def _decoded(self, container, stream, live: bool) -> Iterator[Any]:
+        """Decoded av.VideoFrames; packets the decoder or demuxer rejects are counted and skipped.
+        Live: an I/O error (lost connection, timeout) is raised for the caller to reconnect."""
+        import av
+
+        demux = container.demux(stream)
+        errors_in_row = 0
+        while not self._stop.is_set():
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except av.error.EOFError:
+                return
+            except av.error.InvalidDataError as e:
+                self.count("corrupt_frames")
+                errors_in_row += 1
+                log.warning("decode: unreadable data skipped (%s)", e)
+                if errors_in_row > MAX_ERRORS_IN_ROW:
+                    log.error("decode: %d unreadable packets in a row: giving up on the rest", errors_in_row)
+                    return
+                demux = container.demux(stream)  # the failed generator is finished; go on from here
+                continue
+            except av.error.FFmpegError as e:
+                if live:
+                    raise
+                self.count("corrupt_frames")
+                log.error("decode: read error, the rest of the file is skipped (%s)", e)
+                return
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as e:
+                self.count("corrupt_frames")
+                errors_in_row += 1
+                log.warning("decode: undecodable packet skipped (%s)", e)
+                if errors_in_row > MAX_ERRORS_IN_ROW:
+                    return
+                continue
+            errors_in_row = 0
+            for vf in frames:
+                if vf.is_corrupt:  # decoded with errors the decoder concealed: not a frame to measure on
+                    self.count("corrupt_frames")
+                    continue
+                yield vf
+
+    # --- image folders --------------------------------------------------------------------------------
+    def _image_files(self, folder: Path) -> list[Path]:
+        pats = [p.lower() for p in self.cfg.image_glob]
+        return sorted(p for p in folder.iterdir()
+                      if p.is_file() and any(fnmatch.fnmatch(p.name.lower(), pat) for pat in pats))
+
+    def _image_frames(self, folder: Path) -> Iterator[Frame]:
+        import cv2
+
+        files = self._image_files(folder)
+        if not files:
+            raise SourceError(f"source {str(folder)!r} holds no images matching decode.image_glob="
+                              f"{self.cfg.image_glob}")
+        t0 = time.monotonic()
+        while True:
+            for path in files:
+                if self._done():
+                    return
+                index = self._index
+                self._index += 1
+                pts = index / self.cfg.image_fps
+                if self.cfg.realtime and index >= self.cfg.start_frame:
+                    self._pace(t0, pts, self.cfg.start_frame / self.cfg.image_fps)
+
+                def read(mp, path=path):
+                    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                    if bgr is None:
+                        self.count("corrupt_frames")
+                        log.warning("decode: %s is not a readable image: skipped", path)
+                        return None
+                    h, w = bgr.shape[:2]
+                    fw, fh = fit_size(w, h, mp)
+                    if (fw, fh) != (w, h):
+                        bgr = cv2.resize(bgr, (fw, fh), interpolation=cv2.INTER_AREA)
+                    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+                f = self._emit(index, pts, read)
+                if f is not None:
+                    yield f
+            if not self.cfg.loop or self._stop.is_set():
+                return
+
+    # --- cameras and URLs -----------------------------------------------------------------------------
+    def _open_live(self, src: str, kind: str):
+        """An av container for a camera or URL, or ("cv2", capture) when PyAV has no camera input."""
+        import av
+
+        cfg = self.cfg
+        timeout = (cfg.open_timeout_s, cfg.read_timeout_s)
+        if kind == "url":
+            options = {}
+            if src.lower().startswith("rtsp"):
+                options["rtsp_transport"] = cfg.rtsp_transport
+            return self._open(src, options=options, timeout=timeout)
+        device, fmt = _camera_device(src)
+        options = {}
+        if cfg.camera_width is not None:
+            options["video_size"] = f"{cfg.camera_width}x{cfg.camera_height}"
+        if cfg.camera_fps is not None:
+            options["framerate"] = f"{cfg.camera_fps:g}"
+        if cfg.camera_format is not None:
+            options["input_format" if fmt == "v4l2" else "pixel_format"] = cfg.camera_format
+        if fmt in av.formats_available:
+            return self._open(device, format=fmt, options=options, timeout=timeout)
+        return ("cv2", self._open_cv2_camera(src, device))
+
+    def _open_cv2_camera(self, src: str, device: str):
+        import cv2
+
+        index = int(src) if src.isdigit() else device
+        cap = cv2.VideoCapture(index)
+        if not cap.isOpened():
+            raise SourceError(f"cannot open camera {src!r} ({device}): check that it is connected, not used by "
+                              f"another program, and that you may read it (Linux: the 'video' group)")
+        cfg = self.cfg
+        if cfg.camera_format:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.camera_format.upper()[:4].ljust(4)))
+        if cfg.camera_width is not None:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.camera_width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.camera_height)
+        if cfg.camera_fps is not None:
+            cap.set(cv2.CAP_PROP_FPS, cfg.camera_fps)
+        return cap
+
+    def _live_frames(self, src: str, kind: str) -> Iterator[Frame]:
+        """Cameras and URLs: reconnect (counted "reconnects") when the stream is lost."""
+        import av
+
+        failures = 0
+        t_start = time.monotonic()
+        while not self._done():
+            try:
+                handle = self._open_live(src, kind)
+            except SourceError:
+                failures += 1
+                if failures > self.cfg.reconnect_attempts or self._stop.is_set():
+                    raise
+                log.warning("decode: %s not available, retry %d/%d in %.1f s", src, failures,
+                            self.cfg.reconnect_attempts, self.cfg.reconnect_delay_s)
+                self._sleep(self.cfg.reconnect_delay_s)
+                continue
+            got = 0
+            ended = False  # a clean end of a finite stream (e.g. a file over HTTP): no reconnect
+            try:
+                if isinstance(handle, tuple):
+                    frames_iter = self._cv2_frames(handle[1], t_start)
+                else:
+                    frames_iter = self._av_live_frames(handle, src)
+                for f in frames_iter:
+                    got += 1
+                    failures = 0
+                    if f is not None:
+                        yield f
+                    if self._done():
+                        return
+                ended = not isinstance(handle, tuple) and handle.duration is not None
+            except (av.error.FFmpegError, OSError) as e:
+                log.warning("decode: %s lost (%s)", src, e)
+            finally:
+                if isinstance(handle, tuple):
+                    handle[1].release()
+                else:
+                    handle.close()
+            if ended or self._stop.is_set():
+                return
+            failures += 1 if got == 0 else 0
+            if failures > self.cfg.reconnect_attempts:
+                raise SourceError(f"source {src!r} lost and did not come back after "
+                                  f"{self.cfg.reconnect_attempts} reconnect attempts (decode.reconnect_attempts)")
+            self.count("reconnects")
+            log.warning("decode: reconnecting to %s in %.1f s", src, self.cfg.reconnect_delay_s)
+            self._sleep(self.cfg.reconnect_delay_s)
+
+    def _av_live_frames(self, container, src: str) -> Iterator[Optional[Frame]]:
+        stream = self._video_stream(container, src)
+        for vf in self._decoded(container, stream, live=True):
+            index = self._index
+            self._index += 1
+            pts = None if vf.time is None else float(vf.time)
+            yield self._emit(index, pts, lambda mp, vf=vf: _to_rgb(vf, mp))
+
+    def _cv2_frames(self, cap, t_start: float) -> Iterator[Optional[Frame]]:
+        import cv2
+
+        while not self._stop.is_set():
+            ok, bgr = cap.read()
+            if not ok:
+                return
+            index = self._index
+            self._index += 1
+
+            def conv(mp, bgr=bgr):
+                h, w = bgr.shape[:2]
+                fw, fh = fit_size(w, h, mp)
+                if (fw, fh) != (w, h):
+                    bgr = cv2.resize(bgr, (fw, fh), interpolation=cv2.INTER_AREA)
+                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+            yield self._emit(index, time.monotonic() - t_start, conv)
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+
+def _camera_device(src: str) -> tuple[str, str]:
+    """(device name, FFmpeg input format) of a camera source."""
+    if sys.platform == "darwin":
+        return (src if src.isdigit() else src.rsplit("video", 1)[-1]), "avfoundation"
+    if sys.platform.startswith("win"):
+        return f"video={src}", "dshow"
+    return (f"/dev/video{src}" if src.isdigit() else src), "v4l2"
+
+
+def _to_rgb(vf, max_pixels: int) -> np.ndarray:
+    """An av.VideoFrame as (H, W, 3) uint8 RGB, downscaled (one swscale pass) to fit max_pixels."""
+    w, h = fit_size(vf.width, vf.height, max_pixels)
+    if (w, h) != (vf.width, vf.height):
+        return vf.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+    return vf.to_ndarray(format="rgb24")
