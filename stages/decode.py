@@ -172,6 +172,18 @@ class DecodeStage(SourceStage):
         self._max_pixels = section.max_pixels
 
     # --- life cycle ---------------------------------------------------------------------------------
+    def __getstate__(self) -> dict:  # the stage travels to its process pickled; an Event does not pickle
+        state = self.__dict__.copy()
+        state["_stop"] = self._stop.is_set()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        stopped = state.pop("_stop")
+        self.__dict__.update(state)
+        self._stop = threading.Event()
+        if stopped:
+            self._stop.set()
+
     @property
     def live(self) -> bool:
         return self.mode == "live"

@@ -258,6 +258,18 @@ def test_stop_while_waiting_for_a_slot(tmp_path):
         store.unlink()
 
 
+def test_stage_pickles_for_its_process(tmp_path):
+    import pickle
+
+    from pipeline.config import load_config
+
+    cfg = load_config(source=str(tmp_path), overrides=["decode.realtime=true"]).resolved()
+    st = pickle.loads(pickle.dumps(DecodeStage(cfg)))
+    assert (st.mode, st.source, st.cfg.realtime) == ("live", str(tmp_path), True)
+    st.stop()
+    assert pickle.loads(pickle.dumps(st))._stop.is_set()
+
+
 def test_is_live_source():
     for s in ["0", "/dev/video2", "rtsp://cam/stream", "http://host/live.m3u8", "HTTPS://x/y"]:
         assert is_live_source(s), s
