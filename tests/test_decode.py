@@ -234,6 +234,67 @@ def test_unreachable_url_retries_then_errors(store):
         list(st.frames())
 
 
+class _Server:
+    """A local HTTP server for tmp_path; the first `fail_first` requests get 503."""
+
+    def __init__(self, root: Path, fail_first: int = 0):
+        import functools
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self):
+                server.requests += 1
+                if server.requests <= fail_first:
+                    self.send_error(503)
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_http_url_source(tmp_path, store):
+    make_video(tmp_path / "clip.mp4", n=15)
+    server = _Server(tmp_path)
+    try:
+        url = server.url + "/clip.mp4"
+        assert is_live_source(url)
+        st = stage_for(store, url, mode="live")
+        frames = [f for f, _ in drain(st, store)]
+        assert [f.index for f in frames] == list(range(15))  # a finite stream ends: no reconnect
+        assert st.counters.get("reconnects", 0) == 0
+    finally:
+        server.close()
+
+
+def test_url_that_fails_at_first_is_retried(tmp_path, store):
+    make_video(tmp_path / "clip.mp4", n=5)
+    server = _Server(tmp_path, fail_first=1)
+    try:
+        st = stage_for(store, server.url + "/clip.mp4", mode="live", reconnect_attempts=2, reconnect_delay_s=0.05)
+        frames = [f for f, _ in drain(st, store)]
+        assert len(frames) == 5 and server.requests >= 2
+    finally:
+        server.close()
+
+
+def test_missing_camera_gives_a_clear_error(store):
+    st = stage_for(store, "/dev/video97", mode="live", reconnect_attempts=0)
+    with pytest.raises(SourceError, match="video97"):
+        list(st.frames())
+
+
 def test_stop_ends_iteration(tmp_path, store):
     path = make_video(tmp_path / "a.mp4", n=20)
     st = stage_for(store, path)
