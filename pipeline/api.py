@@ -64,19 +64,28 @@ class _Progress:
 
 
 def summary_table(summary: RunSummary) -> Table:
-    t = Table(title=f"fastmetro-stream: {summary.frames} frames in {summary.elapsed_s:.1f} s "
-                    f"({summary.fps:.1f} fps), {summary.persons} person-frames, {summary.reason}")
-    for col in ("stage", "in", "out", "drops", "queue max", "p50 ms", "p95 ms", "p99 ms", "notes"):
-        t.add_column(col, justify="left" if col in ("stage", "notes") else "right")
+    t = Table(title=f"{summary.frames} frames in {summary.elapsed_s:.1f} s ({summary.fps:.1f} fps), "
+                    f"{summary.persons} person-frames, {summary.reason}")
+    for col in ("stage", "in", "out", "drops", "queue max", "p50 ms", "p95 ms", "p99 ms"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
     for m in summary.stages:
         lat = m.latency_ms or {}
-        notes = ", ".join(f"{k} {v}" for k, v in sorted(m.counters.items()) if v)
-        if m.e2e_ms:
-            notes = (notes + ", " if notes else "") + "capture->published p50/p95/p99 " + "/".join(
-                f"{m.e2e_ms[k]:.0f}" for k in ("p50", "p95", "p99")) + " ms"
         t.add_row(m.name, str(m.items_in), str(m.items_out), str(m.drops), str(m.queue_depth_max),
-                  *(f"{lat[k]:.1f}" if k in lat else "-" for k in ("p50", "p95", "p99")), notes)
+                  *(f"{lat[k]:.1f}" if k in lat else "-" for k in ("p50", "p95", "p99")))
     return t
+
+
+def summary_notes(summary: RunSummary) -> list[str]:
+    """Each stage's own counters, and the capture-to-published latency."""
+    lines = []
+    for m in summary.stages:
+        notes = ", ".join(f"{k} {v}" for k, v in sorted(m.counters.items()) if v)
+        if notes:
+            lines.append(f"  {m.name}: {notes}")
+        if m.e2e_ms:
+            lines.append(f"  capture -> published: p50 {m.e2e_ms['p50']:.0f} ms, p95 {m.e2e_ms['p95']:.0f} ms, "
+                         f"p99 {m.e2e_ms['p99']:.0f} ms")
+    return lines
 
 
 def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None) -> RunSummary:
@@ -97,6 +106,8 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     finally:
         progress.stop()
     console.print(summary_table(summary))
+    for line in summary_notes(summary):
+        console.print(line, highlight=False)
     if summary.error:
         console.print(f"[red]{summary.error}[/red]")
     if summary.untrained or config.infer.checkpoint is None:

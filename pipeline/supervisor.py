@@ -61,6 +61,8 @@ class StageMetrics:
     queue_depth: int = 0
     persons: int = 0
     latency_ms: dict = field(default_factory=dict)  # p50/p95/p99 of time in the stage per item
+    # (for the source: time to produce an item; for others: time in process(), which for a batching
+    # stage is near zero while it collects and one forward when the batch runs)
     e2e_ms: dict = field(default_factory=dict)  # p50/p95/p99 capture-to-here (publish only)
     counters: dict = field(default_factory=dict)
     wall_s: float = 0.0
@@ -178,7 +180,14 @@ class _Child:
                     if f is not None and f.slot >= 0:
                         self.store.release(f)
                     self.m.drops += 1
-                    self.pending_drops += 1 + (f.dropped if f is not None else 0)
+                    # The item that pushed it out reports it (with what it carried), so every drop
+                    # is reported by the next frame that gets through.
+                    lost = 1 + (f.dropped if f is not None else 0)
+                    mine = _frame_of(item)
+                    if mine is not None:
+                        mine.dropped += lost
+                    else:
+                        self.pending_drops += lost
         while True:  # offline (and the end of stream): block, but stay stoppable
             try:
                 self.out_q.put(item, timeout=0.2)
@@ -227,13 +236,14 @@ class _Child:
         frames = 0
         it = self.stage.frames()
         reason = "end of stream"
+        t0 = time.monotonic()
         for item in it:
-            t0 = time.monotonic()
+            self.latencies.append(time.monotonic() - t0)  # time to produce the item (not to queue it)
             self.m.items_in += 1
             frames += 1
             self.send([item])
-            self.latencies.append(time.monotonic() - t0)
             self.report()
+            t0 = time.monotonic()
             if self.abort.is_set() or not self.parent_alive():
                 raise SystemExit(1)
             if self.drain.is_set():
