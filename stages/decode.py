@@ -294,24 +294,27 @@ class DecodeStage(SourceStage):
 
     def _file_frames(self, src: str) -> Iterator[Frame]:
         offset = 0.0  # pts added on each loop so that pts keeps increasing
-        t0, pts0 = time.monotonic(), None
+        t0, pts0 = 0.0, None  # realtime clock: wall time and pts of the first frame delivered
         while True:
             container = self._open(src)
-            last_pts, duration = None, None
+            first_raw, last_raw, duration = None, None, None  # container pts of this pass
             try:
                 stream = self._video_stream(container, src)
                 for vf in self._decoded(container, stream, live=False):
                     index = self._index
                     self._index += 1
-                    pts = None if vf.time is None else float(vf.time) + offset
-                    if pts is not None:
+                    raw = None if vf.time is None else float(vf.time)
+                    pts = None if raw is None else raw + offset
+                    if raw is not None:
+                        if first_raw is None:
+                            first_raw = raw
+                        if last_raw is not None and raw > last_raw:
+                            duration = raw - last_raw
+                        last_raw = raw
+                    if self.cfg.realtime and index >= self.cfg.start_frame and pts is not None:
                         if pts0 is None:
-                            pts0 = pts
-                        if last_pts is not None and pts > last_pts:
-                            duration = pts - last_pts
-                        last_pts = pts
-                    if self.cfg.realtime and index >= self.cfg.start_frame:
-                        self._pace(t0, pts, pts0 if pts0 is not None else 0.0)
+                            t0, pts0 = time.monotonic(), pts
+                        self._pace(t0, pts, pts0)
                     f = self._emit(index, pts, lambda mp, vf=vf: _to_rgb(vf, mp))
                     if f is not None:
                         yield f
@@ -321,8 +324,8 @@ class DecodeStage(SourceStage):
                 container.close()
             if not self.cfg.loop or self._stop.is_set() or self._index == 0:
                 return
-            if last_pts is not None:
-                offset = last_pts + (duration or 0.0)
+            if last_raw is not None:  # the next pass starts one frame after this one's last
+                offset += last_raw - first_raw + (duration or 0.0)
 
     def _video_stream(self, container, src: str):
         if not container.streams.video:
