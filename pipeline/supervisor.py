@@ -155,6 +155,8 @@ class _Child:
             return
         for item in items:
             f = _frame_of(item)
+            if f is not None:
+                f.times.setdefault(self.stage.name, time.time())  # when this stage emitted it
             if f is not None and self.pending_drops:
                 f.dropped += self.pending_drops
                 self.pending_drops = 0
