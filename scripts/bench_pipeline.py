@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Frames/s of the whole pipeline on a video next to the bare model's frames/s on the same crops.
+
+    python scripts/bench_pipeline.py [--source samples/sample.mp4] [--repeat 3] [--set key=value ...]
+
+1. The pipeline runs on the source (offline mode, recording to a temporary file); its steady-state rate
+   is taken from the recorded publish times (first to last frame), so start-up is not counted.
+2. The same frames go through detect + crop in this process, and the model alone (the same inference
+   engine and settings) runs on those crops, one batch per frame, timed without detection.
+The ratio pipeline / bare model is the figure of merit: the runtime must not be the bottleneck (>= 0.9).
+On a machine where detection and the model share the same few CPU cores, detection's cost shows in it.
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import av  # noqa: E402
+
+import fastmetro  # noqa: E402
+from pipeline import wire  # noqa: E402
+from pipeline.api import run  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default=None, help="video (default: the shipped sample)")
+    ap.add_argument("--repeat", type=int, default=3, help="play the source this many times (longer steady state)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = Path(tmp) / "bench.msgpack"
+        overrides = ["mode=offline", "progress=false", f"publish.endpoint={free_endpoint()}",
+                     f"publish.record={rec}", *args.overrides]
+        if args.repeat > 1:
+            overrides.append("decode.loop=true")
+        config = load_config(None, overrides, source=args.source).resolved()
+        source = config.source
+        with av.open(str(source or Path(__file__).resolve().parents[1] / "samples" / "sample.mp4")) as c:
+            rgb_frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        if args.repeat > 1:
+            config = config.model_copy(update={"decode": config.decode.model_copy(
+                update={"max_frames": len(rgb_frames) * args.repeat})})
+        summary = run(config)
+        if summary.exit_code != 0:
+            print(f"pipeline failed: {summary.reason}")
+            return 1
+        walls = [m["wall"] for m in (wire.decode(r.payload) for r in wire.read_recording(rec)) if m["kind"] == "frame"]
+    n = len(walls)
+    pipe_fps = (n - 1) / (walls[-1] - walls[0]) if n > 1 else float("nan")
+
+    # the same frames: detect + crop here, then the model alone on those crops
+    from stages.detect import PersonTracker, make_crops
+    from fastmetro.engine import Engine, EngineOptions
+
+    tracker = PersonTracker(config.detect)
+    crops_per_frame = []
+    for rgb in rgb_frames * max(1, args.repeat):
+        persons, _ = tracker.update(rgb)
+        crops_per_frame.append(make_crops(rgb, persons) if persons else None)
+    c = config.infer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
+        engine = Engine(EngineOptions(variant=c.variant, checkpoint=c.checkpoint, assets_dir=c.assets_dir,
+                                      device=c.device, precision=c.precision, max_batch=c.max_batch,
+                                      channels_last=c.channels_last, fold_batchnorm=c.fold_batchnorm,
+                                      quantize=c.quantize, threads=c.threads))
+    for crops in crops_per_frame[:3]:
+        if crops is not None:
+            engine(crops)  # warm-up
+    t0 = time.perf_counter()
+    for crops in crops_per_frame:
+        if crops is not None:
+            engine(crops)
+    model_fps = len(crops_per_frame) / (time.perf_counter() - t0)
+    persons = sum(0 if x is None else len(x) for x in crops_per_frame)
+
+    print(f"\nframes {n} (pipeline) / {len(crops_per_frame)} (bare), persons per frame "
+          f"{persons / max(1, len(crops_per_frame)):.2f}")
+    print(f"pipeline (steady state, publish times): {pipe_fps:7.2f} frames/s")
+    print(f"bare model on the same crops:           {model_fps:7.2f} frames/s")
+    print(f"ratio pipeline / bare model:            {pipe_fps / model_fps:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
