@@ -19,7 +19,24 @@ that the runtime adds to the run's metrics.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable, Iterator, Optional
+from typing import Any, ClassVar, Iterable, Iterator, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+def config_section(config: Any, key: str, cls: type[T]) -> T:
+    """A stage's settings: `config.<key>` of the root Config, or the section itself given bare
+    (tests, direct use); None gives the defaults. A wrong type is a TypeError naming the section."""
+    if config is None:
+        return cls()
+    if isinstance(config, cls):
+        return config
+    section = getattr(config, key, None)
+    if isinstance(section, dict):
+        return cls(**section)
+    if not isinstance(section, cls):
+        raise TypeError(f"config.{key} must be a {cls.__name__}, not {type(section).__name__}")
+    return section
 
 
 class Stage:

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.messages import Frame, now
-from pipeline.stage import SourceStage
+from pipeline.stage import SourceStage, config_section
 
 __all__ = ["DecodeConfig", "DecodeStage", "SourceError", "is_live_source", "sample_path", "fit_size"]
 
@@ -148,12 +148,8 @@ class DecodeStage(SourceStage):
     def __init__(self, config: Any = None, *, source: Optional[str] = None, source_id: Optional[str] = None,
                  mode: Optional[str] = None) -> None:
         super().__init__()
-        if config is None:
-            config = DecodeConfig()
-        section = config if isinstance(config, DecodeConfig) else getattr(config, "decode", None)
-        if not isinstance(section, DecodeConfig):
-            raise TypeError(f"config.decode must be a DecodeConfig, not {type(section).__name__}")
-        self.config = config
+        section = config_section(config, "decode", DecodeConfig)
+        self.config = config if config is not None else section
         self.cfg = section
         self.source = source if source is not None else getattr(config, "source", None)
         self.source_id = source_id or getattr(config, "source_id", None) or "default"

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.messages import CROP_SIZE, Detections, EndOfStream, Frame, Person
-from pipeline.stage import Stage
+from pipeline.stage import Stage, config_section
 
 __all__ = [
     "DetectConfig", "DetectStage", "PersonTracker", "Dets", "HogDetector", "YoloDetector", "DetectorUnavailable",
@@ -494,12 +494,7 @@ class DetectStage(Stage):
 
     def __init__(self, config: Any = None, mode: Optional[str] = None) -> None:
         super().__init__()
-        if config is None:
-            config = DetectConfig()
-        section = config if isinstance(config, DetectConfig) else getattr(config, "detect", None)
-        if not isinstance(section, DetectConfig):
-            raise TypeError(f"config.detect must be a DetectConfig, not {type(section).__name__}")
-        self.cfg = section
+        self.cfg = config_section(config, "detect", DetectConfig)
         self.mode = mode or getattr(config, "mode", "offline")
         self.batch = 1 if self.mode == "live" else self.cfg.batch_frames
         self.store: Any = None  # set by the runtime before setup()

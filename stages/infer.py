@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.messages import Detections, EndOfStream, MeshFrame, PersonMesh, now
-from pipeline.stage import Stage
+from pipeline.stage import Stage, config_section
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class InferStage(Stage):
 
     def __init__(self, config):
         super().__init__()
-        self.cfg: InferConfig = config.infer
+        self.cfg: InferConfig = config_section(config, "infer", InferConfig)
         live = getattr(config, "mode", "offline") == "live"
         wait = self.cfg.max_wait_ms if self.cfg.max_wait_ms is not None else (10.0 if live else 500.0)
         self.batcher = DynamicBatcher(self.cfg.max_batch, wait / 1000.0)

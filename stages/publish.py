@@ -23,7 +23,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.messages import EndOfStream, MeshFrame
-from pipeline.stage import Stage
+from pipeline.stage import Stage, config_section
 from pipeline import wire
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class PublishStage(Stage):
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.root = config
-        self.cfg: PublishConfig = config if isinstance(config, PublishConfig) else config.publish
+        self.cfg: PublishConfig = config_section(config, "publish", PublishConfig)
         source_id = None if isinstance(config, PublishConfig) else getattr(config, "source_id", None)
         self.stream: str = self.cfg.stream or source_id or "default"
         self.publisher: Optional[Publisher] = None

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, now
-from pipeline.stage import Stage
+from pipeline.stage import Stage, config_section
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
 
@@ -294,20 +294,8 @@ class SmoothStage(Stage):
 
     def __init__(self, config: Any = None, mode: Optional[str] = None) -> None:
         super().__init__()
-        if config is None:
-            config = SmoothConfig()
-        if isinstance(config, SmoothConfig):
-            self.cfg, root_mode = config, "offline"
-        else:
-            section = getattr(config, "smooth", None)
-            if section is None:
-                section = SmoothConfig()
-            elif isinstance(section, dict):
-                section = SmoothConfig(**section)
-            elif not isinstance(section, SmoothConfig):
-                raise TypeError(f"config.smooth must be a SmoothConfig, not {type(section).__name__}")
-            self.cfg, root_mode = section, getattr(config, "mode", "offline")
-        self.mode = mode or root_mode
+        self.cfg = config_section(config, "smooth", SmoothConfig)
+        self.mode = mode or getattr(config, "mode", None) or "offline"
         if self.mode not in ("live", "offline", "auto"):
             raise ValueError(f"mode must be 'live', 'offline' or 'auto', not {self.mode!r}")
         # "auto" should be resolved by the runtime (live for cameras/URLs, offline for files); if it is
