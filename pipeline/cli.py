@@ -4,6 +4,7 @@
     fastmetro-stream config [--config FILE] [--set ...]     print the effective settings
     fastmetro-stream weights                                 official checkpoints on this machine
     fastmetro-stream listen | replay FILE | keys DIR         see stages/publish.py
+    fastmetro-stream render REC --video V -o out.mp4 | image PICTURE -o out.png   see pipeline/render.py
 """
 from __future__ import annotations
 
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_weights(sub)
     add_publish(sub)
+    from .render import add_commands as add_render
+
+    add_render(sub)
     return parser
 
 

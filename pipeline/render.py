@@ -1,0 +1,450 @@
+"""See the result: meshes drawn over the picture (docs/render.md).
+
+    fastmetro-stream render RECORDING --video SOURCE -o out.mp4     a --record file over its source video
+    fastmetro-stream image PICTURE -o out.png [--obj DIR]           detect, infer and draw one picture
+
+The rasteriser needs no OpenGL: numpy projects and shades every triangle at once, then OpenCV fills the
+triangles far to near (the painter's algorithm) into a layer that is alpha-blended over the frame.
+
+    overlay = MeshRenderer(faces).draw(rgb, [MeshItem(vertices, cam_t, track_id, box)], focal)
+
+Camera: the stream's (fastmetro.camera): perspective, focal f in frame pixels, principal point at the frame
+centre, body translated by cam_t; x = f (X + cam_t.x) / (Z + cam_t.z) + W / 2, frame coordinates continuous
+(the frame spans [0, W] x [0, H]). The focal length is not on the wire: it is the infer stage's
+`infer.focal`, by default the frame diagonal; give `--focal` when the run set another.
+"""
+from __future__ import annotations
+
+import argparse
+import colorsys
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_SHIFT = 4  # fractional bits of the coordinates handed to OpenCV: 1/16 pixel
+_ONE = 1 << _SHIFT
+# Light: a direction from the surface towards the light, camera frame (x right, y down, z forward): from
+# the camera, a little above and to the left, so that faces turned to the camera are bright.
+_LIGHT = np.array([-0.3, -0.5, -1.0]) / np.linalg.norm([-0.3, -0.5, -1.0])
+_AMBIENT = 0.3  # share of the colour a face gets with no light on it
+
+
+class RenderError(ValueError):
+    """Bad input to a render command (missing file, empty recording); the message says what to do."""
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A stable, distinct RGB colour per track id (hues spaced by the golden ratio)."""
+    hue = (0.6 + int(track_id) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.55, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+@dataclass
+class MeshItem:
+    """One person to draw: body-relative vertices (V, 3) in metres, placed by cam_t (3,)."""
+
+    vertices: Optional[np.ndarray]  # None: only the box and label
+    cam_t: np.ndarray
+    track_id: int = 0
+    box: Optional[Sequence[float]] = None  # x1, y1, x2, y2 frame pixels; None = no box, no label
+    colour: Optional[tuple[int, int, int]] = None  # RGB; None = track_colour(track_id)
+
+
+class MeshRenderer:
+    """Depth-sorted flat-shaded triangle rasteriser over an RGB frame.
+
+    faces: (F, 3) vertex indices. cull: drop triangles facing away from the camera; which side is "out"
+    is read off each mesh (the sign of its enclosed volume), so either winding order works; an open or
+    flat mesh (no volume) counts counter-clockwise-on-screen as front. alpha: opacity of the meshes.
+    """
+
+    def __init__(self, faces: np.ndarray, alpha: float = 0.8, cull: bool = True,
+                 near: float = 0.05, thickness: int = 2) -> None:
+        faces = np.asarray(faces)
+        if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
+            raise RenderError(f"faces must be an (F, 3) integer array, got {faces.shape} {faces.dtype}")
+        if not 0.0 <= alpha <= 1.0:
+            raise RenderError(f"alpha must lie in [0, 1], got {alpha}")
+        self.faces = faces.astype(np.int64)
+        self.alpha, self.cull, self.near, self.thickness = float(alpha), bool(cull), float(near), int(thickness)
+
+    # --- one mesh -> screen triangles ---------------------------------------------------------------
+    def triangles(self, vertices: np.ndarray, cam_t: np.ndarray, focal: float, frame_wh: tuple[int, int],
+                  colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Visible triangles of one mesh: (points (T, 3, 2) int32 fixed-point OpenCV coordinates,
+        depth (T,) of each centroid, colours (T, 4) RGB + 255 uint8), in no particular order."""
+        w, h = frame_wh
+        v = np.asarray(vertices, np.float64)
+        if v.ndim != 2 or v.shape[1] != 3 or len(v) <= self.faces.max():
+            raise RenderError(f"vertices of shape {v.shape} do not fit faces indexing {self.faces.max() + 1}")
+        p = v + np.asarray(cam_t, np.float64).reshape(1, 3)
+        tri = p[self.faces]  # (F, 3, 3) camera frame
+        a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+        normal = np.cross(b - a, c - a)
+        length = np.linalg.norm(normal, axis=1)
+        keep = (length > 0) & np.isfinite(length) & (tri[:, :, 2].min(axis=1) > self.near)
+        # Orientation of the surface: with outward normals the enclosed volume is positive.
+        # Taken about the mesh's own centre: exact for a closed mesh, zero for a flat one.
+        rel = v[self.faces] - v.mean(axis=0)
+        volume = np.einsum("ij,ij->", rel[:, 0], np.cross(rel[:, 1], rel[:, 2])) / 6.0
+        outward = -1.0 if volume < -1e-12 else 1.0
+        centroid = tri.mean(axis=1)
+        if self.cull:
+            if abs(volume) > 1e-12:
+                keep &= outward * np.einsum("ij,ij->i", normal, centroid) < 0  # normal towards the camera
+            # (flat meshes are culled on screen below)
+        unit = normal / np.maximum(length, 1e-30)[:, None] * outward
+        # Two-sided Lambert for what is kept: a back face seen through a hole is lit like its front.
+        lambert = np.abs(unit @ _LIGHT) if not self.cull else np.clip(unit @ _LIGHT, 0.0, 1.0)
+        shade = _AMBIENT + (1.0 - _AMBIENT) * lambert
+        z = tri[:, :, 2:3]
+        uv = focal * tri[:, :, :2] / np.where(z > 0, z, 1.0) + np.array([w / 2.0, h / 2.0])
+        if self.cull and abs(volume) <= 1e-12:  # open/flat mesh: counter-clockwise on screen is front
+            e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
+            keep &= (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) < 0  # y down: negative = anticlockwise
+        lo, hi = uv.min(axis=1), uv.max(axis=1)
+        keep &= (hi[:, 0] > 0) & (lo[:, 0] < w) & (hi[:, 1] > 0) & (lo[:, 1] < h)  # on the frame
+        keep &= np.isfinite(uv).all(axis=(1, 2)) & (np.abs(uv) < 1e6).all(axis=(1, 2))
+        # continuous coordinates -> OpenCV's (pixel centres at integers), in 1/16 pixel
+        pts = np.rint((uv[keep] - 0.5) * _ONE).astype(np.int32)
+        col = np.full((len(pts), 4), 255, np.uint8)  # RGB and the coverage channel
+        col[:, :3] = np.clip(shade[keep, None] * np.asarray(colour, np.float64), 0, 255)
+        return pts, centroid[keep, 2], col
+
+    # --- a frame ------------------------------------------------------------------------------------
+    def draw(self, rgb: np.ndarray, items: Sequence[MeshItem], focal: Optional[float] = None,
+             labels: bool = True) -> np.ndarray:
+        """The frame with every item's mesh blended over it, then its box and "ID n" label. Returns a
+        new (H, W, 3) uint8 array; `rgb` is not changed. focal None = fastmetro.camera.default_focal."""
+        from fastmetro.camera import default_focal
+
+        img = np.ascontiguousarray(rgb, dtype=np.uint8)
+        h, w = img.shape[:2]
+        f = float(focal) if focal else default_focal((w, h))
+        parts = []
+        for it in items:
+            if it.vertices is None:
+                continue
+            colour = it.colour or track_colour(it.track_id)
+            parts.append(self.triangles(it.vertices, it.cam_t, f, (w, h), colour))
+        out = img.copy()
+        if parts:
+            pts = np.concatenate([p[0] for p in parts])
+            depth = np.concatenate([p[1] for p in parts])
+            cols = np.concatenate([p[2] for p in parts])
+            if len(pts):
+                order = np.argsort(-depth, kind="stable")  # far first: nearer triangles paint over them
+                pts, cols = pts[order], cols[order].tolist()
+                lo = np.clip(pts.min(axis=(0, 1)) >> _SHIFT, 0, [w - 1, h - 1])
+                hi = np.clip((pts.max(axis=(0, 1)) >> _SHIFT) + 2, 1, [w, h])
+                x0, y0, x1, y1 = int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+                if x1 > x0 and y1 > y0:  # paint only the region the meshes cover
+                    layer = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)  # RGB + coverage
+                    pts = pts - np.array([x0 * _ONE, y0 * _ONE], np.int32)
+                    fill = cv2.fillConvexPoly
+                    for tri, col in zip(pts, cols):
+                        fill(layer, tri, col, cv2.LINE_8, _SHIFT)
+                    roi = out[y0:y1, x0:x1]
+                    a = (layer[..., 3:].astype(np.float32) * (self.alpha / 255.0))
+                    roi[:] = (roi * (1.0 - a) + layer[..., :3] * a + 0.5).astype(np.uint8)
+        if labels:
+            for it in items:
+                if it.box is not None:
+                    self._label(out, it)
+        return out
+
+    def _label(self, img: np.ndarray, it: MeshItem) -> None:
+        colour = it.colour or track_colour(it.track_id)
+        x1, y1, x2, y2 = (float(v) for v in it.box)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            return
+        p1 = (int(round(x1)), int(round(y1)))
+        p2 = (int(round(x2)) - 1, int(round(y2)) - 1)  # continuous box -> last pixel inside it
+        cv2.rectangle(img, p1, p2, colour, self.thickness, cv2.LINE_AA)
+        text = f"ID {it.track_id}"
+        scale = max(0.5, min(img.shape[:2]) / 900.0)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = p1[1] - 4 if p1[1] - th - base - 4 >= 0 else p1[1] + th + 4
+        cv2.rectangle(img, (p1[0], ty - th - 3), (p1[0] + tw + 4, ty + base - 1), colour, cv2.FILLED)
+        cv2.putText(img, text, (p1[0] + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+# ------------------------------------------------------------------------------------------- OBJ
+def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, cam_t: Optional[np.ndarray] = None) -> None:
+    """A Wavefront OBJ of one mesh. Vertices are placed by cam_t (camera frame, metres) and written in the
+    axes 3D tools expect (x right, y up, z towards the viewer: the camera frame turned 180 degrees about x,
+    which keeps the triangles' winding)."""
+    v = np.asarray(vertices, np.float64) + (0.0 if cam_t is None else np.asarray(cam_t, np.float64).reshape(1, 3))
+    v = v * np.array([1.0, -1.0, -1.0])
+    f = np.asarray(faces, np.int64) + 1
+    with open(path, "w") as fh:
+        fh.write("# fastmetro-stream mesh: metres, x right, y up, z towards the viewer (camera at the origin)\n")
+        fh.write("".join(f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in v.tolist()))
+        fh.write("".join(f"f {a} {b} {c}\n" for a, b, c in f.tolist()))
+
+
+# ------------------------------------------------------------------------------------------- recordings
+def recording_frames(path: Path, stream: Optional[str] = None) -> Iterator[tuple[dict, np.ndarray]]:
+    """(frame message, faces) of one stream of a --record file, in order. Frames before the stream's first
+    topology message are skipped (no faces yet). stream None: the first stream that has frames."""
+    from . import wire
+
+    faces: dict[str, np.ndarray] = {}
+    for rec in wire.read_recording(path):
+        m = wire.decode(rec.payload)
+        if m["kind"] == "topology":
+            faces[m["stream"]] = m["faces"]
+        elif m["kind"] == "frame":
+            if stream is None:
+                stream = m["stream"]
+            if m["stream"] == stream and stream in faces:
+                yield m, faces[stream]
+
+
+def _video_codec(av) -> str:
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def render_recording(recording: Path, video: Path, output: Path, focal: Optional[float] = None,
+                     stream: Optional[str] = None, alpha: float = 0.8, progress: bool = True) -> dict:
+    """Write `output` (MP4): every frame of `video`, with the meshes of `recording` drawn over the frame of
+    the same index. Returns counts: frames written, frames with meshes, persons drawn, ms per person."""
+    import time
+
+    import av
+
+    from . import wire
+
+    recording, video, output = Path(recording), Path(video), Path(output)
+    if not recording.is_file():
+        raise RenderError(f"recording {recording} not found (make one with `fastmetro-stream run --record FILE`)")
+    if not video.is_file():
+        raise RenderError(f"source video {video} not found (--video: the file the recording was made from)")
+    if not output.parent.is_dir():
+        raise RenderError(f"output directory {output.parent} does not exist (-o {output})")
+    try:
+        frames = recording_frames(recording, stream)
+        first = next(frames, None)
+    except wire.WireError as e:
+        raise RenderError(f"recording {recording} cannot be read: {e}") from None
+    if first is None:
+        raise RenderError(f"recording {recording} holds no frame messages"
+                          + (f" of stream {stream!r}" if stream else "")
+                          + " (was the run stopped before its first frame?)")
+    pending = [first]
+
+    def next_frame():
+        return pending.pop() if pending else next(frames, None)
+
+    try:
+        src = av.open(str(video))
+    except av.error.FFmpegError as e:
+        raise RenderError(f"source video {video} cannot be opened: {e}") from None
+    if not src.streams.video:
+        src.close()
+        raise RenderError(f"source video {video} has no video stream")
+    vs = src.streams.video[0]
+    vs.thread_type = "AUTO"
+    rate = vs.average_rate or vs.guessed_rate or 30
+    total = vs.frames or None
+
+    renderer: Optional[MeshRenderer] = None
+    last_vertices: dict[int, np.ndarray] = {}  # frames sent without vertices (vertices_every) reuse these
+    stats = {"frames": 0, "frames_with_meshes": 0, "persons": 0, "draw_s": 0.0, "resized": False}
+    current = next_frame()
+    dst = av.open(str(output), "w")
+    try:
+        out_stream = None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      disable=not progress, transient=False) as bar:
+            task = bar.add_task("render", total=total)
+            for index, vf in enumerate(src.decode(vs)):
+                rgb = vf.to_ndarray(format="rgb24")
+                while current is not None and current[0]["index"] < index:
+                    current = next_frame()
+                items: list[MeshItem] = []
+                if current is not None and current[0]["index"] == index:
+                    m, faces = current
+                    wh = (int(m["width"]), int(m["height"]))
+                    if wh != (rgb.shape[1], rgb.shape[0]):
+                        if not stats["resized"]:
+                            log.warning("render: recording frames are %dx%d, the video's %dx%d: video resized",
+                                        wh[0], wh[1], rgb.shape[1], rgb.shape[0])
+                        stats["resized"] = True
+                        rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
+                    if renderer is None or renderer.faces.shape != faces.shape:
+                        renderer = MeshRenderer(faces, alpha=alpha)
+                    for p in m["persons"]:
+                        v = p["vertices"]
+                        if v is not None:
+                            last_vertices[p["track_id"]] = v
+                        else:
+                            v = last_vertices.get(p["track_id"])
+                        items.append(MeshItem(v, p["cam_t"], p["track_id"], p["box"]))
+                    for tid in m["lost"]:
+                        last_vertices.pop(tid, None)
+                if items:
+                    t0 = time.perf_counter()
+                    rgb = renderer.draw(rgb, items, focal)
+                    stats["draw_s"] += time.perf_counter() - t0
+                    stats["frames_with_meshes"] += 1
+                    stats["persons"] += sum(it.vertices is not None for it in items)
+                if out_stream is None:
+                    out_stream = dst.add_stream(_video_codec(av), rate=rate)
+                    out_stream.width = rgb.shape[1] + rgb.shape[1] % 2  # yuv420p needs even sides
+                    out_stream.height = rgb.shape[0] + rgb.shape[0] % 2
+                    out_stream.pix_fmt = "yuv420p"
+                    if out_stream.codec_context.name == "libx264":
+                        out_stream.options = {"crf": "20", "preset": "veryfast"}
+                    else:
+                        out_stream.bit_rate = 8_000_000
+                if rgb.shape[1] % 2 or rgb.shape[0] % 2:
+                    rgb = cv2.copyMakeBorder(rgb, 0, rgb.shape[0] % 2, 0, rgb.shape[1] % 2, cv2.BORDER_REPLICATE)
+                for packet in out_stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                    dst.mux(packet)
+                stats["frames"] += 1
+                bar.advance(task)
+        if out_stream is None:
+            raise RenderError(f"source video {video} has no frames")
+        for packet in out_stream.encode():
+            dst.mux(packet)
+    finally:
+        dst.close()
+        src.close()
+    if stats["frames_with_meshes"] == 0:
+        log.warning("render: no frame of %s matched a frame index of %s (is it the right video?)", video, recording)
+    stats["ms_per_person"] = 1000.0 * stats["draw_s"] / stats["persons"] if stats["persons"] else 0.0
+    return stats
+
+
+# ------------------------------------------------------------------------------------------- one picture
+def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, config=None) -> dict:
+    """Detect, infer and draw one picture; `config` is the root Config (its detect and infer sections).
+    Returns {"persons": n, "pretrained": bool, "objs": [paths]}."""
+    import fastmetro
+    from fastmetro import camera
+    from fastmetro.engine import Engine, EngineOptions
+    from stages.detect import PersonTracker, make_crops
+
+    from .config import Config
+
+    picture, output = Path(picture), Path(output)
+    if not picture.is_file():
+        raise RenderError(f"picture {picture} not found")
+    bgr = cv2.imread(str(picture), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise RenderError(f"picture {picture} cannot be read as an image (PNG, JPEG, BMP, TIFF, WebP, ...)")
+    if not output.parent.is_dir():
+        raise RenderError(f"output directory {output.parent} does not exist (-o {output})")
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    config = config if config is not None else Config()
+    persons, _ = PersonTracker(config.detect).update(rgb)
+    c = config.infer
+    engine = Engine(EngineOptions(
+        variant=c.variant, checkpoint=c.checkpoint, assets_dir=c.assets_dir, device=c.device,
+        precision=c.precision, max_batch=c.max_batch, channels_last=c.channels_last,
+        fold_batchnorm=c.fold_batchnorm, compile=c.compile, cuda_graphs=c.cuda_graphs,
+        quantize=c.quantize, threads=c.threads))
+    h, w = rgb.shape[:2]
+    focal = c.focal or camera.default_focal((w, h))
+    items, objs = [], []
+    faces = fastmetro.load_mesh_data(c.assets_dir).faces
+    if persons:
+        r = engine(make_crops(rgb, persons))
+        center = np.array([p.center for p in persons], np.float64)
+        size = np.array([p.size for p in persons], np.float64)
+        cam_t = camera.crop_to_frame_translation(r["cam"], center, size, (w, h), focal)
+        for i, p in enumerate(persons):
+            items.append(MeshItem(r["vertices"][i], cam_t[i], p.track_id, p.box))
+        if obj_dir is not None:
+            obj_dir = Path(obj_dir)
+            obj_dir.mkdir(parents=True, exist_ok=True)
+            for i, p in enumerate(persons):
+                path = obj_dir / f"{picture.stem}_id{p.track_id}.obj"
+                write_obj(path, r["vertices"][i], faces, cam_t[i])
+                objs.append(path)
+    out = MeshRenderer(faces).draw(rgb, items, focal)
+    if not cv2.imwrite(str(output), np.ascontiguousarray(out[..., ::-1])):
+        raise RenderError(f"cannot write {output}: use a .png or .jpg name in a writable directory")
+    return {"persons": len(persons), "pretrained": engine.pretrained, "objs": objs}
+
+
+# ------------------------------------------------------------------------------------------- commands
+def render_command(args: argparse.Namespace) -> int:
+    try:
+        stats = render_recording(args.recording, args.video, args.output, focal=args.focal, stream=args.stream,
+                                 alpha=args.alpha, progress=not args.quiet)
+    except RenderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: {stats['frames']} frames, {stats['frames_with_meshes']} with meshes, "
+          f"{stats['persons']} person meshes, {stats['ms_per_person']:.1f} ms per person")
+    return 0
+
+
+def image_command(args: argparse.Namespace) -> int:
+    import fastmetro
+
+    from .config import ConfigError, load_config
+
+    overrides = list(args.overrides)
+    if args.checkpoint:
+        overrides.append(f"infer.checkpoint={args.checkpoint}")
+    if args.detector:
+        overrides.append(f"detect.detector={args.detector}")
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = run_image(args.picture, args.output, args.obj, config)
+    except (RenderError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not result["pretrained"]:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]WARNING: {fastmetro.UNTRAINED_MESSAGE}[/]")
+    print(f"wrote {args.output}: {result['persons']} person(s)"
+          + (f"; meshes: {', '.join(str(p) for p in result['objs'])}" if result["objs"] else ""))
+    if not result["persons"]:
+        print("no person found in the picture (try --detector hog, or a picture with whole, upright people)",
+              file=sys.stderr)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("render", help="draw a recording's meshes over its source video into an MP4")
+    p.add_argument("recording", type=Path, help="a file written by `run --record FILE`")
+    p.add_argument("--video", required=True, type=Path, help="the source video the recording was made from")
+    p.add_argument("-o", "--output", required=True, type=Path, help="MP4 file to write (H.264, else MPEG-4)")
+    p.add_argument("--focal", type=float, default=None,
+                   help="focal length (frame pixels) the run used (infer.focal); default: the frame diagonal")
+    p.add_argument("--stream", default=None, help="stream id to draw (default: the recording's first)")
+    p.add_argument("--alpha", type=float, default=0.8, help="mesh opacity, 0..1 (default 0.8)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=render_command)
+
+    p = subparsers.add_parser("image", help="detect, infer and draw the meshes of one picture (PNG, OBJ)")
+    p.add_argument("picture", type=Path, help="an image file (JPEG, PNG, ...)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="overlay picture to write (.png)")
+    p.add_argument("--obj", type=Path, default=None, metavar="DIR", help="also write one OBJ mesh per person into DIR")
+    p.add_argument("--checkpoint", help="FastMETRO checkpoint: a name from `weights` or a file path")
+    p.add_argument("--detector", choices=["auto", "yolo", "hog"], default=None,
+                   help="person detector (default: the config's detect.detector, auto)")
+    p.add_argument("--config", "-c", metavar="FILE", help="YAML settings: its detect and infer sections are used")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                   help="override one setting, e.g. --set infer.focal=1200 (repeatable)")
+    p.set_defaults(func=image_command)
