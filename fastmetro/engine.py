@@ -13,7 +13,9 @@ What it does for speed, all behind options whose defaults work everywhere:
 - on the CPU, optional int8 dynamic quantisation of the transformers' linear layers;
 - optional torch.compile, and on CUDA optional CUDA graphs captured for fixed batch sizes (batches are
   padded up to the next captured size);
-- inputs larger than max_batch are cut into chunks; every crop's result is independent of the others.
+- inputs larger than max_batch are cut into chunks; every crop's result is independent of the others;
+- backend "onnxruntime": the BN-folded network exported once per checkpoint to ONNX (cached, see
+  fastmetro.onnx_export) and run by an ONNX Runtime session (CPU; CUDA if its CUDA provider is installed).
 
 A setting the device cannot honour raises EngineError naming the setting (never a silent change).
 """
@@ -55,6 +57,7 @@ class EngineOptions:
     graph_batch_sizes: tuple[int, ...] = field(default=(1, 2, 4, 8, 16))
     threads: Optional[int] = None  # CPU threads; None: all cores
     quantize: Literal["none", "int8-dynamic"] = "none"  # CPU: int8 weights for the transformers' linears
+    backend: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: exported graph, fp32 (pip install onnxruntime)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,6 +124,12 @@ class Engine:
         if o.max_batch < 1:
             raise EngineError(f"max_batch must be at least 1, got {o.max_batch}")
 
+        if o.backend not in ("torch", "onnxruntime"):
+            raise EngineError(f"backend {o.backend!r}: expected 'torch' or 'onnxruntime'")
+        self._onnx = None
+        if o.backend == "onnxruntime":
+            self._check_onnx_options()
+
         self.model = model if model is not None else build_model(
             o.variant, checkpoint=o.checkpoint, assets_dir=o.assets_dir)
         self.model = self.model.to(self.device).eval()
@@ -137,6 +146,9 @@ class Engine:
         if o.fold_batchnorm:
             n = fold_batchnorm(self.model.backbone)
             log.debug("folded %d batch norms into convolutions", n)
+        if o.backend == "onnxruntime":
+            self._start_onnx()
+            return
         if o.channels_last:
             self.model.backbone.to(memory_format=torch.channels_last)
         self._forward = torch.compile(self.model, dynamic=False) if o.compile else self.model
@@ -146,6 +158,47 @@ class Engine:
         self._graphs: dict[int, tuple] = {}
         if o.cuda_graphs:
             self._capture_graphs()
+
+    # --- the ONNX Runtime backend -------------------------------------------------------------------
+    def _check_onnx_options(self) -> None:
+        o = self.options
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise EngineError("backend 'onnxruntime' needs the onnxruntime package: pip install onnxruntime "
+                              "(or pip install 'fastmetro-stream[onnx]'), or use backend 'torch'") from e
+        if self.device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise EngineError("backend 'onnxruntime' on CUDA needs onnxruntime's CUDA provider "
+                              "(pip install onnxruntime-gpu); use device 'cpu' or backend 'torch'")
+        for name, value, default in (("precision", o.precision, "fp32"), ("quantize", o.quantize, "none"),
+                                     ("compile", o.compile, False), ("cuda_graphs", o.cuda_graphs, False)):
+            if value != default:
+                raise EngineError(f"{name} {value!r} is a torch backend setting; backend 'onnxruntime' runs "
+                                  f"the exported fp32 graph (set {name} to {default!r} or backend 'torch')")
+
+    def _start_onnx(self) -> None:
+        from .onnx_export import OnnxExportError, OnnxRunner, cached_onnx
+
+        if self.device.type == "cuda":
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.onnx_path = cached_onnx(self.model)
+        except OnnxExportError as e:
+            raise EngineError(f"backend 'onnxruntime': {e}") from e
+        self._onnx = OnnxRunner(self.onnx_path, threads=self.options.threads, providers=providers)
+        self._h36m = self.model.j_regressor_h36m.detach().cpu().numpy()  # (17, 6890)
+
+    def _onnx_batch(self, part: np.ndarray) -> dict[str, np.ndarray]:
+        x = normalize_crops(torch.from_numpy(part)).numpy()
+        out = self._onnx(x)
+        fine = out["pred_3d_vertices_fine"]
+        res = {"cam": out["pred_cam"], "joints3d": out["pred_3d_joints"], "vertices": fine,
+               "joints_h36m": np.einsum("jv,bvc->bjc", self._h36m, fine).astype(np.float32)}
+        if self.smpl_head:
+            res["rotmat"], res["betas"] = out["pred_rotmat"], out["pred_betas"]
+        return res
 
     # --- the forward on one device batch ---------------------------------------------------------
     def _run(self, x_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -208,6 +261,9 @@ class Engine:
         chunks = []
         for start in range(0, len(crops), self.options.max_batch):
             part = crops[start : start + self.options.max_batch]
+            if self._onnx is not None:
+                chunks.append(self._onnx_batch(part))
+                continue
             self._host[: len(part)].copy_(torch.from_numpy(part))
             out = self._device_batch(len(part))
             chunks.append({k: v.cpu().numpy() for k, v in out.items()})  # syncs before reuse

@@ -51,6 +51,10 @@ class InferConfig(BaseModel):
     cuda_graphs: bool = False
     quantize: Literal["none", "int8-dynamic"] = "none"
     threads: Optional[int] = Field(None, ge=1)  # CPU threads for torch; None = all cores
+    # torch runs the network in PyTorch (every setting above); onnxruntime runs it exported to ONNX (fp32,
+    # CPU, exported once per checkpoint into the user cache; needs `pip install onnxruntime onnx`).
+    # Default torch: exact, no extra package, and honours every setting above.
+    backend: Literal["torch", "onnxruntime"] = "torch"
     # Focal length (frame pixels) of the perspective camera results are expressed in; None = frame
     # diagonal (fastmetro.camera.default_focal). Set it when you know your camera.
     focal: Optional[float] = Field(None, gt=0)
@@ -117,7 +121,7 @@ class InferStage(Stage):
             variant=c.variant, checkpoint=c.checkpoint, assets_dir=c.assets_dir, device=c.device,
             precision=c.precision, max_batch=c.max_batch, channels_last=c.channels_last,
             fold_batchnorm=c.fold_batchnorm, compile=c.compile, cuda_graphs=c.cuda_graphs,
-            quantize=c.quantize, threads=c.threads,
+            quantize=c.quantize, threads=c.threads, backend=c.backend,
         ))
         if not self.engine.pretrained:
             self.count("untrained_weights")
