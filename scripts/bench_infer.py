@@ -10,13 +10,15 @@ official way, largest deviation of the mesh from our fp32 output):
   - bare torchvision ResNet-50 backbone (no avgpool/fc) at each batch size, fp32: the ceiling, since the
     backbone is 8.2 of FastMETRO-S-R50's 12.8 GFLOPs per crop;
   - our engine (fastmetro.engine) at each batch size in fp32, then the faster settings this device
-    supports: bf16 (CPUs with native bf16, and CUDA), fp16 (CUDA), int8 dynamic quantisation (CPU).
+    supports: bf16 (CPUs with native bf16, and CUDA), fp16 (CUDA), int8 dynamic quantisation (CPU),
+    ONNX Runtime (CPU, when onnxruntime and onnx are installed; its export is cached after the first run).
 Deviations are measured on the weights given (random ones without --checkpoint, which exaggerate them).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -44,6 +46,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
+    torch.manual_seed(0)  # the same random weights every run (so the ONNX export cache is reused)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
         model = fastmetro.build_model(args.variant, checkpoint=args.checkpoint, assets_dir=args.assets,
@@ -82,6 +85,10 @@ def main(argv=None) -> int:
         if cpu_has_native_bf16():
             settings.append(("bf16", EngineOptions(precision="bf16")))
         settings.append(("int8-dynamic", EngineOptions(quantize="int8-dynamic")))
+        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+            settings.append(("onnxruntime", EngineOptions(backend="onnxruntime")))
+        else:
+            print("  (engine onnxruntime skipped: pip install onnxruntime onnx)")
     reference = None
     for name, opts in settings:
         opts.device = str(device)
