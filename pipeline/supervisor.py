@@ -14,6 +14,7 @@ Shutdown:
   a dead stage    (e.g. SIGKILL) seen by its exit code: every stage is stopped; exit 1.
   Ctrl-C/SIGTERM  the source stops and what is in flight drains through (exit 0); a second Ctrl-C (or
                   the stop timeout) stops every stage at once (exit 130).
+  start           the source starts reading once every other stage reports ready (setup done).
   dead supervisor children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and also watch their parent.
 The shared-memory ring is unlinked in every case (and by the resource tracker if this process is killed).
 """
@@ -112,9 +113,9 @@ def _die_with_parent() -> None:
 class _Child:
     """The loop that runs one stage inside its process."""
 
-    def __init__(self, stage, spec, in_q, out_q, events, drain, abort, parent_pid, live):
+    def __init__(self, stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live):
         self.stage, self.spec, self.in_q, self.out_q = stage, spec, in_q, out_q
-        self.events, self.drain, self.abort = events, drain, abort
+        self.events, self.drain, self.abort, self.go = events, drain, abort, go
         self.parent_pid, self.live = parent_pid, live
         self.m = StageMetrics(stage.name)
         self.latencies: list[float] = []
@@ -210,6 +211,11 @@ class _Child:
             self.events.put(("ready", self.stage.name, None))
             start = time.monotonic()
             if hasattr(self.stage, "frames"):
+                # Start reading only when every later stage is ready (models loaded, sockets bound):
+                # a live source would otherwise drop its first seconds while they start.
+                while not self.go.wait(0.1):
+                    if self.abort.is_set() or not self.parent_alive():
+                        raise SystemExit(1)
                 self._run_source()
             else:
                 self._run_worker()
@@ -295,9 +301,9 @@ class _Child:
                 return
 
 
-def _child_main(stage, spec, in_q, out_q, events, drain, abort, parent_pid, live) -> None:
+def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(levelname)s %(message)s")
-    code = _Child(stage, spec, in_q, out_q, events, drain, abort, parent_pid, live).run()
+    code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live).run()
     sys.exit(code)
 
 
@@ -339,7 +345,7 @@ class Supervisor:
         start = time.monotonic()
         max_persons = getattr(cfg.detect, "max_persons", 8)
         self.store = FrameStore.create(self.ctx, cfg.ring_slots, cfg.decode.max_pixels, max_persons)
-        self.drain, self.abort = self.ctx.Event(), self.ctx.Event()
+        self.drain, self.abort, self.go = self.ctx.Event(), self.ctx.Event(), self.ctx.Event()
         events = self.ctx.Queue()
         queues = [self.ctx.Queue(maxsize=cfg.queue_size) for _ in self.stages[1:]]
         old_handlers = {}
@@ -353,7 +359,8 @@ class Supervisor:
                 out_q = queues[i] if i < len(queues) else None
                 p = self.ctx.Process(
                     target=_child_main, name=f"fastmetro-{stage.name}",
-                    args=(stage, self.store.spec, in_q, out_q, events, self.drain, self.abort, os.getpid(), live),
+                    args=(stage, self.store.spec, in_q, out_q, events, self.drain, self.abort, self.go,
+                          os.getpid(), live),
                     daemon=True,
                 )
                 p.start()
@@ -397,6 +404,8 @@ class Supervisor:
                     self._handle(events.get_nowait())
             except queue.Empty:
                 pass
+            if not self.go.is_set() and all(self.status.get(s.name) == "ready" for s in self.stages[1:]):
+                self.go.set()
             if self.on_progress:
                 self.on_progress(self.metrics)
             if self.errors:

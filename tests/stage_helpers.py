@@ -63,11 +63,13 @@ class CountingSource(SourceStage):
 class Forward(Stage):
     """Passes frames on after delay_s; raises at frame `fail_at`."""
 
-    def __init__(self, name="forward", delay_s=0.0, fail_at=None, pid_dir=None):
+    def __init__(self, name="forward", delay_s=0.0, fail_at=None, pid_dir=None, setup_s=0.0):
         super().__init__()
         self.name, self.delay_s, self.fail_at, self.pid_dir = name, delay_s, fail_at, pid_dir
+        self.setup_s = setup_s
 
     def setup(self):
+        time.sleep(self.setup_s)  # e.g. a model loading
         _note_pid(self.pid_dir, self.name)
 
     def process(self, msg):

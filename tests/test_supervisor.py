@@ -101,6 +101,15 @@ def test_live_drops_the_oldest_and_counts_instead_of_growing_queues(tmp_path):
     assert max(m.queue_depth_max for m in summary.stages) <= 2
 
 
+def test_a_live_source_waits_for_slow_starting_stages(tmp_path):
+    out = tmp_path / "sink.jsonl"
+    summary = run([CountingSource(10, live=True, delay_s=0.01), Forward("model", setup_s=1.5), Sink(str(out))],
+                  mode="live", queue_size=2)
+    frames, _ = read_sink(out)
+    assert summary.exit_code == 0
+    assert frames[0][0] == 0, "frames were read (and dropped) before the stages were ready"
+
+
 SCRIPT = textwrap.dedent("""
     import sys
     sys.path[:0] = [{tests!r}, {repo!r}]
