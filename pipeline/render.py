@@ -329,9 +329,13 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
 
 
 # ------------------------------------------------------------------------------------------- one picture
-def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, config=None) -> dict:
+def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, config=None, seed: int = 0) -> dict:
     """Detect, infer and draw one picture; `config` is the root Config (its detect and infer sections).
-    Returns {"persons": n, "pretrained": bool, "objs": [paths]}."""
+    Without a checkpoint the untrained weights are drawn with torch's generator seeded by `seed`, so the
+    same command gives the same picture. Returns {"persons": n, "pretrained": bool, "objs": [paths],
+    "unplaced": [track ids whose camera scale was not positive: drawn at a point far away]}."""
+    import torch
+
     import fastmetro
     from fastmetro import camera
     from fastmetro.engine import Engine, EngineOptions
@@ -351,6 +355,8 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
     config = config if config is not None else Config()
     persons, _ = PersonTracker(config.detect).update(rgb)
     c = config.infer
+    if c.checkpoint is None:
+        torch.manual_seed(seed)
     engine = Engine(EngineOptions(
         variant=c.variant, checkpoint=c.checkpoint, assets_dir=c.assets_dir, device=c.device,
         precision=c.precision, max_batch=c.max_batch, channels_last=c.channels_last,
@@ -358,7 +364,7 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
         quantize=c.quantize, threads=c.threads))
     h, w = rgb.shape[:2]
     focal = c.focal or camera.default_focal((w, h))
-    items, objs = [], []
+    items, objs, unplaced = [], [], []
     faces = fastmetro.load_mesh_data(c.assets_dir).faces
     if persons:
         r = engine(make_crops(rgb, persons))
@@ -367,6 +373,8 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
         cam_t = camera.crop_to_frame_translation(r["cam"], center, size, (w, h), focal)
         for i, p in enumerate(persons):
             items.append(MeshItem(r["vertices"][i], cam_t[i], p.track_id, p.box))
+            if not r["cam"][i][0] > 0:  # no perspective camera has the body in front of it
+                unplaced.append(p.track_id)
         if obj_dir is not None:
             obj_dir = Path(obj_dir)
             obj_dir.mkdir(parents=True, exist_ok=True)
@@ -377,7 +385,7 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
     out = MeshRenderer(faces).draw(rgb, items, focal)
     if not cv2.imwrite(str(output), np.ascontiguousarray(out[..., ::-1])):
         raise RenderError(f"cannot write {output}: use a .png or .jpg name in a writable directory")
-    return {"persons": len(persons), "pretrained": engine.pretrained, "objs": objs}
+    return {"persons": len(persons), "pretrained": engine.pretrained, "objs": objs, "unplaced": unplaced}
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -409,7 +417,7 @@ def image_command(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = run_image(args.picture, args.output, args.obj, config)
+        result = run_image(args.picture, args.output, args.obj, config, seed=args.seed)
     except (RenderError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -419,6 +427,9 @@ def image_command(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"[bold red]WARNING: {fastmetro.UNTRAINED_MESSAGE}[/]")
     print(f"wrote {args.output}: {result['persons']} person(s)"
           + (f"; meshes: {', '.join(str(p) for p in result['objs'])}" if result["objs"] else ""))
+    if result["unplaced"]:
+        print(f"warning: the network's camera scale is not positive for ID {result['unplaced']}: "
+              "their meshes sit far away (a point on the picture)", file=sys.stderr)
     if not result["persons"]:
         print("no person found in the picture (try --detector hog, or a picture with whole, upright people)",
               file=sys.stderr)
@@ -445,6 +456,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--detector", choices=["auto", "yolo", "hog"], default=None,
                    help="person detector (default: the config's detect.detector, auto)")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML settings: its detect and infer sections are used")
+    p.add_argument("--seed", type=int, default=0,
+                   help="without a checkpoint: seed of the untrained weights, for a repeatable picture (default 0)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override one setting, e.g. --set infer.focal=1200 (repeatable)")
     p.set_defaults(func=image_command)
