@@ -126,6 +126,7 @@ def export_onnx(model: nn.Module, path: Union[str, os.PathLike], opset: int = OP
                 input_names=[INPUT], output_names=names,
                 dynamic_axes={n: {0: "batch"} for n in [INPUT, *names]},
             )
+        os.chmod(tmp, 0o644)  # mkstemp made it private; the cache entry is an ordinary file
         os.replace(tmp, path)
     finally:
         if head is not None:
@@ -158,6 +159,8 @@ class OnnxRunner:
         so.intra_op_num_threads = threads or os.cpu_count() or 1
         so.inter_op_num_threads = 1  # one branch-free graph: parallelism lives inside the ops
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between runs: the pipeline's other stages (decode, detect) share these cores.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
