@@ -65,23 +65,29 @@ class MeshRenderer:
     faces: (F, 3) vertex indices. cull: drop triangles facing away from the camera; which side is "out"
     is read off each mesh (the sign of its enclosed volume), so either winding order works; an open or
     flat mesh (no volume) counts counter-clockwise-on-screen as front. alpha: opacity of the meshes.
+    method: "painter" (triangles far to near, one OpenCV fill each: cost grows with the triangle count) or
+    "zbuffer" (every covered pixel centre at once in numpy, nearest wins per pixel: exact where surfaces
+    cross, cost grows with the covered area; slow for meshes of long thin spikes such as untrained output).
     """
 
     def __init__(self, faces: np.ndarray, alpha: float = 0.8, cull: bool = True,
-                 near: float = 0.05, thickness: int = 2) -> None:
+                 near: float = 0.05, thickness: int = 2, method: str = "painter") -> None:
         faces = np.asarray(faces)
         if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
             raise RenderError(f"faces must be an (F, 3) integer array, got {faces.shape} {faces.dtype}")
         if not 0.0 <= alpha <= 1.0:
             raise RenderError(f"alpha must lie in [0, 1], got {alpha}")
+        if method not in ("zbuffer", "painter"):
+            raise RenderError(f"method must be 'zbuffer' or 'painter', got {method!r}")
         self.faces = faces.astype(np.int64)
+        self.method = method
         self.alpha, self.cull, self.near, self.thickness = float(alpha), bool(cull), float(near), int(thickness)
 
     # --- one mesh -> screen triangles ---------------------------------------------------------------
     def triangles(self, vertices: np.ndarray, cam_t: np.ndarray, focal: float, frame_wh: tuple[int, int],
                   colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Visible triangles of one mesh: (points (T, 3, 2) int32 fixed-point OpenCV coordinates,
-        depth (T,) of each centroid, colours (T, 4) RGB + 255 uint8), in no particular order."""
+        """Visible triangles of one mesh: (corners (T, 3, 2) in continuous frame coordinates, their depths
+        z (T, 3) in metres, colours (T, 4) RGB + 255 uint8), in no particular order."""
         w, h = frame_wh
         v = np.asarray(vertices, np.float64)
         if v.ndim != 2 or v.shape[1] != 3 or len(v) <= self.faces.max():
@@ -91,16 +97,15 @@ class MeshRenderer:
         a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
         normal = np.cross(b - a, c - a)
         length = np.linalg.norm(normal, axis=1)
-        keep = (length > 0) & np.isfinite(length) & (tri[:, :, 2].min(axis=1) > self.near)
+        keep = (length > 0) & np.isfinite(length) & (np.minimum(np.minimum(a[:, 2], b[:, 2]), c[:, 2]) > self.near)
         # Orientation of the surface: with outward normals the enclosed volume is positive.
         # Taken about the mesh's own centre: exact for a closed mesh, zero for a flat one.
         rel = v[self.faces] - v.mean(axis=0)
         volume = np.einsum("ij,ij->", rel[:, 0], np.cross(rel[:, 1], rel[:, 2])) / 6.0
         outward = -1.0 if volume < -1e-12 else 1.0
-        centroid = tri.mean(axis=1)
         if self.cull:
-            if abs(volume) > 1e-12:
-                keep &= outward * np.einsum("ij,ij->i", normal, centroid) < 0  # normal towards the camera
+            if abs(volume) > 1e-12:  # normal towards the camera (any point of the plane gives the same sign)
+                keep &= outward * np.einsum("ij,ij->i", normal, a) < 0
             # (flat meshes are culled on screen below)
         unit = normal / np.maximum(length, 1e-30)[:, None] * outward
         # Two-sided Lambert for what is kept: a back face seen through a hole is lit like its front.
@@ -111,14 +116,13 @@ class MeshRenderer:
         if self.cull and abs(volume) <= 1e-12:  # open/flat mesh: counter-clockwise on screen is front
             e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
             keep &= (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) < 0  # y down: negative = anticlockwise
-        lo, hi = uv.min(axis=1), uv.max(axis=1)
-        keep &= (hi[:, 0] > 0) & (lo[:, 0] < w) & (hi[:, 1] > 0) & (lo[:, 1] < h)  # on the frame
-        keep &= np.isfinite(uv).all(axis=(1, 2)) & (np.abs(uv) < 1e6).all(axis=(1, 2))
-        # continuous coordinates -> OpenCV's (pixel centres at integers), in 1/16 pixel
-        pts = np.rint((uv[keep] - 0.5) * _ONE).astype(np.int32)
-        col = np.full((len(pts), 4), 255, np.uint8)  # RGB and the coverage channel
+        lo = np.minimum(np.minimum(uv[:, 0], uv[:, 1]), uv[:, 2])
+        hi = np.maximum(np.maximum(uv[:, 0], uv[:, 1]), uv[:, 2])
+        keep &= (hi[:, 0] > 0) & (lo[:, 0] < w) & (hi[:, 1] > 0) & (lo[:, 1] < h)  # on the frame (NaN: off)
+        keep &= (lo[:, 0] > -1e6) & (lo[:, 1] > -1e6) & (hi[:, 0] < 1e6) & (hi[:, 1] < 1e6)  # fits int32
+        col = np.full((int(keep.sum()), 4), 255, np.uint8)  # RGB and the coverage channel
         col[:, :3] = np.clip(shade[keep, None] * np.asarray(colour, np.float64), 0, 255)
-        return pts, centroid[keep, 2], col
+        return uv[keep], tri[keep, :, 2], col
 
     # --- a frame ------------------------------------------------------------------------------------
     def draw(self, rgb: np.ndarray, items: Sequence[MeshItem], focal: Optional[float] = None,
@@ -138,29 +142,98 @@ class MeshRenderer:
             parts.append(self.triangles(it.vertices, it.cam_t, f, (w, h), colour))
         out = img.copy()
         if parts:
-            pts = np.concatenate([p[0] for p in parts])
-            depth = np.concatenate([p[1] for p in parts])
+            uv = np.concatenate([p[0] for p in parts])
+            z = np.concatenate([p[1] for p in parts])
             cols = np.concatenate([p[2] for p in parts])
-            if len(pts):
-                order = np.argsort(-depth, kind="stable")  # far first: nearer triangles paint over them
-                pts, cols = pts[order], cols[order].tolist()
-                lo = np.clip(pts.min(axis=(0, 1)) >> _SHIFT, 0, [w - 1, h - 1])
-                hi = np.clip((pts.max(axis=(0, 1)) >> _SHIFT) + 2, 1, [w, h])
-                x0, y0, x1, y1 = int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
-                if x1 > x0 and y1 > y0:  # paint only the region the meshes cover
-                    layer = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)  # RGB + coverage
-                    pts = pts - np.array([x0 * _ONE, y0 * _ONE], np.int32)
-                    fill = cv2.fillConvexPoly
-                    for tri, col in zip(pts, cols):
-                        fill(layer, tri, col, cv2.LINE_8, _SHIFT)
-                    roi = out[y0:y1, x0:x1]
-                    a = (layer[..., 3:].astype(np.float32) * (self.alpha / 255.0))
-                    roi[:] = (roi * (1.0 - a) + layer[..., :3] * a + 0.5).astype(np.uint8)
+            if len(uv):
+                if self.method == "zbuffer":
+                    self._zbuffer(out, uv, z, cols)
+                else:
+                    self._painter(out, uv, z, cols)
         if labels:
             for it in items:
                 if it.box is not None:
                     self._label(out, it)
         return out
+
+    def _blend(self, roi: np.ndarray, rgb: np.ndarray, cover: np.ndarray) -> np.ndarray:
+        a = cover.astype(np.float32)[..., None] * (self.alpha / 255.0)
+        return (roi * (1.0 - a) + rgb * a + 0.5).astype(np.uint8)
+
+    def _painter(self, out: np.ndarray, uv: np.ndarray, z: np.ndarray, cols: np.ndarray) -> None:
+        """Triangles far to near, one cv2.fillConvexPoly each, into a layer over the meshes' bounding box."""
+        h, w = out.shape[:2]
+        order = np.argsort(-z.sum(axis=1), kind="stable")  # centroid depth, far first
+        # continuous coordinates -> OpenCV's (pixel centres at integers), in 1/16 pixel
+        pts = np.rint((uv[order] - 0.5) * _ONE).astype(np.int32)
+        cols = cols[order].tolist()
+        lo = np.clip(pts.min(axis=(0, 1)) >> _SHIFT, 0, [w - 1, h - 1])
+        hi = np.clip((pts.max(axis=(0, 1)) >> _SHIFT) + 2, 1, [w, h])
+        x0, y0, x1, y1 = int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+        if x1 <= x0 or y1 <= y0:
+            return
+        layer = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)  # RGB + coverage
+        pts -= np.array([x0 * _ONE, y0 * _ONE], np.int32)
+        fill = cv2.fillConvexPoly
+        for tri, col in zip(pts, cols):
+            fill(layer, tri, col, cv2.LINE_8, _SHIFT)
+        roi = out[y0:y1, x0:x1]
+        roi[:] = self._blend(roi, layer[..., :3], layer[..., 3])
+
+    def _zbuffer(self, out: np.ndarray, uv: np.ndarray, z: np.ndarray, cols: np.ndarray,
+                 chunk: int = 4_000_000) -> None:
+        """Every pixel centre inside a triangle, at once (numpy): barycentric inside test, perspective-correct
+        depth (1/z interpolated on screen), the nearest triangle wins each pixel."""
+        h, w = out.shape[:2]
+        # pixel (i, j) has its centre at (i + 0.5, j + 0.5): the columns whose centre lies in [lo, hi]
+        lo = np.ceil(uv.min(axis=1) - 0.5).astype(np.int64)
+        hi = np.floor(uv.max(axis=1) - 0.5).astype(np.int64)
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, [w - 1, h - 1])
+        bw = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0)
+        n = bw * np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+        a, b, c = uv[:, 0], uv[:, 1], uv[:, 2]
+        area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        ok = (n > 0) & (np.abs(area) > 1e-12)
+        idx = np.nonzero(ok)[0]
+        inv = 1.0 / area
+        winners_key, winners_iz, winners_tri = [], [], []
+        ends = np.cumsum(n[idx])
+        start = 0
+        while start < len(idx):  # bounded memory: about `chunk` candidate pixels at a time
+            stop = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + chunk, side="right"))
+            stop = max(stop, start + 1)
+            t_idx = idx[start:stop]
+            counts = n[t_idx]
+            tri = np.repeat(t_idx, counts)
+            first = np.cumsum(counts) - counts
+            k = np.arange(len(tri)) - np.repeat(first, counts)
+            px = lo[tri, 0] + k % bw[tri]
+            py = lo[tri, 1] + k // bw[tri]
+            cx, cy = px + 0.5, py + 0.5
+            ax, ay, bx, by, qx, qy = a[tri, 0], a[tri, 1], b[tri, 0], b[tri, 1], c[tri, 0], c[tri, 1]
+            s = inv[tri]
+            l1 = ((cx - ax) * (qy - ay) - (cy - ay) * (qx - ax)) * s  # weight of corner b
+            l2 = ((bx - ax) * (cy - ay) - (by - ay) * (cx - ax)) * s  # weight of corner c
+            l0 = 1.0 - l1 - l2
+            inside = (l0 >= -1e-9) & (l1 >= -1e-9) & (l2 >= -1e-9)
+            tri, l0, l1, l2 = tri[inside], l0[inside], l1[inside], l2[inside]
+            iz = l0 / z[tri, 0] + l1 / z[tri, 1] + l2 / z[tri, 2]  # 1 / depth: larger is nearer
+            key = py[inside] * w + px[inside]
+            winners_key.append(key)
+            winners_iz.append(iz)
+            winners_tri.append(tri)
+            start = stop
+        if not winners_key:
+            return
+        key, iz, tri = (np.concatenate(x) for x in (winners_key, winners_iz, winners_tri))
+        order = np.lexsort((-iz, key))  # by pixel, nearest first
+        key, tri = key[order], tri[order]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        key, tri = key[first], tri[first]
+        flat = out.reshape(-1, 3)
+        flat[key] = self._blend(flat[key], cols[tri, :3], cols[tri, 3])
 
     def _label(self, img: np.ndarray, it: MeshItem) -> None:
         colour = it.colour or track_colour(it.track_id)
@@ -215,7 +288,8 @@ def _video_codec(av) -> str:
 
 
 def render_recording(recording: Path, video: Path, output: Path, focal: Optional[float] = None,
-                     stream: Optional[str] = None, alpha: float = 0.8, progress: bool = True) -> dict:
+                     stream: Optional[str] = None, alpha: float = 0.8, progress: bool = True,
+                     method: str = "painter") -> dict:
     """Write `output` (MP4): every frame of `video`, with the meshes of `recording` drawn over the frame of
     the same index. Returns counts: frames written, frames with meshes, persons drawn, ms per person."""
     import time
@@ -284,7 +358,7 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
                         stats["resized"] = True
                         rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
                     if renderer is None or renderer.faces.shape != faces.shape:
-                        renderer = MeshRenderer(faces, alpha=alpha)
+                        renderer = MeshRenderer(faces, alpha=alpha, method=method)
                     for p in m["persons"]:
                         v = p["vertices"]
                         if v is not None:
@@ -392,7 +466,7 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
 def render_command(args: argparse.Namespace) -> int:
     try:
         stats = render_recording(args.recording, args.video, args.output, focal=args.focal, stream=args.stream,
-                                 alpha=args.alpha, progress=not args.quiet)
+                                 alpha=args.alpha, progress=not args.quiet, method=args.method)
     except RenderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -445,6 +519,8 @@ def add_commands(subparsers) -> None:
                    help="focal length (frame pixels) the run used (infer.focal); default: the frame diagonal")
     p.add_argument("--stream", default=None, help="stream id to draw (default: the recording's first)")
     p.add_argument("--alpha", type=float, default=0.8, help="mesh opacity, 0..1 (default 0.8)")
+    p.add_argument("--method", choices=["painter", "zbuffer"], default="painter",
+                   help="painter: triangles far to near (default); zbuffer: nearest per pixel (exact where surfaces cross)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=render_command)
 

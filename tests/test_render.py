@@ -60,8 +60,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-def test_square_silhouette_matches_the_projection():
-    r = MeshRenderer(SQUARE_F, alpha=1.0)
+METHODS = pytest.mark.parametrize("method", ["zbuffer", "painter"])
+
+
+@METHODS
+def test_square_silhouette_matches_the_projection(method):
+    r = MeshRenderer(SQUARE_F, alpha=1.0, method=method)
     bg = np.zeros((H, W, 3), np.uint8)
     half, cam_t = 0.3, np.array([0.2, -0.1, 2.5])
     out = r.draw(bg, [MeshItem(SQUARE_V * half, cam_t, track_id=3)], focal=F)
@@ -74,31 +78,34 @@ def test_square_silhouette_matches_the_projection():
     assert np.all(inside <= colour + 1) and np.all(inside >= 0.6 * colour)
 
 
-def test_back_faces_are_culled_and_kept_without_culling():
+@METHODS
+def test_back_faces_are_culled_and_kept_without_culling(method):
     bg = np.zeros((H, W, 3), np.uint8)
     item = MeshItem(SQUARE_V * 0.3, np.array([0.0, 0.0, 2.0]), 1)
     flipped = SQUARE_F[:, ::-1]
-    assert not drawn(bg, MeshRenderer(flipped).draw(bg, [item], F)).any()
-    assert drawn(bg, MeshRenderer(flipped, cull=False).draw(bg, [item], F)).sum() > 1000
+    assert not drawn(bg, MeshRenderer(flipped, method=method).draw(bg, [item], F)).any()
+    assert drawn(bg, MeshRenderer(flipped, cull=False, method=method).draw(bg, [item], F)).sum() > 1000
 
 
-def test_cube_silhouette_is_its_front_face_and_culling_follows_the_mesh_orientation():
+@METHODS
+def test_cube_silhouette_is_its_front_face_and_culling_follows_the_mesh_orientation(method):
     bg = np.full((H, W, 3), 40, np.uint8)
     cam_t = np.array([0.0, 0.0, 4.0])
     expected = rect_mask(*projected_rect(0.5, 0.0, 0.0, 3.5))  # front face at z = 4 - 0.5
     for faces in (CUBE_F, CUBE_F[:, ::-1]):  # either winding: the enclosed volume tells which side is out
-        r = MeshRenderer(faces, alpha=1.0)
-        pts, depth, _ = r.triangles(CUBE_V * 0.5, cam_t, F, (W, H), (255, 255, 255))
-        assert len(pts) == 2 and np.allclose(depth, 3.5)  # only the two front triangles survive culling
+        r = MeshRenderer(faces, alpha=1.0, method=method)
+        uv, z, _ = r.triangles(CUBE_V * 0.5, cam_t, F, (W, H), (255, 255, 255))
+        assert len(uv) == 2 and np.allclose(z, 3.5)  # only the two front triangles survive culling
         out = r.draw(bg, [MeshItem(CUBE_V * 0.5, cam_t, 2)], focal=F)
         assert iou(drawn(bg, out), expected) >= 0.95
 
 
-def test_nearer_mesh_paints_over_farther_one_whatever_the_item_order():
+@METHODS
+def test_nearer_mesh_paints_over_farther_one_whatever_the_item_order(method):
     bg = np.zeros((H, W, 3), np.uint8)
     near = MeshItem(SQUARE_V * 0.2, np.array([-0.1, 0.0, 2.0]), 1, colour=(255, 0, 0))
     far = MeshItem(SQUARE_V * 0.5, np.array([0.1, 0.0, 3.0]), 2, colour=(0, 0, 255))
-    r = MeshRenderer(SQUARE_F, alpha=1.0)
+    r = MeshRenderer(SQUARE_F, alpha=1.0, method=method)
     overlap = rect_mask(*projected_rect(0.2, -0.1, 0.0, 2.0)) & rect_mask(*projected_rect(0.5, 0.1, 0.0, 3.0))
     assert overlap.sum() > 500
     for items in ([near, far], [far, near]):
@@ -107,10 +114,24 @@ def test_nearer_mesh_paints_over_farther_one_whatever_the_item_order():
         assert np.mean(px[:, 0] > 0) > 0.97 and np.mean(px[:, 2] == 0) > 0.97
 
 
-def test_alpha_blends_and_box_and_label_are_drawn():
+def test_zbuffer_resolves_crossing_surfaces_per_pixel():
+    bg = np.zeros((H, W, 3), np.uint8)
+    flat = MeshItem(SQUARE_V * 0.4, np.array([0.0, 0.0, 3.0]), 1, colour=(255, 0, 0))
+    tilted_v = SQUARE_V * 0.4
+    tilted_v[:, 2] = tilted_v[:, 0]  # z = x: nearer than the flat square on the left, farther on the right
+    tilted = MeshItem(tilted_v, np.array([0.0, 0.0, 3.0]), 2, colour=(0, 0, 255))
+    out = MeshRenderer(SQUARE_F, alpha=1.0, method="zbuffer").draw(bg, [flat, tilted], F)
+    row = out[H // 2]
+    left, right = row[W // 2 - 40 : W // 2 - 5], row[W // 2 + 5 : W // 2 + 40]
+    assert np.all(left[:, 2] > 0) and np.all(left[:, 0] == 0)
+    assert np.all(right[:, 0] > 0) and np.all(right[:, 2] == 0)
+
+
+@METHODS
+def test_alpha_blends_and_box_and_label_are_drawn(method):
     bg = np.full((H, W, 3), 100, np.uint8)
     box = (40.0, 30.0, 200.0, 220.0)
-    out = MeshRenderer(SQUARE_F, alpha=0.5).draw(bg, [MeshItem(SQUARE_V * 0.2, np.array([0, 0, 2.0]), 7, box)], F)
+    out = MeshRenderer(SQUARE_F, alpha=0.5, method=method).draw(bg, [MeshItem(SQUARE_V * 0.2, np.array([0, 0, 2.0]), 7, box)], F)
     centre = out[H // 2, W // 2].astype(int)
     from pipeline.render import _AMBIENT, _LIGHT
 
