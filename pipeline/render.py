@@ -299,6 +299,10 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
     from . import wire
 
     recording, video, output = Path(recording), Path(video), Path(output)
+    if not 0.0 <= alpha <= 1.0:
+        raise RenderError(f"--alpha must lie in [0, 1], got {alpha}")
+    if method not in ("painter", "zbuffer"):
+        raise RenderError(f"--method must be 'painter' or 'zbuffer', got {method!r}")
     if not recording.is_file():
         raise RenderError(f"recording {recording} not found (make one with `fastmetro-stream run --record FILE`)")
     if not video.is_file():
@@ -464,11 +468,18 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
 
 # ------------------------------------------------------------------------------------------- commands
 def render_command(args: argparse.Namespace) -> int:
+    import av
+
+    from .wire import WireError
+
     try:
         stats = render_recording(args.recording, args.video, args.output, focal=args.focal, stream=args.stream,
                                  alpha=args.alpha, progress=not args.quiet, method=args.method)
-    except RenderError as e:
+    except (RenderError, WireError) as e:  # WireError: a damaged record after the first frames
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (av.error.FFmpegError, OSError) as e:
+        print(f"error: writing {args.output} or reading {args.video} failed: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}: {stats['frames']} frames, {stats['frames_with_meshes']} with meshes, "
           f"{stats['persons']} person meshes, {stats['ms_per_person']:.1f} ms per person")
