@@ -416,7 +416,7 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
 
     import fastmetro
     from fastmetro import camera
-    from fastmetro.engine import Engine, EngineOptions
+    from fastmetro.engine import Engine
     from stages.detect import PersonTracker, make_crops
 
     from .config import Config
@@ -435,11 +435,7 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
     c = config.infer
     if c.checkpoint is None:
         torch.manual_seed(seed)
-    engine = Engine(EngineOptions(
-        variant=c.variant, checkpoint=c.checkpoint, assets_dir=c.assets_dir, device=c.device,
-        precision=c.precision, max_batch=c.max_batch, channels_last=c.channels_last,
-        fold_batchnorm=c.fold_batchnorm, compile=c.compile, cuda_graphs=c.cuda_graphs,
-        quantize=c.quantize, threads=c.threads))
+    engine = Engine(c.engine_options())
     h, w = rgb.shape[:2]
     focal = c.focal or camera.default_focal((w, h))
     items, objs, unplaced = [], [], []

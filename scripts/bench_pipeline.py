@@ -14,7 +14,6 @@ On a machine where detection and the model share the same few CPU cores, detecti
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import socket
 import sys
 import tempfile
@@ -70,7 +69,7 @@ def main(argv=None) -> int:
 
     # the same frames: detect + crop here, then the model alone on those crops
     from stages.detect import PersonTracker, make_crops
-    from fastmetro.engine import Engine, EngineOptions
+    from fastmetro.engine import Engine
 
     tracker = PersonTracker(config.detect)
     crops_per_frame = []
@@ -80,9 +79,7 @@ def main(argv=None) -> int:
     c = config.infer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
-        # every engine setting the infer stage has, so the bare model runs exactly as in the pipeline
-        same = {f.name: getattr(c, f.name) for f in dataclasses.fields(EngineOptions) if hasattr(c, f.name)}
-        engine = Engine(EngineOptions(**same))
+        engine = Engine(c.engine_options())  # exactly as the pipeline's infer stage runs it
     for crops in crops_per_frame[:3]:
         if crops is not None:
             engine(crops)  # warm-up

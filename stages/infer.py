@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
 import numpy as np
@@ -58,6 +58,14 @@ class InferConfig(BaseModel):
     # Focal length (frame pixels) of the perspective camera results are expressed in; None = frame
     # diagonal (fastmetro.camera.default_focal). Set it when you know your camera.
     focal: Optional[float] = Field(None, gt=0)
+
+    def engine_options(self):
+        """The fastmetro.engine.EngineOptions these settings describe (every field the two share), so
+        the infer stage, the image command and the benchmarks run the network the same way."""
+        from fastmetro.engine import EngineOptions
+
+        shared = {f.name for f in fields(EngineOptions)} & set(type(self).model_fields)
+        return EngineOptions(**{name: getattr(self, name) for name in shared})
 
 
 @dataclass
@@ -114,15 +122,10 @@ class InferStage(Stage):
         self.store = None  # set by the runtime
 
     def setup(self) -> None:
-        from fastmetro.engine import Engine, EngineOptions
+        from fastmetro.engine import Engine
 
         c = self.cfg
-        self.engine = Engine(EngineOptions(
-            variant=c.variant, checkpoint=c.checkpoint, assets_dir=c.assets_dir, device=c.device,
-            precision=c.precision, max_batch=c.max_batch, channels_last=c.channels_last,
-            fold_batchnorm=c.fold_batchnorm, compile=c.compile, cuda_graphs=c.cuda_graphs,
-            quantize=c.quantize, threads=c.threads, backend=c.backend,
-        ))
+        self.engine = Engine(c.engine_options())
         if not self.engine.pretrained:
             self.count("untrained_weights")
         log.info("infer: %s on %s (%s), max_batch %d", self.engine.model.variant.name, self.engine.device,

@@ -113,3 +113,16 @@ def test_bad_settings_are_named(store, assets_dir):
         InferConfig(max_batch=0)
     with pytest.raises(ValidationError, match="precision"):
         InferConfig(precision="fp8")
+
+
+def test_engine_options_carry_every_shared_setting():
+    from dataclasses import fields
+
+    from fastmetro.engine import EngineOptions
+
+    opts = InferConfig(precision="bf16", backend="onnxruntime", max_batch=3, quantize="int8-dynamic",
+                       threads=1, channels_last=False).engine_options()
+    assert (opts.precision, opts.backend, opts.max_batch, opts.quantize, opts.threads, opts.channels_last) == (
+        "bf16", "onnxruntime", 3, "int8-dynamic", 1, False)
+    # an engine setting the infer section lacks would be unreachable from configs: only this one is
+    assert {f.name for f in fields(EngineOptions)} - set(InferConfig.model_fields) == {"graph_batch_sizes"}
