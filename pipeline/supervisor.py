@@ -394,23 +394,28 @@ class Supervisor:
             if kind == "error":
                 self.errors[name] = payload
 
+    def _drain_events(self, events, wait_s: float = 0.0) -> None:
+        """Handle every event that has arrived (waiting up to wait_s for the first)."""
+        try:
+            if wait_s:
+                self._handle(events.get(timeout=wait_s))
+            while True:
+                self._handle(events.get_nowait())
+        except queue.Empty:
+            pass
+
     def _watch(self, events) -> tuple[int, str]:
         last_name = self.stages[-1].name
-        aborting_since = None
+        draining_since = None
         while True:
-            try:
-                self._handle(events.get(timeout=0.1))
-                while True:
-                    self._handle(events.get_nowait())
-            except queue.Empty:
-                pass
+            self._drain_events(events, wait_s=0.1)
             if not self.go.is_set() and all(self.status.get(s.name) == "ready" for s in self.stages[1:]):
                 self.go.set()
             if self.on_progress:
                 self.on_progress(self.metrics)
-            if self.errors:
+            if self.errors:  # the traceback travels in RunSummary.error (pipeline.api prints it)
                 name = next(iter(self.errors))
-                log.error("stage %s failed:\n%s", name, self.errors[name])
+                log.error("stage %s failed; stopping every stage", name)
                 return 1, f"error in {name}"
             for p, stage in zip(self.procs, self.stages):
                 if p.exitcode is not None and self.status.get(stage.name) not in ("done", "error"):
@@ -418,12 +423,7 @@ class Supervisor:
                     how = f"killed by {signal.Signals(sig).name}" if sig else f"exited with {p.exitcode}"
                     # give its last event a moment to arrive before calling it dead
                     if self.status.get(stage.name) != "stopped":
-                        time.sleep(0.1)
-                        try:
-                            while True:
-                                self._handle(events.get_nowait())
-                        except queue.Empty:
-                            pass
+                        self._drain_events(events, wait_s=0.1)
                         if self.errors:
                             break
                     msg = f"stage {stage.name} {how}"
@@ -435,8 +435,8 @@ class Supervisor:
             if self.abort.is_set():
                 return 130, "stopped at once"
             if self.drain.is_set():
-                aborting_since = aborting_since or time.monotonic()
-                if time.monotonic() - aborting_since > self.config.stop_timeout_s:
+                draining_since = draining_since or time.monotonic()
+                if time.monotonic() - draining_since > self.config.stop_timeout_s:
                     log.error("stages did not drain within %.0f s: stopping them", self.config.stop_timeout_s)
                     return 130, "stop timeout"
 
@@ -454,11 +454,8 @@ class Supervisor:
                 p.kill()
                 p.join()
         try:  # last metrics
-            while True:
-                self._handle(events.get_nowait())
-        except queue.Empty:
-            pass
-        except (OSError, EOFError, ValueError):
+            self._drain_events(events)
+        except (OSError, EOFError, ValueError):  # a child died while writing its last event
             pass
         events.cancel_join_thread()
         events.close()
