@@ -92,6 +92,7 @@ class MeshFrame:
     frame: Frame
     persons: list[PersonMesh]
     lost: list[int] = field(default_factory=list)
+    focal: Optional[float] = None  # focal length (frame pixels) of the camera that cam_t is in; set by infer
 
 
 @dataclass

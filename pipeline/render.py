@@ -10,8 +10,9 @@ triangles far to near (the painter's algorithm) into a layer that is alpha-blend
 
 Camera: the stream's (fastmetro.camera): perspective, focal f in frame pixels, principal point at the frame
 centre, body translated by cam_t; x = f (X + cam_t.x) / (Z + cam_t.z) + W / 2, frame coordinates continuous
-(the frame spans [0, W] x [0, H]). The focal length is not on the wire: it is the infer stage's
-`infer.focal`, by default the frame diagonal; give `--focal` when the run set another.
+(the frame spans [0, W] x [0, H]). The focal length is the frame message's `focal` (the infer stage's
+`infer.focal`, by default the frame diagonal); `--focal` overrides it, and recordings made before frames
+carried it fall back to the frame diagonal.
 """
 from __future__ import annotations
 
@@ -374,7 +375,7 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
                         last_vertices.pop(tid, None)
                 if items:
                     t0 = time.perf_counter()
-                    rgb = renderer.draw(rgb, items, focal)
+                    rgb = renderer.draw(rgb, items, focal or current[0].get("focal"))
                     stats["draw_s"] += time.perf_counter() - t0
                     stats["frames_with_meshes"] += 1
                     stats["persons"] += sum(it.vertices is not None for it in items)
@@ -523,7 +524,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--video", required=True, type=Path, help="the source video the recording was made from")
     p.add_argument("-o", "--output", required=True, type=Path, help="MP4 file to write (H.264, else MPEG-4)")
     p.add_argument("--focal", type=float, default=None,
-                   help="focal length (frame pixels) the run used (infer.focal); default: the frame diagonal")
+                   help="focal length in frame pixels; default: each frame message's focal (older recordings: the frame diagonal)")
     p.add_argument("--stream", default=None, help="stream id to draw (default: the recording's first)")
     p.add_argument("--alpha", type=float, default=0.8, help="mesh opacity, 0..1 (default 0.8)")
     p.add_argument("--method", choices=["painter", "zbuffer"], default="painter",

@@ -76,6 +76,7 @@ class FrameData:
     lost: list[int]  # track ids that ended at this frame
     topology: Optional[Topology]
     nbytes: int = 0  # payload size on the wire
+    focal: Optional[float] = None  # focal length (frame pixels) of cam_t's camera; None from older publishers
 
 
 @dataclass
@@ -115,6 +116,7 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
     return FrameData(
         "frame", m["stream"], m["seq"], m["index"], m.get("pts"), float(m["wall"]), int(m.get("width", 0)),
         int(m.get("height", 0)), dict(m["times"]), m["dropped"], persons, m["lost"], topology,
+        focal=None if m.get("focal") is None else float(m["focal"]),
     )
 
 

@@ -177,7 +177,7 @@ def encode_frame(
     if vertices_dtype not in VERTEX_DTYPES:
         raise WireError(f"vertices_dtype must be one of {VERTEX_DTYPES}, got {vertices_dtype!r}")
     f = mf.frame
-    return _pack({
+    msg = {
         "v": SCHEMA_VERSION,
         "kind": "frame",
         "stream": stream,
@@ -191,7 +191,10 @@ def encode_frame(
         "dropped": int(f.dropped),
         "persons": [_person(pm, with_vertices, vertices_dtype) for pm in mf.persons],
         "lost": [int(t) for t in mf.lost],
-    })
+    }
+    if mf.focal is not None:
+        msg["focal"] = float(mf.focal)
+    return _pack(msg)
 
 
 def encode_end(eos: EndOfStream, stream: str, seq: int, wall: Optional[float] = None) -> bytes:
@@ -310,6 +313,8 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
         if not all(isinstance(k, str) and isinstance(v, _NUM) for k, v in times.items()):
             raise WireError("frame message: times must map stage names to numbers")
         _req(m, "dropped", int, kind)
+        if m.get("focal") is not None and (not isinstance(m["focal"], _NUM) or not m["focal"] > 0):
+            raise WireError("frame message: focal must be a positive number")
         persons = _req(m, "persons", list, kind)
         m["persons"] = [_decode_person(p, i) for i, p in enumerate(persons)]
         lost = m.get("lost", [])

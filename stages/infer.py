@@ -176,9 +176,9 @@ class InferStage(Stage):
 
         frame = det.frame
         persons = []
+        wh = (frame.width, frame.height)
+        focal = float(self.cfg.focal or camera.default_focal(wh))
         if det.persons:
-            wh = (frame.width, frame.height)
-            focal = self.cfg.focal or camera.default_focal(wh)
             center = np.array([p.center for p in det.persons], dtype=np.float64)
             size = np.array([p.size for p in det.persons], dtype=np.float64)
             cam_t = camera.crop_to_frame_translation(r["cam"], center, size, wh, focal)
@@ -197,4 +197,4 @@ class InferStage(Stage):
                 ))
         frame.slot = -1
         frame.times[self.name] = now()
-        return MeshFrame(frame=frame, persons=persons, lost=list(det.lost))
+        return MeshFrame(frame=frame, persons=persons, lost=list(det.lost), focal=focal)

@@ -329,7 +329,7 @@ class SmoothStage(Stage):
     # -------------------------------------------------------------------------------------- details
     def _frame(self, mf: MeshFrame) -> None:
         src = mf.frame.source
-        out = MeshFrame(frame=mf.frame, persons=[], lost=[])
+        out = MeshFrame(frame=mf.frame, persons=[], lost=[], focal=mf.focal)
         pending = _Pending(out)
         self._queue.append(pending)
         seen: set[int] = set()

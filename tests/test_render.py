@@ -164,7 +164,7 @@ def write_video(path: Path, frames: int, w: int = W, h: int = H, rate: int = 10)
     return np.array([90, 90, 90])
 
 
-def mesh_frame(index: int, with_person: bool = True) -> MeshFrame:
+def mesh_frame(index: int, with_person: bool = True, focal=F) -> MeshFrame:
     frame = Frame("default", index, index / 10, -1, H, W)
     persons = []
     if with_person:
@@ -173,7 +173,7 @@ def mesh_frame(index: int, with_person: bool = True) -> MeshFrame:
         persons.append(PersonMesh(person, np.array([1, 0, 0], np.float32), np.array([0, 0, 4.0], np.float32),
                                   z((14, 3), np.float32), z((17, 3), np.float32), z((14, 2), np.float32),
                                   (CUBE_V * 0.4).astype(np.float32)))
-    return MeshFrame(frame, persons)
+    return MeshFrame(frame, persons, focal=focal)
 
 
 def write_recording(path: Path, indices, vertices_every: int = 1) -> None:
@@ -198,7 +198,8 @@ def test_render_a_recording_to_mp4(tmp_path):
     write_video(video, 8)
     # frame 3 was dropped (live mode); every other frame message carries vertices (vertices_every = 2)
     write_recording(rec, [0, 1, 2, 4, 5, 6, 7], vertices_every=2)
-    stats = render_recording(rec, video, out, focal=F, progress=False)
+    # no focal given: the frame messages' focal (F, not the default frame diagonal) places the cube
+    stats = render_recording(rec, video, out, progress=False)
     assert stats["frames"] == 8 and stats["frames_with_meshes"] == 7 and stats["persons"] == 7
     frames = read_video(out)
     assert len(frames) == 8 and all(f.shape == (H, W, 3) for f in frames)

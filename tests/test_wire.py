@@ -15,7 +15,9 @@ def test_frame_round_trip_keeps_every_field():
     mf.lost = [9]
     mf.persons[1].predicted = True
     mf.persons[2].person.state = "coasting"
+    mf.focal = 1468.6
     m = wire.decode(wire.encode_frame(mf, "cam0", 41, wall=123.5))
+    assert m["focal"] == pytest.approx(1468.6)
     assert (m["v"], m["kind"], m["stream"], m["seq"], m["index"]) == (1, "frame", "cam0", 41, 7)
     assert m["pts"] == pytest.approx(mf.frame.pts) and m["wall"] == 123.5
     assert (m["width"], m["height"], m["dropped"], m["lost"]) == (1280, 720, 2, [9])
@@ -91,7 +93,7 @@ def _raw_frame() -> dict:
 
 
 @pytest.mark.parametrize("breakage", [
-    "version", "kind", "seq_type", "shape_mismatch", "shape_overflow", "box_text", "bad_dtype", "state", "persons_not_list", "not_a_map",
+    "version", "kind", "seq_type", "focal", "shape_mismatch", "shape_overflow", "box_text", "bad_dtype", "state", "persons_not_list", "not_a_map",
 ])
 def test_off_schema_payloads_raise_wire_error(breakage):
     m = _raw_frame()
@@ -102,6 +104,8 @@ def test_off_schema_payloads_raise_wire_error(breakage):
         m["kind"] = "video"
     elif breakage == "seq_type":
         m["seq"] = "1"
+    elif breakage == "focal":
+        m["focal"] = -5.0
     elif breakage == "shape_mismatch":
         p["vertices"]["shape"] = [6891, 3]
     elif breakage == "shape_overflow":
