@@ -22,6 +22,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", "-s", help="video file, image folder, camera (/dev/video0 or 0), rtsp/http URL")
     p.add_argument("--checkpoint", help="FastMETRO checkpoint: a name from `weights` or a file path")
     p.add_argument("--record", metavar="FILE", help="also write every published message to FILE")
+    p.add_argument("--overlay", metavar="FILE.mp4", help="also write the video with the meshes drawn over it")
     p.add_argument("--mode", choices=["auto", "live", "offline"])
 
 
@@ -33,6 +34,8 @@ def _load(args):
         overrides.append(f"infer.checkpoint={args.checkpoint}")
     if args.record:
         overrides.append(f"publish.record={args.record}")
+    if args.overlay:
+        overrides.append(f"publish.overlay={args.overlay}")
     return load_config(args.config, overrides, source=args.source, mode=args.mode)
 
 

@@ -40,7 +40,8 @@ class Config(BaseModel):
     # Messages waiting between two stages. Small keeps latency low; a few absorb jitter.
     queue_size: int = Field(4, ge=1, le=1024)
     # Frames in flight in shared memory (decode -> infer). Must exceed the frames detect and infer can
-    # hold at once; 16 is ~100 MB at 1080p.
+    # hold at once; 16 is ~100 MB at 1080p. With publish.overlay frames stay in the ring until
+    # published, and it grows to fit (ring_slots_needed).
     ring_slots: int = Field(16, ge=2, le=1024)
     # Show a progress line while running (frames, fps, persons, drops).
     progress: bool = True
@@ -52,6 +53,19 @@ class Config(BaseModel):
     infer: InferConfig = Field(default_factory=InferConfig)
     smooth: SmoothConfig = Field(default_factory=SmoothConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+
+    def ring_slots_needed(self) -> int:
+        """Slots the ring gets: `ring_slots`, raised when frames keep their slot until they are published
+        (`publish.overlay`) to what the stages can hold at once, so that an offline run cannot starve:
+        every queue full, one item in each of the five stages, a detect batch, a full infer batch and,
+        offline with the RTS smoother, its window (rts_lag + rts_window + max_coast frames)."""
+        if self.publish.overlay is None:
+            return self.ring_slots
+        n = 4 * self.queue_size + 5 + self.detect.batch_frames + self.infer.max_batch + 2
+        s = self.smooth
+        if self.mode != "live" and s.method == "kalman" and s.offline == "rts":
+            n += s.rts_lag + s.rts_window + s.max_coast
+        return max(self.ring_slots, n)
 
     def resolved(self) -> "Config":
         """A copy with mode 'auto' decided from the source."""

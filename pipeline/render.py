@@ -21,7 +21,10 @@ import colorsys
 import logging
 import math
 import sys
+import queue
+import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -284,8 +287,175 @@ def recording_frames(path: Path, stream: Optional[str] = None) -> Iterator[tuple
                 yield m, faces[stream]
 
 
-def _video_codec(av) -> str:
-    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+class VideoWriter:
+    """An MP4 written frame by frame with PyAV: H.264 when this FFmpeg has libx264, else MPEG-4.
+
+    The size is the first frame's (odd sides padded to even, as yuv420p needs); a later frame of another
+    size is resized to it. `write(rgb, t)`: t is the frame's time in seconds (None: one frame at `rate`
+    after the previous one); timestamps are kept to the millisecond, so a live run that dropped frames
+    keeps its timing (`rate` is only the nominal rate). Use as a context manager or close().
+    """
+
+    TIME_BASE = Fraction(1, 1000)
+
+    def __init__(self, path, rate: float = 30.0) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise RenderError(f"output directory {self.path.parent} does not exist ({self.path})")
+        self.rate = rate
+        self.frames = 0
+        self._container = None
+        self._stream = None
+        self._size: Optional[tuple[int, int]] = None  # (w, h) of the first frame
+        self._t0: Optional[float] = None
+        self._last_t: Optional[float] = None
+        self._last_pts = -1
+
+    def _open(self, w: int, h: int) -> None:
+        import av
+
+        self._container = av.open(str(self.path), "w")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        rate = Fraction(self.rate).limit_denominator(1001)
+        s = self._container.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        s.codec_context.time_base = self.TIME_BASE
+        if s.codec_context.name == "libx264":
+            s.options = {"crf": "20", "preset": "veryfast"}
+        else:
+            s.bit_rate = 8_000_000
+        self._stream, self._size = s, (w, h)
+
+    def write(self, rgb: np.ndarray, t: Optional[float] = None) -> None:
+        import av
+
+        h, w = rgb.shape[:2]
+        if self._stream is None:
+            self._open(w, h)
+        if (w, h) != self._size:
+            rgb = cv2.resize(rgb, self._size, interpolation=cv2.INTER_AREA)
+            w, h = self._size
+        if w % 2 or h % 2:
+            rgb = cv2.copyMakeBorder(rgb, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if t is None:
+            t = 0.0 if self._last_t is None else self._last_t + 1.0 / self.rate
+        if self._t0 is None:
+            self._t0 = t
+        self._last_t = t
+        pts = max(self._last_pts + 1, round((t - self._t0) / self.TIME_BASE))  # strictly increasing
+        frame.pts, frame.time_base = pts, self.TIME_BASE
+        self._last_pts = pts
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file; safe to call more than once."""
+        if self._container is None:
+            return
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class OverlayRecorder:
+    """`run --overlay FILE`: the run's frames with their meshes drawn over them, written to an MP4 while
+    the run goes on (the publish stage owns one).
+
+    Drawing and encoding happen on a thread of their own, so publishing never waits for them. offline
+    (`block=True`): submit() waits for room, every frame is written. live: a frame that finds the queue
+    full is skipped (counted in `skipped`). A drawing or writing failure is logged once and stops the
+    overlay (the run goes on); `error` holds it.
+    """
+
+    def __init__(self, path, faces: np.ndarray, alpha: float = 0.8, rate: float = 30.0, block: bool = True,
+                 queue_size: int = 8) -> None:
+        self.writer = VideoWriter(path, rate)
+        self.renderer = MeshRenderer(faces, alpha=alpha)
+        self.block = block
+        self.written = 0
+        self.skipped = 0
+        self.error: Optional[BaseException] = None
+        self._q: "queue.Queue" = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._loop, name="overlay", daemon=True)
+        self._thread.start()
+
+    def submit(self, rgb: np.ndarray, persons: Sequence, focal: Optional[float], t: Optional[float]) -> bool:
+        """Queue one frame (rgb: a copy the recorder may keep) with its persons (PersonMesh or wire dicts).
+        False when it was skipped (live and behind, or the overlay failed)."""
+        if self.error is not None:
+            return False
+        item = (rgb, list(persons), focal, t)
+        if not self.block:
+            try:
+                self._q.put_nowait(item)
+                return True
+            except queue.Full:
+                self.skipped += 1
+                return False
+        while self._thread.is_alive():
+            try:
+                self._q.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _loop(self) -> None:
+        last_vertices: dict[int, np.ndarray] = {}
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            rgb, persons, focal, t = item
+            try:
+                items = mesh_items(persons, last_vertices)
+                self.writer.write(self.renderer.draw(rgb, items, focal) if items else rgb, t)
+                self.written += 1
+            except Exception as e:  # disk full, codec failure: stop the overlay, not the run
+                self.error = e
+                log.error("overlay %s: %s; no more frames are written to it", self.writer.path, e)
+
+    def close(self) -> None:
+        """Write what is queued and finish the file."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        try:
+            self.writer.close()
+        except Exception as e:
+            if self.error is None:
+                self.error = e
+                log.error("overlay %s: %s", self.writer.path, e)
+
+
+def mesh_items(persons, last_vertices: dict) -> list[MeshItem]:
+    """MeshItems of a frame's persons (wire dicts or PersonMesh); persons sent without vertices reuse
+    their track's last ones from `last_vertices` (track id -> vertices), which this keeps up to date."""
+    items = []
+    for p in persons:
+        if isinstance(p, dict):
+            tid, v, cam_t, box = p["track_id"], p["vertices"], p["cam_t"], p["box"]
+        else:
+            tid, v, cam_t, box = p.person.track_id, p.vertices, p.cam_t, p.person.box
+        if v is not None:
+            last_vertices[tid] = v
+        else:
+            v = last_vertices.get(tid)
+        items.append(MeshItem(v, cam_t, tid, box))
+    return items
 
 
 def render_recording(recording: Path, video: Path, output: Path, focal: Optional[float] = None,
@@ -340,13 +510,12 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
     last_vertices: dict[int, np.ndarray] = {}  # frames sent without vertices (vertices_every) reuse these
     stats = {"frames": 0, "frames_with_meshes": 0, "persons": 0, "draw_s": 0.0, "resized": False}
     current = next_frame()
-    dst = av.open(str(output), "w")
     try:
-        out_stream = None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      disable=not progress, transient=False) as bar:
+        with VideoWriter(output, rate=float(rate)) as dst, Progress(
+                TextColumn("render"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                disable=not progress, transient=False) as bar:
             task = bar.add_task("render", total=total)
             for index, vf in enumerate(src.decode(vs)):
                 rgb = vf.to_ndarray(format="rgb24")
@@ -364,13 +533,7 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
                         rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
                     if renderer is None or renderer.faces.shape != faces.shape:
                         renderer = MeshRenderer(faces, alpha=alpha, method=method)
-                    for p in m["persons"]:
-                        v = p["vertices"]
-                        if v is not None:
-                            last_vertices[p["track_id"]] = v
-                        else:
-                            v = last_vertices.get(p["track_id"])
-                        items.append(MeshItem(v, p["cam_t"], p["track_id"], p["box"]))
+                    items = mesh_items(m["persons"], last_vertices)
                     for tid in m["lost"]:
                         last_vertices.pop(tid, None)
                 if items:
@@ -379,27 +542,12 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
                     stats["draw_s"] += time.perf_counter() - t0
                     stats["frames_with_meshes"] += 1
                     stats["persons"] += sum(it.vertices is not None for it in items)
-                if out_stream is None:
-                    out_stream = dst.add_stream(_video_codec(av), rate=rate)
-                    out_stream.width = rgb.shape[1] + rgb.shape[1] % 2  # yuv420p needs even sides
-                    out_stream.height = rgb.shape[0] + rgb.shape[0] % 2
-                    out_stream.pix_fmt = "yuv420p"
-                    if out_stream.codec_context.name == "libx264":
-                        out_stream.options = {"crf": "20", "preset": "veryfast"}
-                    else:
-                        out_stream.bit_rate = 8_000_000
-                if rgb.shape[1] % 2 or rgb.shape[0] % 2:
-                    rgb = cv2.copyMakeBorder(rgb, 0, rgb.shape[0] % 2, 0, rgb.shape[1] % 2, cv2.BORDER_REPLICATE)
-                for packet in out_stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                    dst.mux(packet)
+                dst.write(rgb)
                 stats["frames"] += 1
                 bar.advance(task)
-        if out_stream is None:
-            raise RenderError(f"source video {video} has no frames")
-        for packet in out_stream.encode():
-            dst.mux(packet)
+            if dst.frames == 0:
+                raise RenderError(f"source video {video} has no frames")
     finally:
-        dst.close()
         src.close()
     if stats["frames_with_meshes"] == 0:
         log.warning("render: no frame of %s matched a frame index of %s (is it the right video?)", video, recording)

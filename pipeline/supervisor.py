@@ -344,7 +344,11 @@ class Supervisor:
         live = cfg.mode == "live"
         start = time.monotonic()
         max_persons = getattr(cfg.detect, "max_persons", 8)
-        self.store = FrameStore.create(self.ctx, cfg.ring_slots, cfg.decode.max_pixels, max_persons)
+        slots = cfg.ring_slots_needed() if hasattr(cfg, "ring_slots_needed") else cfg.ring_slots
+        if slots > cfg.ring_slots:
+            log.info("frame ring: %d slots (ring_slots %d), frames stay in it until published (publish.overlay)",
+                     slots, cfg.ring_slots)
+        self.store = FrameStore.create(self.ctx, slots, cfg.decode.max_pixels, max_persons)
         self.drain, self.abort, self.go = self.ctx.Event(), self.ctx.Event(), self.ctx.Event()
         events = self.ctx.Queue()
         queues = [self.ctx.Queue(maxsize=cfg.queue_size) for _ in self.stages[1:]]

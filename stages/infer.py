@@ -7,7 +7,7 @@ Batching is deadline-bounded: crops of successive frames are collected until `ma
 or the oldest waiting frame has waited `max_wait_ms`, whichever comes first (live default 10 ms, so a lone
 frame is held at most that long plus one forward; offline default 500 ms, so batches fill). A frame's
 crops are copied out of shared memory on arrival and its slot released at once, so batching never holds
-the frame ring. The network itself runs in fastmetro.engine.Engine (device, precision, buffers).
+the frame ring (unless an overlay video is written: then publish releases it). The network itself runs in fastmetro.engine.Engine (device, precision, buffers).
 """
 from __future__ import annotations
 
@@ -120,6 +120,9 @@ class InferStage(Stage):
         self.batcher = DynamicBatcher(self.cfg.max_batch, wait / 1000.0)
         self.engine = None
         self.store = None  # set by the runtime
+        # With an overlay video (publish.overlay) the frame's pixels are still needed downstream: the
+        # frame keeps its slot and the publish stage releases it.
+        self.keep_frames = getattr(getattr(config, "publish", None), "overlay", None) is not None
 
     def setup(self) -> None:
         from fastmetro.engine import Engine
@@ -142,7 +145,8 @@ class InferStage(Stage):
             crops = np.array(self.store.crops(det.frame)[idx])  # a copy: the slot is released next
         else:
             crops = np.zeros((0, 224, 224, 3), np.uint8)
-        self.store.release(det.frame)
+        if not self.keep_frames:
+            self.store.release(det.frame)
         self.batcher.add(_Pending(det, crops, time.monotonic()))
         return self._run(self.batcher.take())
 
@@ -195,6 +199,5 @@ class InferStage(Stage):
                     rotmat=r["rotmat"][i] if "rotmat" in r else None,
                     betas=r["betas"][i] if "betas" in r else None,
                 ))
-        frame.slot = -1
         frame.times[self.name] = now()
         return MeshFrame(frame=frame, persons=persons, lost=list(det.lost), focal=focal)

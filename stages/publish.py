@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
+import numpy as np
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -57,6 +58,13 @@ class PublishConfig(BaseModel):
     topology_on_subscribe: bool = True
     # --record FILE: every published message with its time (one msgpack [t, topic, payload] each).
     record: Optional[Path] = None
+    # --overlay FILE: also write an MP4 of the frames with every person's mesh drawn over them
+    # (docs/render.md). Frames then keep their shared-memory slot until published, and the ring grows
+    # to fit (Config.ring_slots_needed). Offline every frame is written; live, frames are skipped
+    # (counted) when drawing falls behind, since the stream comes first.
+    overlay: Optional[Path] = None
+    # Opacity of the meshes in the overlay video.
+    overlay_alpha: float = Field(0.8, ge=0.0, le=1.0)
     # CurveZMQ encryption (off by default: the default endpoint is loopback-only).
     curve: bool = False
     # Server secret key file (`fastmetro-stream keys DIR` writes DIR/server.key_secret).
@@ -239,6 +247,8 @@ class PublishStage(Stage):
         self.seq = 0  # frame messages published so far (the next frame message's seq)
         self._faces = None
         self._last_topology: Optional[float] = None  # monotonic time of the last topology sent
+        self.store: Any = None  # set by the runtime (frames keep their slot when an overlay is written)
+        self.overlay: Any = None  # pipeline.render.OverlayRecorder with publish.overlay
 
     # -- runtime protocol
     def setup(self) -> None:
@@ -249,6 +259,12 @@ class PublishStage(Stage):
         self._h36m_names = tuple(fastmetro.H36M_JOINT_NAMES)
         self.publisher = Publisher(self.cfg)
         self.publisher.open()
+        if self.cfg.overlay is not None:
+            from pipeline.render import OverlayRecorder
+
+            live = getattr(self.root, "mode", "offline") == "live"
+            self.overlay = OverlayRecorder(self.cfg.overlay, self._faces, alpha=self.cfg.overlay_alpha, block=not live)
+            log.info("writing the overlay video to %s", self.cfg.overlay)
         if self.cfg.mode == "latest":
             self.send_topology()
         # lossless: a PUSH send blocks until a consumer connects, so the first topology goes out with
@@ -291,12 +307,36 @@ class PublishStage(Stage):
             self.seq += 1
             self.count("published")
             self.count("published_bytes", len(payload))
+            self._overlay(msg)
         elif isinstance(msg, EndOfStream):
             self.publisher.send(wire.topic(self.stream, "end"), wire.encode_end(msg, self.stream, self.seq), reliable=True)
             self.count("end_sent")
+            self._close_overlay()
         else:
             raise TypeError(f"publish stage got {type(msg).__name__}; expected MeshFrame or EndOfStream")
         return []
+
+    def _overlay(self, msg: MeshFrame) -> None:
+        """Hand the frame to the overlay writer: its pixels are copied out and its slot released here."""
+        f = msg.frame
+        if f.slot < 0 or self.store is None:
+            return
+        rgb = None
+        if self.overlay is not None and self.overlay.error is None:
+            rgb = np.array(self.store.frame(f))
+        self.store.release(f)
+        if rgb is not None:
+            t = f.pts if f.pts is not None else f.times.get("decode")
+            if not self.overlay.submit(rgb, msg.persons, msg.focal, t):
+                self.count("overlay_skipped")
+
+    def _close_overlay(self) -> None:
+        if self.overlay is not None:
+            self.overlay.close()
+            self.count("overlay_frames", self.overlay.written)
+            if self.overlay.error is not None:
+                self.count("overlay_failed")
+            self.overlay = None
 
     # Between frames (an idle or slow pipeline) the runtime calls tick() by next_deadline(), so a
     # subscriber that joins still gets the topology at once and the periodic copy stays on time.
@@ -318,6 +358,7 @@ class PublishStage(Stage):
         return []
 
     def close(self) -> None:
+        self._close_overlay()
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None

@@ -34,9 +34,11 @@ def cli(*args, timeout=900):
 
 
 @pytest.mark.slow
-def test_run_on_the_sample_records_one_message_per_frame(tmp_path):
-    rec = tmp_path / "out.msgpack"
-    r = cli("run", "--record", str(rec), "--set", f"publish.endpoint={free_endpoint()}",
+def test_run_on_the_sample_records_one_message_per_frame_and_writes_the_overlay(tmp_path):
+    from pipeline.render import render_recording
+
+    rec, overlay = tmp_path / "out.msgpack", tmp_path / "overlay.mp4"
+    r = cli("run", "--record", str(rec), "--overlay", str(overlay), "--set", f"publish.endpoint={free_endpoint()}",
             "--set", "detect.detector=hog")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "untrained weights" in r.stderr  # said loudly: no checkpoint here
@@ -51,6 +53,16 @@ def test_run_on_the_sample_records_one_message_per_frame(tmp_path):
         assert p["vertices"].shape == (6890, 3) and np.isfinite(p["vertices"]).all()
         assert p["joints3d"].shape == (14, 3) and p["joints2d"].shape == (14, 2)
     assert {"decode", "detect", "infer", "smooth"} <= set(frames[0]["times"])
+    assert all(f["focal"] == pytest.approx(800.0) for f in frames)  # the default: the 640x480 frame's diagonal
+    # the overlay written while running: every frame, the same pictures as `render` of the recording
+    # (offline with the RTS smoother: the frame ring grew so that frames could wait for publishing)
+    after = tmp_path / "after.mp4"
+    render_recording(rec, SAMPLE, after, progress=False)
+    with av.open(str(overlay)) as a, av.open(str(after)) as b:
+        live = [f.to_ndarray(format="rgb24") for f in a.decode(video=0)]
+        later = [f.to_ndarray(format="rgb24") for f in b.decode(video=0)]
+    assert len(live) == len(later) == n and live[0].shape == (480, 640, 3)
+    assert max(np.abs(x.astype(int) - y).mean() for x, y in zip(live, later)) < 0.5
 
 
 @pytest.mark.slow

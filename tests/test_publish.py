@@ -417,3 +417,41 @@ def test_stage_is_cheap_and_picklable_before_setup():
     assert clone.cfg == stage.cfg and clone.stream == "default"
     with pytest.raises(RuntimeError, match="setup"):
         clone.process(wire.synthetic_mesh_frame(1))
+
+
+def test_overlay_frames_are_copied_and_their_slot_released(assets_dir, tmp_path):
+    import multiprocessing as mp
+
+    from pipeline.shm import FrameStore
+
+    store = FrameStore.create(mp.get_context("spawn"), slots=4, max_pixels=1280 * 720, max_persons=2)
+    stage = PublishStage(PublishConfig(endpoint=ANY_PORT, overlay=tmp_path / "o.mp4"))
+    stage.store = store
+    try:
+        stage.setup()
+        for i in range(3):
+            mf = wire.synthetic_mesh_frame(2, index=i)
+            mf.frame.slot = store.acquire(block=False)
+            store.frame(mf.frame)[:] = 50 * i
+            stage.process(mf)
+            assert mf.frame.slot == -1 and store.spec.free.qsize() == 4  # released as soon as published
+        stage.process(EndOfStream("default", 3))
+        assert stage.counters["overlay_frames"] == 3 and "overlay_skipped" not in stage.counters
+    finally:
+        stage.close()
+        store.close()
+        store.unlink()
+    import av
+
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 3 and frames[0].shape == (720, 1280, 3)
+    for i, f in enumerate(frames):  # each frame's own pixels around the meshes
+        assert (np.abs(f.astype(int) - 50 * i) <= 3).all(axis=2).mean() > 0.1
+
+
+def test_overlay_into_a_missing_directory_is_named(assets_dir, tmp_path):
+    stage = PublishStage(PublishConfig(endpoint=ANY_PORT, overlay=tmp_path / "nope" / "o.mp4"))
+    with pytest.raises(Exception, match="nope"):
+        stage.setup()
+    stage.close()

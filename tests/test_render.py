@@ -13,7 +13,8 @@ import pytest
 from pipeline import wire
 from pipeline.cli import main
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh
-from pipeline.render import MeshItem, MeshRenderer, RenderError, render_recording, track_colour
+from pipeline.render import (MeshItem, MeshRenderer, OverlayRecorder, RenderError, VideoWriter, render_recording,
+                             track_colour)
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, F = 320, 240, 500.0
@@ -210,6 +211,48 @@ def test_render_a_recording_to_mp4(tmp_path):
             assert changed.mean() < 0.01
         else:  # the mesh (frames without vertices reuse the track's last ones)
             assert iou(changed & ~rect_mask(0, 0, W, 60), cube) >= 0.85
+
+
+def test_video_writer_keeps_each_frames_time_and_pads_odd_sizes(tmp_path):
+    times = [0.0, 0.04, 0.08, 0.2, 0.24]  # a live run that dropped two frames between 0.08 and 0.2
+    with VideoWriter(tmp_path / "v.mp4", rate=25) as v:
+        for i, t in enumerate(times):
+            v.write(np.full((47, 63, 3), 40 * i, np.uint8), t + 10.0)  # times need not start at 0
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        frames = list(c.decode(video=0))
+    assert [round(float(f.pts * f.time_base), 3) for f in frames] == times
+    assert (frames[0].width, frames[0].height) == (64, 48)
+    with pytest.raises(RenderError, match="does not exist"):
+        VideoWriter(tmp_path / "missing" / "v.mp4")
+
+
+def test_overlay_recorder_writes_every_frame_offline(tmp_path):
+    rec = OverlayRecorder(tmp_path / "o.mp4", CUBE_F, block=True, queue_size=2)
+    bg = np.full((H, W, 3), 90, np.uint8)
+    for i in range(6):
+        mf = mesh_frame(i, with_person=i != 2)
+        assert rec.submit(bg.copy(), mf.persons, mf.focal, i / 10)
+    rec.close()
+    assert (rec.written, rec.skipped, rec.error) == (6, 0, None)
+    frames = read_video(tmp_path / "o.mp4")
+    cube = rect_mask(*projected_rect(0.4, 0.0, 0.0, 3.6), W, H)
+    for i, f in enumerate(frames):
+        changed = np.abs(f.astype(int) - 90).max(axis=2) > 25
+        if i == 2:
+            assert changed.mean() < 0.01
+        else:
+            assert iou(changed & ~rect_mask(0, 0, W, 60), cube) >= 0.85
+    assert len(frames) == 6
+
+
+def test_overlay_recorder_skips_frames_live_when_behind_and_counts_them(tmp_path):
+    rec = OverlayRecorder(tmp_path / "o.mp4", CUBE_F, block=False, queue_size=1)
+    big = np.full((720, 1280, 3), 90, np.uint8)
+    mf = mesh_frame(0)
+    taken = [rec.submit(big.copy(), mf.persons, mf.focal, i / 30) for i in range(30)]  # faster than drawing
+    rec.close()
+    assert rec.skipped == taken.count(False) > 0
+    assert rec.written == taken.count(True) == len(read_video(tmp_path / "o.mp4"))
 
 
 def test_render_command_errors(tmp_path, capsys):
