@@ -99,7 +99,8 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     stages = stages if stages is not None else build_stages(config)
     source = config.source or "the shipped sample"
     console.print(f"fastmetro-stream: {source} ({config.mode}) -> {config.publish.endpoint}"
-                  + (f", recording to {config.publish.record}" if config.publish.record else ""))
+                  + (f", recording to {config.publish.record}" if config.publish.record else "")
+                  + (f", overlay video to {config.publish.overlay}" if config.publish.overlay else ""))
     progress = _Progress(console, [s.name for s in stages], config.progress and console.is_terminal)
     try:
         summary = Supervisor(config, stages, on_progress=progress).run()
