@@ -11,8 +11,11 @@ What it does for speed, all behind options whose defaults work everywhere:
   channels_last layout;
 - autocast to fp16/bf16 on CUDA (a setting); on the CPU fp32, or bf16 where the CPU has native bf16;
 - on the CPU, optional int8 dynamic quantisation of the transformers' linear layers;
-- optional torch.compile, and on CUDA optional CUDA graphs captured for fixed batch sizes (batches are
-  padded up to the next captured size);
+- optional torch.compile (inductor with frozen weights: on the CPU the convolution weights are pre-packed
+  for oneDNN) and on CUDA optional CUDA graphs, both for fixed batch sizes made ready at construction:
+  on CUDA a batch is padded up to the next fixed size; on the CPU, where the cost grows with the batch,
+  it is cut into pieces of the fixed sizes instead, so nothing is computed twice and no shape ever
+  compiles in the middle of a stream;
 - inputs larger than max_batch are cut into chunks; every crop's result is independent of the others;
 - backend "onnxruntime": the BN-folded network exported once per checkpoint to ONNX (cached, see
   fastmetro.onnx_export) and run by an ONNX Runtime session (CPU; CUDA if its CUDA provider is installed).
@@ -54,7 +57,10 @@ class EngineOptions:
     fold_batchnorm: bool = True
     compile: bool = False
     cuda_graphs: bool = False
-    graph_batch_sizes: tuple[int, ...] = field(default=(1, 2, 4, 8, 16))
+    # fixed batch sizes for compile / cuda_graphs (those above max_batch are left out, max_batch is added
+    # on CUDA); None: (1, 2, 4, 8, 16) on CUDA, (1, 4) on the CPU, where per-crop speed hardly depends on
+    # the batch and each size costs about half a minute of compiling
+    graph_batch_sizes: Optional[tuple[int, ...]] = None
     threads: Optional[int] = None  # CPU threads; None: all cores
     quantize: Literal["none", "int8-dynamic"] = "none"  # CPU: int8 weights for the transformers' linears
     backend: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: exported graph, fp32 (pip install onnxruntime)
@@ -151,11 +157,19 @@ class Engine:
             return
         if o.channels_last:
             self.model.backbone.to(memory_format=torch.channels_last)
-        self._forward = torch.compile(self.model, dynamic=False) if o.compile else self.model
+        self._forward = self.model
+        cuda = self.device.type == "cuda"
+        sizes = o.graph_batch_sizes or ((1, 2, 4, 8, 16) if cuda else (1, 4))
+        if any(int(b) < 1 for b in sizes):
+            raise EngineError(f"graph_batch_sizes must be positive, got {sizes}")
+        self._sizes: tuple[int, ...] = ()  # fixed batch sizes (compile / CUDA graphs); () = any size
+        if o.compile or o.cuda_graphs:
+            self._sizes = tuple(sorted({int(b) for b in sizes if b <= o.max_batch} | ({o.max_batch} if cuda else {1})))
 
-        pin = self.device.type == "cuda"
-        self._host = torch.empty((o.max_batch, 224, 224, 3), dtype=torch.uint8, pin_memory=pin)
+        self._host = torch.empty((o.max_batch, 224, 224, 3), dtype=torch.uint8, pin_memory=cuda)
         self._graphs: dict[int, tuple] = {}
+        if o.compile:
+            self._compile()
         if o.cuda_graphs:
             self._capture_graphs()
 
@@ -221,9 +235,28 @@ class Engine:
             res["betas"] = out["pred_betas"].float()
         return res
 
+    def _compile(self) -> None:
+        """torch.compile with frozen weights, compiled now for every fixed batch size."""
+        import time
+
+        import torch._inductor.config as inductor_config
+
+        compiled = torch.compile(self.model, dynamic=False)
+
+        def forward(x: torch.Tensor):
+            with inductor_config.patch(freezing=True):  # weights are constants here: inference only
+                return compiled(x)
+
+        self._forward = forward
+        log.info("compiling the network for batch sizes %s (can take a minute per size on a CPU)", list(self._sizes))
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for b in self._sizes:
+                self._run(torch.zeros((b, 224, 224, 3), dtype=torch.uint8, device=self.device))
+        log.info("compiled in %.0f s", time.perf_counter() - t0)
+
     def _capture_graphs(self) -> None:
-        sizes = sorted({b for b in self.options.graph_batch_sizes if b <= self.options.max_batch}
-                       | {self.options.max_batch})
+        sizes = self._sizes
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode():
@@ -248,8 +281,18 @@ class Engine:
             static_in[:n].copy_(self._host[:n], non_blocking=True)
             graph.replay()
             return {k: v[:n] for k, v in static_out.items()}
-        x = self._host[:n].to(self.device, non_blocking=True)
-        return self._run(x)
+        if not self._sizes:
+            return self._run(self._host[:n].to(self.device, non_blocking=True))
+        if self.device.type == "cuda":  # pad up to the next fixed size: a GPU runs it in the same time
+            b = min(s for s in self._sizes if s >= n)
+            out = self._run(self._host[:b].to(self.device, non_blocking=True))
+            return {k: v[:n] for k, v in out.items()}
+        parts, start = [], 0  # CPU: pieces of the fixed sizes, largest first
+        while start < n:
+            b = max(s for s in self._sizes if s <= n - start)
+            parts.append(self._run(self._host[start : start + b]))
+            start += b
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         """crops (N, 224, 224, 3) uint8 RGB -> dict of float32 arrays with N rows:

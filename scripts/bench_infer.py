@@ -2,16 +2,18 @@
 """The inference engine against the official way and the bare backbone, on the same crops, in one run.
 
     python scripts/bench_infer.py [--variant fastmetro-s-r50] [--batches 1 2 4 8 16 32] [--seconds 3]
-                                  [--device auto] [--checkpoint NAME_OR_PATH]
+                                  [--device auto] [--checkpoint NAME_OR_PATH] [--no-compile]
 
 Rows (crops/s, achieved GFLOP/s, share of this device's large-matmul GFLOP/s, peak memory, ratio to the
 official way, largest deviation of the mesh from our fp32 output):
   - official way: one crop per forward, fp32 (see scripts/bench_model.py for what that runs);
   - bare torchvision ResNet-50 backbone (no avgpool/fc) at each batch size, fp32: the ceiling, since the
     backbone is 8.2 of FastMETRO-S-R50's 12.8 GFLOPs per crop;
-  - our engine (fastmetro.engine) at each batch size in fp32, then the faster settings this device
-    supports: bf16 (CPUs with native bf16, and CUDA), fp16 (CUDA), int8 dynamic quantisation (CPU),
-    ONNX Runtime (CPU, when onnxruntime and onnx are installed; its export is cached after the first run).
+  - our engine (fastmetro.engine) at each batch size in fp32, fp32 with torch.compile (frozen weights;
+    compiled for the engine's fixed batch sizes, 1 and 4 on a CPU, larger batches run in pieces), then
+    the faster settings this device supports: bf16 (CPUs with native bf16, and CUDA), fp16, fp16 with CUDA
+    graphs and with compile (CUDA), int8 dynamic quantisation (CPU), ONNX Runtime (CPU, when onnxruntime
+    and onnx are installed; its export is cached after the first run).
 Deviations are measured on the weights given (random ones without --checkpoint, which exaggerate them).
 """
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--assets", default=None)
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="leave out the torch.compile rows (compiling takes about a minute on a CPU)")
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -79,8 +83,13 @@ def main(argv=None) -> int:
     del bare
 
     settings = [("fp32", EngineOptions(precision="fp32"))]
+    if args.compile:
+        settings.append(("fp32 compile", EngineOptions(precision="fp32", compile=True)))
     if device.type == "cuda":
-        settings += [("fp16", EngineOptions(precision="fp16")), ("bf16", EngineOptions(precision="bf16"))]
+        settings += [("fp16", EngineOptions(precision="fp16")), ("bf16", EngineOptions(precision="bf16")),
+                     ("fp16 CUDA graphs", EngineOptions(precision="fp16", cuda_graphs=True))]
+        if args.compile:
+            settings.append(("fp16 compile", EngineOptions(precision="fp16", compile=True)))
     else:
         if cpu_has_native_bf16():
             settings.append(("bf16", EngineOptions(precision="bf16")))

@@ -39,6 +39,22 @@ def test_batched_engine_equals_per_crop_network(filled, crops):
             assert np.abs(got["joints_h36m"][i] - h36m).max() < 1e-4
 
 
+@pytest.mark.slow
+def test_compiled_engine_runs_fixed_sizes_only_and_equals_the_network(filled, crops):
+    """torch.compile with frozen weights, made ready for batch sizes 1 and 2 at construction; 7 crops with
+    max_batch 3 run as 2 + 1, 2 + 1, 1 on the CPU (pieces of the fixed sizes, never a new shape)."""
+    eager = Engine(EngineOptions(max_batch=3), model=copy.deepcopy(filled))
+    engine = Engine(EngineOptions(max_batch=3, compile=True, graph_batch_sizes=(1, 2)), model=copy.deepcopy(filled))
+    assert engine._sizes == (1, 2)
+    seen = []
+    run = engine._run
+    engine._run = lambda x: seen.append(len(x)) or run(x)
+    got, ref = engine(crops), eager(crops)
+    assert seen == [2, 1, 2, 1, 1]
+    for k in ("cam", "joints3d", "joints_h36m", "vertices"):
+        assert np.abs(got[k] - ref[k]).max() < 1e-4, k
+
+
 def test_empty_input_gives_empty_arrays(filled):
     engine = Engine(EngineOptions(), model=copy.deepcopy(filled))
     out = engine(np.zeros((0, 224, 224, 3), np.uint8))
