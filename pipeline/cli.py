@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .render import add_commands as add_render
 
     add_render(sub)
+    from .viewer import add_commands as add_viewer
+
+    add_viewer(sub)
     return parser
 
 
