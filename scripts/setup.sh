@@ -16,4 +16,8 @@ fi
 if command -v npm >/dev/null 2>&1 && [ ! -d examples/node/node_modules ]; then
   npm ci --silent --prefix examples/node || echo "npm ci failed: the Node.js example tests will be skipped"
 fi
+# The viewer's browser test drives Debian's Chromium (optional: it skips without it)
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "note: no chromium here; the viewer's browser test will be skipped (apt-get install chromium)"
+fi
 echo "ready: .venv/bin/fastmetro-stream"
