@@ -14,7 +14,8 @@ official way, largest deviation of the mesh from our fp32 output):
     the faster settings this device supports: bf16 (CPUs with native bf16, and CUDA), fp16, fp16 with CUDA
     graphs and with compile (CUDA), int8 dynamic quantisation (CPU), ONNX Runtime (CPU, when onnxruntime
     and onnx are installed; its export is cached after the first run).
-Deviations are measured on the weights given (random ones without --checkpoint, which exaggerate them).
+Then the latency of one 5-person frame (crops in, results on the host) for each, against the official way's
+5 forwards. Deviations are measured on the weights given (random ones without --checkpoint, which exaggerate them).
 """
 from __future__ import annotations
 
@@ -72,6 +73,17 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         base, mem = timed(official, x1, args.seconds, device)
     row("official way b1 fp32", base, mem, base)
+    five = crops[np.arange(5) % len(crops)]  # one frame of 5 persons: the latency a live frame sees
+    latencies = {}
+
+    def official_frame(c):
+        with torch.inference_mode():
+            for i in range(len(c)):
+                official(fastmetro.normalize_crops(torch.from_numpy(c[i : i + 1])).to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    latencies["official way (5 forwards)"] = frame_latency(official_frame, five, args.seconds)
 
     bare = resnet50().to(device).eval()
     for b in args.batches:
@@ -110,8 +122,26 @@ def main(argv=None) -> int:
         for b in args.batches:
             rate, mem = timed(lambda c: engine(c), crops[:b], args.seconds, device)
             row(f"engine {name} b{b}", rate, mem, base, dev)
+        latencies[f"engine {name}"] = frame_latency(engine, five, args.seconds)
         del engine
+    print("one 5-person frame, crops in -> results on the host (ms):")
+    ref = latencies["official way (5 forwards)"][0]
+    for label, (p50, p95) in latencies.items():
+        print(f"  {label:30s} p50 {p50:7.1f}  p95 {p95:7.1f}  {ref / p50:5.2f}x")
     return 0
+
+
+def frame_latency(fn, crops, seconds):
+    """p50 and p95 (ms) of fn(crops), after a warm-up, over about `seconds`."""
+    import time
+
+    fn(crops)
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 5:
+        t0 = time.perf_counter()
+        fn(crops)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 
 if __name__ == "__main__":
