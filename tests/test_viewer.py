@@ -1,8 +1,8 @@
 """The live 3D viewer (pipeline/viewer.py): a subscriber that draws the newest frame's meshes in a browser.
 
-The fast tests drive MeshViewer against a real publisher and read its scene state; the slow one loads the
-page in headless Chromium (Debian's chromium package, driven by Playwright) and checks that it connects and
-draws the meshes in the track colours.
+The fast tests drive MeshViewer against a real publisher and read its scene state; the slow one replays a
+recording to the viewer, loads its page in headless Chromium (Debian's chromium package, driven by
+Playwright) and checks that it connects and draws the meshes in the track colours.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pipeline.cli import main  # noqa: E402
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh  # noqa: E402
 from pipeline.render import track_colour  # noqa: E402
 from pipeline.viewer import MeshViewer  # noqa: E402
-from stages.publish import Publisher, PublishConfig  # noqa: E402
+from stages.publish import Publisher, PublishConfig, replay  # noqa: E402
 
 # A cube [-0.4, 0.4]^3 (8 vertices, 12 triangles): cheap for a browser without a GPU to draw.
 CUBE_V = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float32) * 0.4
@@ -197,14 +197,17 @@ def test_the_page_connects_and_draws_the_meshes_in_headless_chromium(feed, viewe
         while not stop.is_set():
             viewer.step(0.05)
 
+    # a recording of 30 frames at 15 fps, replayed in a loop as `fastmetro-stream replay --loop` does
+    rec = wire.RecordWriter(tmp_path / "run.msgpack")
+    rec.write(0.0, wire.topic("default", "topology"),
+              wire.encode_topology("default", 0, CUBE_F, ["j"] * 14, ["h"] * 17))
+    for i in range(30):
+        rec.write(i / 15, wire.topic("default", "frame"), wire.encode_frame(frame(i, [1, 2, 3]), "default", i))
+    rec.close()
+
     def publish():
-        i = 0
         while not stop.is_set():
-            if i % 15 == 0:
-                feed.topology()
-            feed.frame(frame(i, [1, 2, 3]))
-            i += 1
-            time.sleep(1 / 15)
+            replay(feed.pub, tmp_path / "run.msgpack")
 
     stepper = threading.Thread(target=serve, daemon=True)
     stepper.start()
@@ -236,7 +239,7 @@ def test_the_page_connects_and_draws_the_meshes_in_headless_chromium(feed, viewe
         stop.set()
         stepper.join(5)
         if publisher is not None:
-            publisher.join(5)
+            publisher.join(10)
     assert viewer.frames_shown > 0
     assert len(drawn) > 10_000 and drawn != empty  # a real picture, and it changed
     for tid in (1, 2, 3):
