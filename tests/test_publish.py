@@ -41,6 +41,21 @@ def joined(stage: PublishStage, timeout_s: float = 5.0) -> None:
     assert stage.publisher.sock.poll(int(timeout_s * 1000), zmq.POLLIN), "subscriber never joined"
 
 
+def publish_until_frame(stage: PublishStage, sub: Subscriber, timeout_s: float = 10.0):
+    """Publish synthetic frames until `sub` receives a frame message; that message, or None at timeout."""
+    deadline = time.monotonic() + timeout_s
+    i = 0
+    while time.monotonic() < deadline:
+        stage.process(wire.synthetic_mesh_frame(1, index=i))
+        i += 1
+        msg = sub.recv(timeout_s=0.05)
+        while msg is not None:
+            if msg.kind == "frame":
+                return msg
+            msg = sub.recv(timeout_s=0)
+    return None
+
+
 def recv_kind(sub: Subscriber, kind: str, timeout_s: float = 5.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -300,16 +315,7 @@ def test_late_subscriber_decodes_after_the_periodic_topology(make_stage):
     stage = make_stage(mode="latest", topology_on_subscribe=False, topology_interval_s=0.3)
     with Subscriber(stage.endpoint) as sub:
         joined(stage)
-        frame = None
-        deadline = time.monotonic() + 10
-        i = 0
-        while frame is None and time.monotonic() < deadline:
-            stage.process(wire.synthetic_mesh_frame(1, index=i))
-            i += 1
-            msg = sub.recv(timeout_s=0.05)
-            while msg is not None and frame is None:
-                frame = msg if msg.kind == "frame" else None
-                msg = sub.recv(timeout_s=0) if frame is None else None
+        frame = publish_until_frame(stage, sub)
         assert frame is not None and frame.topology is not None
         assert sub.stats["before_topology"] > 0  # frames that came before it were held back
         assert frame.topology.seq <= frame.seq
@@ -334,18 +340,10 @@ def test_curve_accepts_the_right_key_and_rejects_others(make_stage, tmp_path):
     plain = Subscriber(stage.endpoint)
     subs = [good, unauthorised, wrong_server, plain]
     try:
-        frame = None
-        deadline = time.monotonic() + 10
-        i = 0
-        while frame is None and time.monotonic() < deadline:
-            stage.process(wire.synthetic_mesh_frame(1, index=i))
-            i += 1
-            msg = good.recv(timeout_s=0.05)
-            frame = msg if msg is not None and msg.kind == "frame" else None
+        frame = publish_until_frame(stage, good)
         assert frame is not None, "the authorised client received nothing"
-        for _ in range(5):
-            stage.process(wire.synthetic_mesh_frame(1, index=i))
-            i += 1
+        for i in range(5):
+            stage.process(wire.synthetic_mesh_frame(1, index=frame.index + 1 + i))
         for sub in subs[1:]:
             assert sub.recv(timeout_s=0.3) is None and sub.stats["messages"] == 0
     finally:
