@@ -107,6 +107,12 @@ def _pack(obj: dict) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def _message(kind: str, stream: str, seq: int, wall: Optional[float], fields: dict) -> bytes:
+    """A payload: the common fields every kind has (schema "Common fields"), then the kind's own."""
+    return _pack({"v": SCHEMA_VERSION, "kind": kind, "stream": stream, "seq": int(seq),
+                  "wall": now() if wall is None else float(wall), **fields})
+
+
 def encode_topology(
     stream: str,
     seq: int,
@@ -119,12 +125,7 @@ def encode_topology(
 ) -> bytes:
     """The mesh topology and conventions a subscriber needs to read frames."""
     faces = np.asarray(faces)
-    return _pack({
-        "v": SCHEMA_VERSION,
-        "kind": "topology",
-        "stream": stream,
-        "seq": int(seq),
-        "wall": now() if wall is None else float(wall),
+    return _message("topology", stream, seq, wall, {
         "num_vertices": int(faces.max()) + 1 if faces.size else 0,
         "faces": pack_array(faces, "<i4"),
         "joint_names": list(joint_names),
@@ -177,14 +178,9 @@ def encode_frame(
     if vertices_dtype not in VERTEX_DTYPES:
         raise WireError(f"vertices_dtype must be one of {VERTEX_DTYPES}, got {vertices_dtype!r}")
     f = mf.frame
-    msg = {
-        "v": SCHEMA_VERSION,
-        "kind": "frame",
-        "stream": stream,
-        "seq": int(seq),
+    fields = {
         "index": int(f.index),
         "pts": None if f.pts is None else float(f.pts),
-        "wall": now() if wall is None else float(wall),
         "width": int(f.width),
         "height": int(f.height),
         "times": {str(k): float(v) for k, v in f.times.items()},
@@ -193,20 +189,12 @@ def encode_frame(
         "lost": [int(t) for t in mf.lost],
     }
     if mf.focal is not None:
-        msg["focal"] = float(mf.focal)
-    return _pack(msg)
+        fields["focal"] = float(mf.focal)
+    return _message("frame", stream, seq, wall, fields)
 
 
 def encode_end(eos: EndOfStream, stream: str, seq: int, wall: Optional[float] = None) -> bytes:
-    return _pack({
-        "v": SCHEMA_VERSION,
-        "kind": "end",
-        "stream": stream,
-        "seq": int(seq),
-        "wall": now() if wall is None else float(wall),
-        "frames": int(eos.frames),
-        "reason": str(eos.reason),
-    })
+    return _message("end", stream, seq, wall, {"frames": int(eos.frames), "reason": str(eos.reason)})
 
 
 # ------------------------------------------------------------------------------------------ decode
