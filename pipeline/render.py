@@ -390,12 +390,13 @@ class OverlayRecorder:
         self._thread = threading.Thread(target=self._loop, name="overlay", daemon=True)
         self._thread.start()
 
-    def submit(self, rgb: np.ndarray, persons: Sequence, focal: Optional[float], t: Optional[float]) -> bool:
-        """Queue one frame (rgb: a copy the recorder may keep) with its persons (PersonMesh or wire dicts).
-        False when it was skipped (live and behind, or the overlay failed)."""
+    def submit(self, rgb: np.ndarray, persons: Sequence, focal: Optional[float], t: Optional[float],
+               lost: Sequence[int] = ()) -> bool:
+        """Queue one frame (rgb: a copy the recorder may keep) with its persons (see mesh_items) and the
+        track ids that ended at it. False when it was skipped (live and behind, or the overlay failed)."""
         if self.error is not None:
             return False
-        item = (rgb, list(persons), focal, t)
+        item = (rgb, list(persons), focal, t, list(lost))
         if not self.block:
             try:
                 self._q.put_nowait(item)
@@ -419,9 +420,9 @@ class OverlayRecorder:
                 return
             if self.error is not None:
                 continue
-            rgb, persons, focal, t = item
+            rgb, persons, focal, t, lost = item
             try:
-                items = mesh_items(persons, last_vertices)
+                items = mesh_items(persons, last_vertices, lost)
                 self.writer.write(self.renderer.draw(rgb, items, focal) if items else rgb, t)
                 self.written += 1
             except Exception as e:  # disk full, codec failure: stop the overlay, not the run
@@ -441,20 +442,26 @@ class OverlayRecorder:
                 log.error("overlay %s: %s", self.writer.path, e)
 
 
-def mesh_items(persons, last_vertices: dict) -> list[MeshItem]:
-    """MeshItems of a frame's persons (wire dicts or PersonMesh); persons sent without vertices reuse
-    their track's last ones from `last_vertices` (track id -> vertices), which this keeps up to date."""
+def mesh_items(persons, last_vertices: dict, lost: Sequence[int] = ()) -> list[MeshItem]:
+    """MeshItems of one frame's persons: wire dicts (a recording), PersonMesh (in the pipeline) or the
+    subscriber's PersonData. A person sent without vertices (`publish.vertices_every`) gets its track's
+    last ones from `last_vertices` (track id -> vertices), which this keeps up to date: every frame's
+    vertices go in, and the tracks in `lost` (ended at this frame) are forgotten after it."""
     items = []
     for p in persons:
         if isinstance(p, dict):
             tid, v, cam_t, box = p["track_id"], p["vertices"], p["cam_t"], p["box"]
-        else:
+        elif hasattr(p, "person"):  # PersonMesh
             tid, v, cam_t, box = p.person.track_id, p.vertices, p.cam_t, p.person.box
+        else:  # PersonData
+            tid, v, cam_t, box = p.track_id, p.vertices, p.cam_t, p.box
         if v is not None:
             last_vertices[tid] = v
         else:
             v = last_vertices.get(tid)
         items.append(MeshItem(v, cam_t, tid, box))
+    for tid in lost:
+        last_vertices.pop(tid, None)
     return items
 
 
@@ -533,9 +540,7 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
                         rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
                     if renderer is None or renderer.faces.shape != faces.shape:
                         renderer = MeshRenderer(faces, alpha=alpha, method=method)
-                    items = mesh_items(m["persons"], last_vertices)
-                    for tid in m["lost"]:
-                        last_vertices.pop(tid, None)
+                    items = mesh_items(m["persons"], last_vertices, m["lost"])
                 if items:
                     t0 = time.perf_counter()
                     rgb = renderer.draw(rgb, items, focal or current[0].get("focal"))

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .render import track_colour
+from .render import MeshItem, mesh_items, track_colour
 from .subscriber import EndData, FrameData, Subscriber, Topology
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class MeshViewer:
         self.shown: Optional[FrameData] = None  # the frame on screen
         self.newest: Optional[FrameData] = None  # the newest frame received
         self.end: Optional[EndData] = None
-        self._faces: Optional[np.ndarray] = None
+        self._faces: dict[str, np.ndarray] = {}  # stream -> its topology's faces, as viser takes them
+        self._newest_items: list[MeshItem] = []  # the newest frame's persons, vertices filled in
         self._meshes: dict[int, Any] = {}  # track id -> viser MeshHandle
         self._labels: dict[int, Any] = {}
         self._last_vertices: dict[int, np.ndarray] = {}  # frames sent without vertices reuse these
@@ -104,7 +105,7 @@ class MeshViewer:
         self.paused = not self.paused
         self._button.label = "Play" if self.paused else "Pause"
         if not self.paused and self.newest is not None and self.newest is not self.shown:
-            self._draw(self.newest)
+            self._draw(self.newest, self._newest_items)
         self._update_panel()
 
     def step(self, timeout_s: float = 0.05) -> int:
@@ -115,14 +116,14 @@ class MeshViewer:
         while msg is not None:
             taken += 1
             if isinstance(msg, Topology):
-                self._faces = np.asarray(msg.faces, dtype=np.uint32)
-                if self.state != "streaming":
-                    self.state = "streaming"
+                self._faces[msg.stream] = np.asarray(msg.faces, dtype=np.uint32)
+                self.state = "streaming"
             elif isinstance(msg, FrameData):
                 self.frames_received += 1
                 self._rate.append(time.monotonic())
                 self.state, self.end = "streaming", None
-                self._remember_vertices(msg)
+                # every frame's vertices are kept (frames that are never drawn too), lost tracks forgotten
+                self._newest_items = mesh_items(msg.persons, self._last_vertices, msg.lost)
                 newest = msg
             elif isinstance(msg, EndData):
                 self.state, self.end = "ended", msg
@@ -130,7 +131,7 @@ class MeshViewer:
         if newest is not None:
             self.newest = newest
             if not self.paused:
-                self._draw(newest)
+                self._draw(newest, self._newest_items)
         if taken:
             self._update_panel()
         return taken
@@ -152,25 +153,17 @@ class MeshViewer:
         self.close()
 
     # ---------------------------------------------------------------------------------------- drawing
-    def _remember_vertices(self, frame: FrameData) -> None:
-        """Keep every track's last vertices (also of frames that are never drawn) and forget lost tracks."""
-        for p in frame.persons:
-            if p.vertices is not None:
-                self._last_vertices[p.track_id] = p.vertices
-        for tid in frame.lost:
-            self._last_vertices.pop(tid, None)
-
-    def _draw(self, frame: FrameData) -> None:
-        faces = self._faces if frame.topology is None else np.asarray(frame.topology.faces, dtype=np.uint32)
+    def _draw(self, frame: FrameData, items: list[MeshItem]) -> None:
+        faces = self._faces.get(frame.stream)
         present = set()
         with self.server.atomic():
-            for p in frame.persons:
-                v = self._last_vertices.get(p.track_id) if p.vertices is None else p.vertices
-                if v is None or faces is None:
+            for it in items:
+                if it.vertices is None or faces is None:
                     continue
-                world = (np.asarray(v, np.float32) + np.asarray(p.cam_t, np.float32)) * _TO_WORLD
+                cam_t = np.asarray(it.cam_t, np.float32)
+                world = (np.asarray(it.vertices, np.float32) + cam_t) * _TO_WORLD
                 top = world[np.argmax(world[:, 1])] + np.array([0.0, 0.15, 0.0], np.float32)
-                tid = p.track_id
+                tid = it.track_id
                 present.add(tid)
                 mesh = self._meshes.get(tid)
                 if mesh is not None and mesh.faces.shape == faces.shape:
@@ -191,7 +184,7 @@ class MeshViewer:
                 self._labels.pop(tid).remove()
             if present and not self._camera_set:
                 # look at the people of the first frame drawn, from the camera that filmed them
-                centre = np.mean([np.asarray(p.cam_t, np.float32) * _TO_WORLD for p in frame.persons], axis=0)
+                centre = np.mean([np.asarray(it.cam_t, np.float32) * _TO_WORLD for it in items], axis=0)
                 self.server.initial_camera.look_at = tuple(float(c) for c in centre)
                 for client in self.server.get_clients().values():
                     client.camera.look_at = tuple(float(c) for c in centre)

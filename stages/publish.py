@@ -327,7 +327,7 @@ class PublishStage(Stage):
         self.store.release(f)
         if rgb is not None:
             t = f.pts if f.pts is not None else f.times.get("decode")
-            if not self.overlay.submit(rgb, msg.persons, msg.focal, t):
+            if not self.overlay.submit(rgb, msg.persons, msg.focal, t, msg.lost):
                 self.count("overlay_skipped")
 
     def _close_overlay(self) -> None:

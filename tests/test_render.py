@@ -13,8 +13,8 @@ import pytest
 from pipeline import wire
 from pipeline.cli import main
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh
-from pipeline.render import (MeshItem, MeshRenderer, OverlayRecorder, RenderError, VideoWriter, render_recording,
-                             track_colour)
+from pipeline.render import (MeshItem, MeshRenderer, OverlayRecorder, RenderError, VideoWriter, mesh_items,
+                             render_recording, track_colour)
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, F = 320, 240, 500.0
@@ -253,6 +253,23 @@ def test_overlay_recorder_skips_frames_live_when_behind_and_counts_them(tmp_path
     rec.close()
     assert rec.skipped == taken.count(False) > 0
     assert rec.written == taken.count(True) == len(read_video(tmp_path / "o.mp4"))
+
+
+def test_mesh_items_reuse_a_tracks_vertices_until_it_is_lost():
+    from pipeline.subscriber import PersonData
+
+    pm = mesh_frame(0).persons[0]  # PersonMesh, track 4
+    wire_person = wire.decode(wire.encode_frame(mesh_frame(1), "default", 1, with_vertices=False))["persons"][0]
+    data = PersonData(**wire_person)
+    last: dict = {}
+    (first,) = mesh_items([pm], last)
+    assert first.track_id == 4 and first.vertices is pm.vertices and first.box == pm.person.box
+    for without in (wire_person, data):  # a recording's dict, the subscriber's PersonData: no vertices sent
+        (it,) = mesh_items([without], last)
+        assert it.vertices is pm.vertices and np.array_equal(it.cam_t, wire_person["cam_t"])
+    (it,) = mesh_items([wire_person], last, lost=[4])  # ends at this frame: drawn, then forgotten
+    assert it.vertices is pm.vertices and last == {}
+    assert mesh_items([wire_person], last)[0].vertices is None
 
 
 def test_render_command_errors(tmp_path, capsys):
