@@ -80,6 +80,14 @@ class PublishConfig(BaseModel):
             raise ValueError(f"publish.endpoint {v!r}: use tcp://HOST:PORT, ipc://PATH or inproc://NAME")
         return v
 
+    @field_validator("record", "overlay")
+    @classmethod
+    def _output_directory(cls, v: Optional[Path]) -> Optional[Path]:
+        # said at start, before any stage runs, rather than by the publish stage once the model has loaded
+        if v is not None and not Path(v).parent.is_dir():
+            raise ValueError(f"directory {Path(v).parent} does not exist")
+        return v
+
     @model_validator(mode="after")
     def _curve(self) -> "PublishConfig":
         if self.curve and self.curve_server_secret is None:

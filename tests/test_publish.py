@@ -448,8 +448,13 @@ def test_overlay_frames_are_copied_and_their_slot_released(assets_dir, tmp_path)
         assert (np.abs(f.astype(int) - 50 * i) <= 3).all(axis=2).mean() > 0.1
 
 
-def test_overlay_into_a_missing_directory_is_named(assets_dir, tmp_path):
-    stage = PublishStage(PublishConfig(endpoint=ANY_PORT, overlay=tmp_path / "nope" / "o.mp4"))
-    with pytest.raises(Exception, match="nope"):
-        stage.setup()
-    stage.close()
+@pytest.mark.parametrize("setting", ["record", "overlay"])
+def test_an_output_into_a_missing_directory_is_named_before_the_run(tmp_path, capsys, setting):
+    from pipeline.cli import main
+
+    missing = tmp_path / "nope"
+    with pytest.raises(ValidationError, match=f"{setting}\n.*directory {missing} does not exist"):
+        PublishConfig(**{setting: missing / "out"})
+    assert main(["run", f"--{setting}", str(missing / "out"), "--set", "detect.detector=hog"]) == 2
+    err = capsys.readouterr().err
+    assert f"publish.{setting}: Value error, directory {missing} does not exist" in err and "Traceback" not in err
