@@ -20,6 +20,7 @@ import argparse
 import colorsys
 import logging
 import math
+import os
 import sys
 import queue
 import threading
@@ -297,6 +298,7 @@ class VideoWriter:
     """
 
     TIME_BASE = Fraction(1, 1000)
+    threads = min(os.cpu_count() or 1, 8)  # encoder threads: the machine's cores, whatever this thread's affinity
 
     def __init__(self, path, rate: float = 30.0) -> None:
         self.path = Path(path)
@@ -320,6 +322,10 @@ class VideoWriter:
         s = self._container.add_stream(codec, rate=rate)
         s.width, s.height, s.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
         s.codec_context.time_base = self.TIME_BASE
+        # The encoder's output depends on its thread count, and "auto" counts the CPUs the calling thread
+        # may use, which differs between processes (pinned thread pools). A fixed count gives the same
+        # file for the same frames in every process: `run --overlay` and `render` agree.
+        s.codec_context.thread_count = self.threads
         if s.codec_context.name == "libx264":
             s.options = {"crf": "20", "preset": "veryfast"}
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import av
@@ -224,6 +225,36 @@ def test_video_writer_keeps_each_frames_time_and_pads_odd_sizes(tmp_path):
     assert (frames[0].width, frames[0].height) == (64, 48)
     with pytest.raises(RenderError, match="does not exist"):
         VideoWriter(tmp_path / "missing" / "v.mp4")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs two CPUs and sched_setaffinity")
+def test_video_writer_gives_the_same_video_from_a_thread_pinned_to_one_cpu(tmp_path):
+    # `run --overlay` encodes on a thread of the publish process, `render` on the caller's: a thread pinned
+    # to fewer CPUs (a thread pool's worker) must still give the same pictures, or the two disagree.
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    frames = [np.roll(base, 7 * i, axis=1) for i in range(12)]
+
+    def encode(path):
+        with VideoWriter(path, rate=15) as v:
+            for i, f in enumerate(frames):
+                v.write(f, i / 15)
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+
+    free = encode(tmp_path / "free.mp4")
+    out = {}
+
+    def pinned():
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # this thread only
+        out["video"] = encode(tmp_path / "pinned.mp4")
+
+    t = threading.Thread(target=pinned)
+    t.start()
+    t.join()
+    assert len(out["video"]) == len(free) == 12
+    assert max(np.abs(a - b).max() for a, b in zip(free, out["video"])) == 0
 
 
 def test_overlay_recorder_writes_every_frame_offline(tmp_path):
