@@ -12,6 +12,7 @@ import time
 from typing import Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fastmetro import UNTRAINED_MESSAGE
@@ -106,11 +107,12 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
         summary = Supervisor(config, stages, on_progress=progress).run()
     finally:
         progress.stop()
-    console.print(summary_table(summary))
+    if summary.stages:  # (none when a check failed before any stage started)
+        console.print(summary_table(summary))
     for line in summary_notes(summary):
         console.print(line, highlight=False)
     if summary.error:
-        console.print(f"[red]{summary.error}[/red]")
+        console.print(f"[red]error: {escape(summary.error)}[/red]", highlight=False)
     if summary.untrained or config.infer.checkpoint is None:
         console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
     return summary

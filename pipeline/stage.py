@@ -12,6 +12,11 @@ A stage is a small class that lives inside its own process. The runtime calls, i
     stage.tick() -> list          called when that deadline has passed: emit what is due
     stage.close()                 always, after an error too: release what setup() took
 
+A StageError raised from any of these stops the run with its message only (no traceback): raise it
+for what the user can fix, and let bugs raise anything else.
+
+Before any of that, the runtime calls stage.check() in the parent: cheap checks of the user's input.
+
 A source stage (decode) has no input; it implements `frames()` instead of `process()`, a
 generator of output messages that stops at end of stream or when `stop()` is called.
 Stages report their own counters (e.g. corrupt frames) through `self.counters`, a dict of ints
@@ -22,6 +27,11 @@ from __future__ import annotations
 from typing import Any, ClassVar, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
+
+
+class StageError(RuntimeError):
+    """A failure the user can fix (a missing file, a busy port, weights that cannot be fetched), whose
+    message names what is wrong and what to do. The runtime reports its message, not a traceback."""
 
 
 def config_section(config: Any, key: str, cls: type[T]) -> T:
@@ -47,6 +57,10 @@ class Stage:
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
+
+    def check(self) -> None:
+        """Cheap checks of what the user gave (a source path, say), in the parent before any process
+        starts: raise StageError so a mistake is named at once, not after every model has loaded."""
 
     def setup(self) -> None:
         pass

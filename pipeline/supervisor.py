@@ -10,7 +10,8 @@ Policies between stages (pipeline.config.Config.mode):
 Shutdown:
   end of stream   decode emits EndOfStream, each stage flushes and forwards it; the run ends, exit 0, when
                   publish has handled it.
-  an exception    the failing stage reports its traceback; every stage is stopped; exit 1.
+  an exception    the failing stage reports its traceback (a StageError: its message only); every stage
+                  is stopped; exit 1.
   a dead stage    (e.g. SIGKILL) seen by its exit code: every stage is stopped; exit 1.
   Ctrl-C/SIGTERM  the source stops and what is in flight drains through (exit 0); a second Ctrl-C (or
                   the stop timeout) stops every stage at once (exit 130).
@@ -37,6 +38,7 @@ import numpy as np
 
 from .messages import Detections, EndOfStream, Frame, MeshFrame
 from .shm import FrameStore
+from .stage import StageError
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,9 @@ class _Child:
             self.m.wall_s = time.monotonic() - start
         except SystemExit as e:
             status, detail = "stopped", f"exit {e.code}"
+        except StageError as e:  # the user's to fix: the message says how, a traceback would bury it
+            log.debug("stage %s:\n%s", self.stage.name, traceback.format_exc())
+            status, detail = "error", f"{self.stage.name}: {e}"
         except BaseException:
             status, detail = "error", traceback.format_exc()
         finally:
@@ -340,6 +345,11 @@ class Supervisor:
                 raise RuntimeError(
                     f"stage {stage.name} cannot be sent to its process ({e}): a stage must create "
                     f"threads, locks, sockets and models in setup(), not in __init__") from None
+        for stage in self.stages:  # what the user gave, checked before anything starts (no model loads first)
+            try:
+                stage.check()
+            except StageError as e:
+                return RunSummary(1, f"error in {stage.name}", 0, 0, 0.0, [], error=f"{stage.name}: {e}")
         cfg = self.config
         live = cfg.mode == "live"
         start = time.monotonic()

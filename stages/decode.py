@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.messages import Frame, now
-from pipeline.stage import SourceStage, config_section
+from pipeline.stage import SourceStage, StageError, config_section
 
 __all__ = ["DecodeConfig", "DecodeStage", "SourceError", "is_live_source", "sample_path", "fit_size"]
 
@@ -43,7 +43,7 @@ SLOT_POLL_S = 0.1  # how often a wait (for a slot, for pacing) checks the stop f
 MAX_ERRORS_IN_ROW = 200  # consecutive unreadable packets after which a file is given up as unreadable
 
 
-class SourceError(RuntimeError):
+class SourceError(StageError):
     """A source that cannot be opened or read at all; the message names it and what to check."""
 
 
@@ -193,13 +193,8 @@ class DecodeStage(SourceStage):
             return str(SAMPLE)
         return str(self.source)
 
-    def setup(self) -> None:
-        if self.store is None:
-            raise RuntimeError("decode stage: set stage.store (a FrameStore) before setup()")
-        self._max_pixels = min(self.cfg.max_pixels, self.store.spec.max_pixels)
-        if self.store.spec.max_pixels < self.cfg.max_pixels:
-            log.warning("frame store slots hold %d pixels, less than decode.max_pixels=%d: frames are fitted "
-                        "to the slots", self.store.spec.max_pixels, self.cfg.max_pixels)
+    def check(self) -> None:
+        """The sample, file or image folder is there (cameras and URLs are tried when opened)."""
         src = self.resolved_source()
         kind = _source_kind(src)
         if kind in ("file",) and not Path(src).exists():
@@ -208,6 +203,15 @@ class DecodeStage(SourceStage):
         if kind == "images" and not self._image_files(Path(src)):
             raise SourceError(f"source {src!r} is a directory without images matching decode.image_glob="
                               f"{self.cfg.image_glob}: put images there or change decode.image_glob")
+
+    def setup(self) -> None:
+        if self.store is None:
+            raise RuntimeError("decode stage: set stage.store (a FrameStore) before setup()")
+        self._max_pixels = min(self.cfg.max_pixels, self.store.spec.max_pixels)
+        if self.store.spec.max_pixels < self.cfg.max_pixels:
+            log.warning("frame store slots hold %d pixels, less than decode.max_pixels=%d: frames are fitted "
+                        "to the slots", self.store.spec.max_pixels, self.cfg.max_pixels)
+        self.check()  # again: the source may have gone since (and a stage used without the runtime)
 
     def stop(self) -> None:
         self._stop.set()

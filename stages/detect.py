@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.messages import CROP_SIZE, Detections, EndOfStream, Frame, Person
-from pipeline.stage import Stage, config_section
+from pipeline.stage import Stage, StageError, config_section
 
 __all__ = [
     "DetectConfig", "DetectStage", "PersonTracker", "Dets", "HogDetector", "YoloDetector", "DetectorUnavailable",
@@ -103,7 +103,7 @@ class DetectConfig(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- detectors
-class DetectorUnavailable(RuntimeError):
+class DetectorUnavailable(StageError):
     """A detector that cannot be loaded (weights missing, no network)."""
 
 

@@ -12,15 +12,17 @@ the frame ring (unless an overlay video is written: then publish releases it). T
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.messages import Detections, EndOfStream, MeshFrame, PersonMesh, now
-from pipeline.stage import Stage, config_section
+from pipeline.stage import Stage, StageError, config_section
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +128,23 @@ class InferStage(Stage):
         # frame keeps its slot and the publish stage releases it.
         self.keep_frames = getattr(getattr(config, "publish", None), "overlay", None) is not None
 
+    def check(self) -> None:
+        """A checkpoint given as a file path names a file that is there (registry names are fetched later)."""
+        ck = self.cfg.checkpoint
+        if ck is not None and (os.sep in ck or Path(ck).suffix) and not Path(ck).expanduser().exists():
+            raise StageError(f"infer.checkpoint: file {ck} does not exist (give a checkpoint file, or a name "
+                             f"from `fastmetro-stream weights`)")
+
     def setup(self) -> None:
-        from fastmetro.engine import Engine
+        from fastmetro.assets import AssetError
+        from fastmetro.checkpoints import CheckpointError
+        from fastmetro.engine import Engine, EngineError
 
         c = self.cfg
-        self.engine = Engine(c.engine_options())
+        try:
+            self.engine = Engine(c.engine_options())
+        except (AssetError, CheckpointError, EngineError) as e:  # a missing file, a setting this device lacks
+            raise StageError(str(e)) from e
         if not self.engine.pretrained:
             self.count("untrained_weights")
         log.info("infer: %s on %s (%s), max_batch %d", self.engine.model.variant.name, self.engine.device,

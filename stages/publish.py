@@ -24,7 +24,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.messages import EndOfStream, MeshFrame
-from pipeline.stage import Stage, config_section
+from pipeline.stage import Stage, StageError, config_section
 from pipeline import wire
 
 log = logging.getLogger(__name__)
@@ -105,10 +105,10 @@ def _load_secret(path: Path, what: str) -> tuple[bytes, bytes]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: key file {path} not found (make keys with `fastmetro-stream keys DIR`)")
+        raise StageError(f"{what}: key file {path} not found (make keys with `fastmetro-stream keys DIR`)")
     public, secret = zmq.auth.load_certificate(str(path))
     if secret is None:
-        raise ValueError(f"{what}: {path} holds no secret key; give the .key_secret file")
+        raise StageError(f"{what}: {path} holds no secret key; give the .key_secret file")
     return public, secret
 
 
@@ -137,7 +137,7 @@ class Publisher:
                 public, secret = _load_secret(cfg.curve_server_secret, "publish.curve_server_secret")
                 if cfg.curve_clients is not None:
                     if not Path(cfg.curve_clients).is_dir():
-                        raise FileNotFoundError(f"publish.curve_clients: directory {cfg.curve_clients} not found")
+                        raise StageError(f"publish.curve_clients: directory {cfg.curve_clients} not found")
                     from zmq.auth.thread import ThreadAuthenticator
 
                     self.auth = ThreadAuthenticator(ctx, log=logging.getLogger("zmq.auth"))
@@ -149,7 +149,7 @@ class Publisher:
             try:
                 sock.bind(cfg.endpoint)
             except zmq.ZMQError as e:
-                raise OSError(f"publish.endpoint {cfg.endpoint}: cannot bind ({e}); choose another port") from e
+                raise StageError(f"publish.endpoint {cfg.endpoint}: cannot bind ({e}); choose another port") from e
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             if cfg.record is not None:
                 self.recorder = wire.RecordWriter(cfg.record)

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from pipeline.messages import EndOfStream, Frame, now
-from pipeline.stage import SourceStage, Stage
+from pipeline.stage import SourceStage, Stage, StageError
 
 
 def runtime_config(mode="offline", ring_slots=8, queue_size=2, stop_timeout_s=5.0):
@@ -61,15 +61,17 @@ class CountingSource(SourceStage):
 
 
 class Forward(Stage):
-    """Passes frames on after delay_s; raises at frame `fail_at`."""
+    """Passes frames on after delay_s; raises at frame `fail_at`, or in setup() a StageError `setup_error`."""
 
-    def __init__(self, name="forward", delay_s=0.0, fail_at=None, pid_dir=None, setup_s=0.0):
+    def __init__(self, name="forward", delay_s=0.0, fail_at=None, pid_dir=None, setup_s=0.0, setup_error=None):
         super().__init__()
         self.name, self.delay_s, self.fail_at, self.pid_dir = name, delay_s, fail_at, pid_dir
-        self.setup_s = setup_s
+        self.setup_s, self.setup_error = setup_s, setup_error
 
     def setup(self):
         time.sleep(self.setup_s)  # e.g. a model loading
+        if self.setup_error:
+            raise StageError(self.setup_error)
         _note_pid(self.pid_dir, self.name)
 
     def process(self, msg):

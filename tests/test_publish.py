@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from pipeline import wire
 from pipeline.messages import EndOfStream
+from pipeline.stage import StageError
 from pipeline.subscriber import EndData, FrameData, Subscriber, Topology
 from stages.publish import PublishConfig, PublishStage, Publisher, add_commands, replay
 
@@ -363,14 +364,14 @@ def test_keys_refuse_to_overwrite(tmp_path, capsys):
 
 def test_missing_key_file_is_a_clear_error(assets_dir, tmp_path):
     stage = PublishStage(PublishConfig(endpoint=ANY_PORT, curve=True, curve_server_secret=tmp_path / "none"))
-    with pytest.raises(FileNotFoundError, match="curve_server_secret"):
+    with pytest.raises(StageError, match="curve_server_secret"):
         stage.setup()
     stage.close()
 
 
 def test_bind_conflict_names_the_setting(make_stage):
     first = make_stage()
-    with pytest.raises(OSError, match="publish.endpoint"):
+    with pytest.raises(StageError, match="publish.endpoint"):
         make_stage(endpoint=first.endpoint)
 
 

@@ -51,6 +51,14 @@ def test_a_stage_exception_stops_everything_with_its_traceback(tmp_path):
     assert "error in a" == summary.reason
 
 
+def test_a_stage_error_stops_everything_with_its_message_only(tmp_path):
+    # what the user can fix (a busy port, a missing file): the message, not a traceback that buries it
+    msg = "publish.endpoint tcp://127.0.0.1:1: cannot bind; choose another port"
+    summary = run([CountingSource(None), Forward("a", setup_error=msg), Sink(str(tmp_path / "s"))])
+    assert summary.exit_code == 1 and summary.reason == "error in a"
+    assert summary.error == f"a: {msg}"
+
+
 def test_sigkill_of_one_stage_stops_all(tmp_path):
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
