@@ -9,26 +9,28 @@ Variants: fastmetro-{s,m,l}-{r50,h64}[-smpl]; official checkpoints: `fastmetro-s
 """
 from __future__ import annotations
 
-import logging
-import os
-import warnings
-from typing import Optional, Union
+import importlib
+from typing import Any
 
-import torch
-
-from . import camera
-from .assets import AssetError, MeshData, load_mesh_data
-from .checkpoints import CHECKPOINTS, CheckpointError, infer_variant, load_into, read_state_dict, resolve
-from .model import VARIANTS, FastMETROBody, Variant, get_variant, variant_from_official
+# The network and its loaders need torch; they load on first use (PEP 562), so `import fastmetro` for a
+# constant (a runtime process that never runs the network) stays cheap.
+_LAZY = {
+    "build_model": "build", "normalize_crops": "build",
+    "AssetError": "assets", "MeshData": "assets", "load_mesh_data": "assets",
+    "CHECKPOINTS": "checkpoints", "CheckpointError": "checkpoints", "infer_variant": "checkpoints",
+    "load_into": "checkpoints", "read_state_dict": "checkpoints", "resolve": "checkpoints",
+    "VARIANTS": "model", "FastMETROBody": "model", "Variant": "model", "get_variant": "model",
+    "variant_from_official": "model",
+}
+_SUBMODULES = ("assets", "backbones", "build", "camera", "checkpoints", "cli", "engine", "model", "onnx_export",
+               "transformer")
 
 __all__ = [
     "build_model", "normalize_crops", "load_mesh_data", "infer_variant", "get_variant",
     "variant_from_official", "FastMETROBody", "Variant", "VARIANTS", "CHECKPOINTS", "MeshData",
     "AssetError", "CheckpointError", "UntrainedWeightsWarning", "JOINT_NAMES", "H36M_JOINT_NAMES",
-    "IMAGENET_MEAN", "IMAGENET_STD",
+    "IMAGENET_MEAN", "IMAGENET_STD", "UNTRAINED_MESSAGE",
 ]
-
-log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,48 +56,16 @@ class UntrainedWeightsWarning(UserWarning):
     """Raised (as a warning) whenever a model is built without trained weights."""
 
 
-def build_model(
-    variant: Optional[str] = None,
-    checkpoint: Union[str, os.PathLike, None] = None,
-    assets_dir: Union[str, os.PathLike, None] = None,
-    device: Union[str, torch.device] = "cpu",
-) -> FastMETROBody:
-    """Build a FastMETRO body network in eval mode.
-
-    variant: e.g. "fastmetro-s-r50", "fastmetro-l-h64", "fastmetro-l-h64-smpl". If None, it is the
-        checkpoint's (read off its keys), or "fastmetro-s-r50" without a checkpoint.
-    checkpoint: a registry name (see fastmetro.CHECKPOINTS; downloaded if missing) or a file path to an
-        official state_dict. None builds untrained weights, with a loud warning.
-    assets_dir: directory of the SMPL mesh data files (see fastmetro.assets for the lookup order).
-    """
-    state_dict, source = None, None
-    if checkpoint is not None:
-        path, entry = resolve(checkpoint)
-        state_dict, source = read_state_dict(path), str(path)
-        found = infer_variant(state_dict.keys())
-        if variant is None:
-            variant = found.name
-        elif get_variant(variant).name != found.name:
-            raise CheckpointError(
-                f"checkpoint {path} is a {found.name} checkpoint, but variant {variant!r} was asked for; "
-                f"use variant={found.name!r} (or leave the variant out)"
-            )
-    v = get_variant(variant or "fastmetro-s-r50")
-    model = FastMETROBody(v, load_mesh_data(assets_dir))
-    if state_dict is not None:
-        load_into(model, state_dict, source)
-        log.info("loaded %s weights from %s", v.name, source)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
     else:
-        log.warning(UNTRAINED_MESSAGE)
-        warnings.warn(UNTRAINED_MESSAGE, UntrainedWeightsWarning, stacklevel=2)
-    return model.to(device).eval()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
-def normalize_crops(crops: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B, 224, 224, 3) uint8 RGB (any device) -> (B, 3, 224, 224) ImageNet-normalised `dtype`."""
-    if crops.dtype != torch.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
-        raise ValueError(f"expected (B, H, W, 3) uint8 RGB crops, got {tuple(crops.shape)} {crops.dtype}")
-    x = crops.permute(0, 3, 1, 2).to(dtype).div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=x.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=dtype, device=x.device)[:, None, None]
-    return (x - mean) / std
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

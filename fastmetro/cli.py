@@ -4,9 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import checkpoints
-from .checkpoints import DOWNLOAD_DOC, CheckpointError
-
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
@@ -21,6 +18,9 @@ def add_commands(subparsers) -> None:
 def weights_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+
+    from . import checkpoints  # (torch: imported only when the command runs)
+    from .checkpoints import DOWNLOAD_DOC, CheckpointError
 
     console = Console()
     if args.download:
