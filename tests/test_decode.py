@@ -346,3 +346,18 @@ def test_config_errors_name_the_setting():
         DecodeConfig(camera_width=640)
     with pytest.raises(ValidationError, match="rtsp_transport"):
         DecodeConfig(rtsp_transport="carrier-pigeon")
+
+
+@pytest.mark.parametrize("given, named", [
+    (["--source", "{tmp}/nope.mp4"], "error: decode: source '{tmp}/nope.mp4': no such file or directory"),
+    (["--checkpoint", "{tmp}/nope.pth"], "error: infer: infer.checkpoint: file {tmp}/nope.pth does not exist"),
+])
+def test_run_names_a_missing_source_or_checkpoint_at_once(tmp_path, capsys, given, named):
+    from pipeline.cli import main
+
+    t0 = time.monotonic()
+    args = [a.format(tmp=tmp_path) for a in given]
+    assert main(["run", *args, "--set", "detect.detector=hog", "--set", "progress=false"]) == 1
+    text = "".join(capsys.readouterr().err.split())  # (rich wraps long lines)
+    assert "".join(named.format(tmp=tmp_path).split()) in text and "Traceback" not in text
+    assert time.monotonic() - t0 < 10  # before any stage process starts or any model loads
