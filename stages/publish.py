@@ -112,6 +112,27 @@ def _load_secret(path: Path, what: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
+def _bind(sock: zmq.Socket, endpoint: str) -> None:
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        raise StageError(f"publish.endpoint {endpoint}: cannot bind ({e}); choose another port") from e
+
+
+def check_endpoint(endpoint: str) -> None:
+    """StageError if this tcp/ipc endpoint cannot be bound now (another run holds the port): bound and let
+    go at once, so a busy port is named before the run starts its processes."""
+    if endpoint.startswith("inproc://") or endpoint.rsplit(":", 1)[-1] in ("0", "*"):
+        return  # in-process, or a port chosen at bind time: nothing to hold it already
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    try:
+        _bind(sock, endpoint)
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
 class Publisher:
     """The socket side of publishing: bind, send [topic, payload], record, notice new subscribers."""
 
@@ -146,10 +167,7 @@ class Publisher:
                 sock.curve_secretkey = secret
                 sock.curve_publickey = public
                 sock.curve_server = True
-            try:
-                sock.bind(cfg.endpoint)
-            except zmq.ZMQError as e:
-                raise StageError(f"publish.endpoint {cfg.endpoint}: cannot bind ({e}); choose another port") from e
+            _bind(sock, cfg.endpoint)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             if cfg.record is not None:
                 self.recorder = wire.RecordWriter(cfg.record)
@@ -259,6 +277,9 @@ class PublishStage(Stage):
         self.overlay: Any = None  # pipeline.render.OverlayRecorder with publish.overlay
 
     # -- runtime protocol
+    def check(self) -> None:
+        check_endpoint(self.cfg.endpoint)
+
     def setup(self) -> None:
         import fastmetro
 
@@ -447,7 +468,11 @@ def replay_command(args: argparse.Namespace) -> int:
         curve_server_secret=args.curve_server_secret, curve_clients=args.curve_clients,
     )
     pub = Publisher(cfg)
-    pub.open()
+    try:
+        pub.open()
+    except StageError as e:  # a busy port, a missing key file
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"replaying {args.file} on {pub.endpoint} ({args.mode})", file=sys.stderr, flush=True)
     try:
         if args.wait > 0 and not pub.wait_subscriber(args.wait):

@@ -382,6 +382,26 @@ def test_bind_conflict_names_the_setting(make_stage):
         make_stage(endpoint=first.endpoint)
 
 
+def test_a_busy_port_is_named_before_the_run_and_a_free_one_is_let_go(make_stage, tmp_path, capsys):
+    from stages.publish import check_endpoint
+
+    first = make_stage()
+    with pytest.raises(StageError, match=f"publish.endpoint {first.endpoint}: cannot bind"):
+        PublishStage(PublishConfig(endpoint=first.endpoint)).check()
+    rec = tmp_path / "r.msgpack"
+    wire.RecordWriter(rec).close()
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["replay", str(rec), "--endpoint", first.endpoint])
+    assert args.func(args) == 1  # replay onto a busy port: one line, no traceback
+    assert f"error: publish.endpoint {first.endpoint}: cannot bind" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    check_endpoint(free)
+    make_stage(endpoint=free)  # the check held the port only for a moment
+
+
 def test_listen_command_prints_live_stats(make_stage, capsys):
     stage = make_stage(mode="lossless")
     parser = argparse.ArgumentParser()
