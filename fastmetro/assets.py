@@ -1,7 +1,8 @@
 """The SMPL mesh data files FastMETRO needs, found, fetched and read safely.
 
 Files (published in the official FastMETRO repository, src/modeling/data/, MIT license):
-  mesh_downsampling.npz        upsampling 1723 -> 6890 (U[0]) and the 6890-vertex faces (F[0])
+  mesh_downsampling.npz        upsampling 1723 -> 6890 (U[0]), the faces of both meshes (F[0], F[1]) and
+                               downsampling 6890 -> 1723 (D[0], for quick drawing)
   smpl_431_adjmat_*.pt         431-vertex adjacency: the decoder's vertex-vertex attention mask
   J_regressor_h36m_correct.npy 17 x 6890 regressor of the Human3.6M joints
 
@@ -30,7 +31,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -212,6 +213,8 @@ class MeshData:
     faces: np.ndarray  # (13776, 3) int64 triangles of the 6890-vertex mesh
     j_regressor_h36m: np.ndarray  # (17, 6890) float32
     source: str  # where the files were found
+    coarse_faces: np.ndarray  # (3442, 3) int64 triangles of the 1723-vertex mesh (F[1]), for quick drawing
+    downsample: Any  # scipy sparse (1723, 6890): fine -> 1723-vertex mesh (D[0]); coarse = downsample @ fine
 
 
 @lru_cache(maxsize=4)
@@ -240,6 +243,8 @@ def _load_mesh_data(assets_dir: Optional[str]) -> MeshData:
         faces=np.asarray(ds["F"][0], dtype=np.int64),
         j_regressor_h36m=reg,
         source=str(reg_path.parent),
+        coarse_faces=np.asarray(ds["F"][1], dtype=np.int64),
+        downsample=ds["D"][0].tocsr(),
     )
 
 

@@ -24,6 +24,7 @@ import os
 import sys
 import queue
 import threading
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -382,12 +383,16 @@ class OverlayRecorder:
     (`block=True`): submit() waits for room, every frame is written. live: a frame that finds the queue
     full is skipped (counted in `skipped`). A drawing or writing failure is logged once and stops the
     overlay (the run goes on); `error` holds it.
+
+    downsample: a sparse (V', 6890) matrix to draw every mesh with fewer vertices, `faces` then being those
+    of the smaller mesh (fastmetro MeshData.downsample and coarse_faces: 4x fewer triangles, 1.5-2.7x quicker).
     """
 
     def __init__(self, path, faces: np.ndarray, alpha: float = 0.8, rate: float = 30.0, block: bool = True,
-                 queue_size: int = 8) -> None:
+                 queue_size: int = 8, downsample=None) -> None:
         self.writer = VideoWriter(path, rate)
         self.renderer = MeshRenderer(faces, alpha=alpha)
+        self.downsample = downsample
         self.block = block
         self.written = 0
         self.skipped = 0
@@ -429,6 +434,9 @@ class OverlayRecorder:
             rgb, persons, focal, t, lost = item
             try:
                 items = mesh_items(persons, last_vertices, lost)
+                if self.downsample is not None:
+                    items = [it if it.vertices is None else dataclasses.replace(it, vertices=self.downsample @ it.vertices)
+                             for it in items]
                 self.writer.write(self.renderer.draw(rgb, items, focal) if items else rgb, t)
                 self.written += 1
             except Exception as e:  # disk full, codec failure: stop the overlay, not the run

@@ -65,6 +65,10 @@ class PublishConfig(BaseModel):
     overlay: Optional[Path] = None
     # Opacity of the meshes in the overlay video.
     overlay_alpha: float = Field(0.8, ge=0.0, le=1.0)
+    # Which mesh the overlay draws: "fine" (the 6890 vertices published), "coarse" (their 1723-vertex
+    # subset: 4x fewer triangles, 1.5-2.7x quicker to draw (scripts/bench_render.py), nearly the same
+    # outline), or "auto": coarse in live mode, where drawing must keep up with the camera, fine offline.
+    overlay_mesh: Literal["auto", "fine", "coarse"] = "auto"
     # CurveZMQ encryption (off by default: the default endpoint is loopback-only).
     curve: bool = False
     # Server secret key file (`fastmetro-stream keys DIR` writes DIR/server.key_secret).
@@ -283,7 +287,8 @@ class PublishStage(Stage):
     def setup(self) -> None:
         import fastmetro
 
-        self._faces = fastmetro.load_mesh_data(_assets_dir(self.root)).faces
+        mesh = fastmetro.load_mesh_data(_assets_dir(self.root))
+        self._faces = mesh.faces
         self._joint_names = tuple(fastmetro.JOINT_NAMES)
         self._h36m_names = tuple(fastmetro.H36M_JOINT_NAMES)
         self.publisher = Publisher(self.cfg)
@@ -292,8 +297,11 @@ class PublishStage(Stage):
             from pipeline.render import OverlayRecorder
 
             live = getattr(self.root, "mode", "offline") == "live"
-            self.overlay = OverlayRecorder(self.cfg.overlay, self._faces, alpha=self.cfg.overlay_alpha, block=not live)
-            log.info("writing the overlay video to %s", self.cfg.overlay)
+            coarse = self.cfg.overlay_mesh == "coarse" or (self.cfg.overlay_mesh == "auto" and live)
+            self.overlay = OverlayRecorder(
+                self.cfg.overlay, mesh.coarse_faces if coarse else self._faces, alpha=self.cfg.overlay_alpha,
+                block=not live, downsample=mesh.downsample if coarse else None)
+            log.info("writing the overlay video to %s (%s mesh)", self.cfg.overlay, "coarse" if coarse else "fine")
         if self.cfg.mode == "latest":
             self.send_topology()
         # lossless: a PUSH send blocks until a consumer connects, so the first topology goes out with

@@ -476,6 +476,22 @@ def test_overlay_frames_are_copied_and_their_slot_released(assets_dir, tmp_path)
         assert (np.abs(f.astype(int) - 50 * i) <= 3).all(axis=2).mean() > 0.1
 
 
+@pytest.mark.parametrize("mode, setting, coarse", [
+    ("live", "auto", True), ("offline", "auto", False), ("offline", "coarse", True), ("live", "fine", False)])
+def test_the_overlay_draws_the_coarse_mesh_live_and_the_fine_one_offline(assets_dir, tmp_path, mode, setting, coarse):
+    from pipeline.config import Config
+
+    cfg = Config(mode=mode, publish=PublishConfig(endpoint=ANY_PORT, overlay=tmp_path / "o.mp4", overlay_mesh=setting))
+    stage = PublishStage(cfg)
+    try:
+        stage.setup()
+        assert stage.overlay.renderer.faces.shape == ((3442, 3) if coarse else (13776, 3))
+        assert (stage.overlay.downsample is not None) == coarse
+        assert stage.overlay.block == (mode == "offline")
+    finally:
+        stage.close()
+
+
 @pytest.mark.parametrize("setting", ["record", "overlay"])
 def test_an_output_into_a_missing_directory_is_named_before_the_run(tmp_path, capsys, setting):
     from pipeline.cli import main

@@ -257,6 +257,22 @@ def test_video_writer_gives_the_same_video_from_a_thread_pinned_to_one_cpu(tmp_p
     assert max(np.abs(a - b).max() for a, b in zip(free, out["video"])) == 0
 
 
+def test_the_coarse_mesh_keeps_the_outline_of_the_fine_one(assets_dir):
+    # publish.overlay_mesh coarse draws D[0] @ vertices with F[1]: the two must belong together
+    import fastmetro
+    from scripts.bench_render import smooth_surface
+
+    mesh = fastmetro.load_mesh_data(assets_dir)
+    assert mesh.coarse_faces.shape == (3442, 3) and mesh.downsample.shape == (1723, 6890)
+    v = smooth_surface(mesh.faces)  # a smooth closed surface on the body's triangles, about body-sized
+    img = np.zeros((720, 1280, 3), np.uint8)
+    cam_t = np.array([0.0, 0.0, 2.0])
+    fine = MeshRenderer(mesh.faces).draw(img, [MeshItem(v, cam_t, 1)]).any(axis=2)
+    coarse = MeshRenderer(mesh.coarse_faces).draw(img, [MeshItem(mesh.downsample @ v, cam_t, 1)]).any(axis=2)
+    assert fine.sum() > 5_000
+    assert (fine & coarse).sum() / (fine | coarse).sum() > 0.93  # 0.96 here
+
+
 def test_overlay_recorder_writes_every_frame_offline(tmp_path):
     rec = OverlayRecorder(tmp_path / "o.mp4", CUBE_F, block=True, queue_size=2)
     bg = np.full((H, W, 3), 90, np.uint8)
