@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import torch
 import torchvision
 from torch import Tensor, nn
 

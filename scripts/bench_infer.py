@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             reference = out["vertices"]
         dev = float(np.abs(out["vertices"] - reference).max())
         for b in args.batches:
-            rate, mem = timed(lambda c: engine(c), crops[:b], args.seconds, device)
+            rate, mem = timed(engine, crops[:b], args.seconds, device)
             row(f"engine {name} b{b}", rate, mem, base, dev)
         latencies[f"engine {name}"] = frame_latency(engine, five, args.seconds)
         del engine

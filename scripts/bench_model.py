@@ -20,7 +20,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -205,7 +204,7 @@ def main(argv=None) -> int:
             for b in batches:
                 x = torch.randn(b, 3, 224, 224, device=device)
 
-                def run(inp, dt=dt):
+                def run(inp, dt=dt, model=model):
                     with torch.inference_mode(), torch.autocast(device.type, dtype=autocast[dt],
                                                                 enabled=autocast[dt] is not None):
                         return model(inp)

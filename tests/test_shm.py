@@ -4,7 +4,6 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline.messages import CROP_SIZE, Frame

@@ -254,7 +254,7 @@ def test_offline_frames_leave_in_order_once_with_every_person(lag, window):
     n = 80
     paths = {tid: walk(rng, n, start=tid) for tid in (1, 2, 3)}
     present = {tid: rng.random(n) > 0.3 for tid in paths}  # people come and go
-    frames, expected = [], []
+    frames = []
     for i in range(n):
         persons = [mesh(tid, paths[tid][i]) for tid in paths if present[tid][i]]
         frames.append(frame(i, persons, pts=i % 7 != 0))  # some frames without PTS
