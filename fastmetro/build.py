@@ -1,6 +1,7 @@
 """Building the network: `fastmetro.build_model` and `fastmetro.normalize_crops` (see the package)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -58,6 +59,15 @@ def normalize_crops(crops: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     if crops.dtype != torch.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
         raise ValueError(f"expected (B, H, W, 3) uint8 RGB crops, got {tuple(crops.shape)} {crops.dtype}")
     x = crops.permute(0, 3, 1, 2).to(dtype).div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=x.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=dtype, device=x.device)[:, None, None]
+    mean, std = _imagenet_stats(x.device, dtype)
     return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _imagenet_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std as (3, 1, 1) tensors on the device, made once: a copy from the host while a CUDA
+    graph is being captured would fail (the engine's warm-up runs make them before any capture)."""
+    with torch.inference_mode(False):
+        mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=device)[:, None, None]
+        std = torch.tensor(IMAGENET_STD, dtype=dtype, device=device)[:, None, None]
+    return mean, std

@@ -141,6 +141,9 @@ class Engine:
         self.model = self.model.to(self.device).eval()
         self.pretrained = bool(getattr(self.model, "pretrained", False))
         self.smpl_head = self.model.variant.smpl_head
+        if o.cuda_graphs and self.smpl_head:
+            raise EngineError(f"cuda_graphs cannot capture {self.model.variant.name}: its SMPL head's SVD "
+                              f"synchronises the GPU with the host; turn cuda_graphs off (compile still applies)")
         if o.quantize == "int8-dynamic":
             if self.device.type != "cpu":
                 raise EngineError("quantize 'int8-dynamic' runs on the CPU only; use precision fp16/bf16 on CUDA")
@@ -221,7 +224,9 @@ class Engine:
         if o.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = DTYPES[o.precision]
-        with torch.autocast(self.device.type, dtype=dtype, enabled=o.precision != "fp32"):
+        # no autocast weight cache: each weight is cast once a forward anyway, and cached casts made during
+        # a CUDA graph capture would be freed when autocast exits while the graph still uses them
+        with torch.autocast(self.device.type, dtype=dtype, enabled=o.precision != "fp32", cache_enabled=False):
             out = self._forward(x)
         fine = out["pred_3d_vertices_fine"].float()
         res = {
