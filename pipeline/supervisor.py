@@ -79,7 +79,7 @@ class RunSummary:
     persons: int  # person-frames published
     elapsed_s: float
     stages: list[StageMetrics]
-    error: Optional[str] = None  # traceback of the failing stage
+    error: Optional[str] = None  # the failing stage's traceback, or "<stage>: <message>" for a StageError
     untrained: bool = False
 
     @property
