@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import dataclasses
 import logging
 import math
 import os
-import sys
 import queue
+import sys
 import threading
-import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path

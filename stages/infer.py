@@ -7,7 +7,8 @@ Batching is deadline-bounded: crops of successive frames are collected until `ma
 or the oldest waiting frame has waited `max_wait_ms`, whichever comes first (live default 10 ms, so a lone
 frame is held at most that long plus one forward; offline default 500 ms, so batches fill). A frame's
 crops are copied out of shared memory on arrival and its slot released at once, so batching never holds
-the frame ring (unless an overlay video is written: then publish releases it). The network itself runs in fastmetro.engine.Engine (device, precision, buffers).
+the frame ring (unless an overlay video is written: then publish releases it). The network itself runs
+in fastmetro.engine.Engine (device, precision, buffers).
 """
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
-
 from pipeline.messages import EndOfStream, Frame, now
 from pipeline.stage import SourceStage, Stage, StageError
 
