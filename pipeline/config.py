@@ -62,10 +62,7 @@ class Config(BaseModel):
         if self.publish.overlay is None:
             return self.ring_slots
         n = 4 * self.queue_size + 5 + self.detect.batch_frames + self.infer.max_batch + 2
-        s = self.smooth
-        if self.mode != "live" and s.method == "kalman" and s.offline == "rts":
-            n += s.rts_lag + s.rts_window + s.max_coast
-        return max(self.ring_slots, n)
+        return max(self.ring_slots, n + self.smooth.holds_frames(self.mode))
 
     def resolved(self) -> "Config":
         """A copy with mode 'auto' decided from the source."""

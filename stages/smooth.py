@@ -129,6 +129,14 @@ class SmoothConfig(BaseModel):
     fps: float = Field(30.0, gt=0)
     one_euro: OneEuroConfig = Field(default_factory=OneEuroConfig)
 
+    def holds_frames(self, mode: Optional[str]) -> int:
+        """Frames the smoother may hold back in this run mode: offline RTS (Kalman) keeps up to
+        rts_lag + rts_window + max_coast; otherwise none (a frame leaves as it arrives; "auto" not yet
+        resolved stays causal)."""
+        if mode == "offline" and self.method == "kalman" and self.offline == "rts":
+            return self.rts_lag + self.rts_window + self.max_coast
+        return 0
+
 
 # ---------------------------------------------------------------------------------- rotation helpers
 def rotmat_to_6d(rotmat: np.ndarray) -> np.ndarray:
@@ -300,7 +308,7 @@ class SmoothStage(Stage):
             raise ValueError(f"mode must be 'live', 'offline' or 'auto', not {self.mode!r}")
         # "auto" should be resolved by the runtime (live for cameras/URLs, offline for files); if it is
         # not, stay causal: never add latency to what may be a live source.
-        self.offline = (self.mode == "offline" and self.cfg.method == "kalman" and self.cfg.offline == "rts")
+        self.offline = self.cfg.holds_frames(self.mode) > 0
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._announced: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._queue: collections.deque[_Pending] = collections.deque()
