@@ -1,8 +1,8 @@
-"""The Python API of a run; `fastmetro-stream run` is a thin layer over it.
+"""The Python API of a run: the stages built from the config, handed to the runtime, the summary shown.
+`fastmetro-stream run` is a thin layer over it.
 
-    from pipeline.api import run
-    from pipeline.config import load_config
-    summary = run(load_config("configs/offline_file.yaml", ["source=my.mp4"]))
+    import fastmetro_stream
+    summary = fastmetro_stream.run(fastmetro_stream.load_config("configs/offline_file.yaml", ["source=my.mp4"]))
     print(summary.frames, summary.fps, summary.exit_code)
 """
 from __future__ import annotations
@@ -17,21 +17,36 @@ from rich.table import Table
 
 from fastmetro import UNTRAINED_MESSAGE
 
+from pipeline.messages import Detections, MeshFrame
+from pipeline.metrics import RunSummary, StageMetrics
+from pipeline.supervisor import Supervisor
+
 from .config import Config
-from .supervisor import RunSummary, StageMetrics, Supervisor
 
 log = logging.getLogger(__name__)
 
 
 def build_stages(config: Config) -> list:
-    """The five stages in order, each given the whole (resolved) config."""
+    """The stages in order, each given its own section and the run's context: decode, detect, infer, smooth,
+    the overlay video when `overlay.path` is set, publish."""
     from stages.decode import DecodeStage
     from stages.detect import DetectStage
     from stages.infer import InferStage
+    from stages.overlay import OverlayStage
     from stages.publish import PublishStage
     from stages.smooth import SmoothStage
 
-    return [DecodeStage(config), DetectStage(config), InferStage(config), SmoothStage(config), PublishStage(config)]
+    ctx = config.stage_context()
+    stages = [DecodeStage(config.decode, ctx), DetectStage(config.detect, ctx), InferStage(config.infer, ctx),
+              SmoothStage(config.smooth, context=ctx)]
+    if config.overlay.path is not None:
+        stages.append(OverlayStage(config.overlay, ctx))
+    return stages + [PublishStage(config.publish, ctx)]
+
+
+def count_persons(msg) -> int:
+    """What each stage counts of its messages (the runtime's `measure`): persons."""
+    return len(msg.persons) if isinstance(msg, (Detections, MeshFrame)) else 0
 
 
 class _Progress:
@@ -51,7 +66,7 @@ class _Progress:
         self.last = time.monotonic()
         first, last = metrics[self.names[0]], metrics[self.names[-1]]
         elapsed = time.monotonic() - self.start
-        drops = sum(m.drops + m.counters.get("dropped_no_slot", 0) for m in metrics.values())
+        drops = sum(m.drops + m.dropped_here for m in metrics.values())
         queues = " ".join(f"{n}:{metrics[n].queue_depth}" for n in self.names[1:])
         self.status.update(
             f"decoded {first.items_out}  published {last.items_in}  "
@@ -101,12 +116,17 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     source = config.source or "the shipped sample"
     console.print(f"fastmetro-stream: {source} ({config.mode}) -> {config.publish.endpoint}"
                   + (f", recording to {config.publish.record}" if config.publish.record else "")
-                  + (f", overlay video to {config.publish.overlay}" if config.publish.overlay else ""))
+                  + (f", overlay video to {config.overlay.path}" if config.overlay.path else ""))
+    settings = config.run_settings()
+    if settings.ring_slots > config.ring_slots:
+        log.info("frame ring: %d slots (ring_slots %d), frames stay in it until drawn (overlay.path)",
+                 settings.ring_slots, config.ring_slots)
     progress = _Progress(console, [s.name for s in stages], config.progress and console.is_terminal)
     try:
-        summary = Supervisor(config, stages, on_progress=progress).run()
+        summary = Supervisor(settings, stages, on_progress=progress, measure=count_persons).run()
     finally:
         progress.stop()
+    summary.untrained = any(m.counters.get("untrained_weights") for m in summary.stages)
     if summary.stages:  # (none when a check failed before any stage started)
         console.print(summary_table(summary))
     for line in summary_notes(summary):

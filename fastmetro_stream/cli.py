@@ -3,8 +3,10 @@
     fastmetro-stream run [--config FILE] [--source S] [--record FILE] [--set key=value ...]
     fastmetro-stream config [--config FILE] [--set ...]     print the effective settings
     fastmetro-stream weights                                 official checkpoints on this machine
-    fastmetro-stream listen | replay FILE | keys DIR         see stages/publish.py
-    fastmetro-stream render REC --video V -o out.mp4 | image PICTURE -o out.png   see pipeline/render.py
+    fastmetro-stream listen | replay FILE | keys DIR         see tools/stream.py
+    fastmetro-stream render REC --video V -o out.mp4          see tools/render.py
+    fastmetro-stream image PICTURE -o out.png                see fastmetro_stream/image.py
+    fastmetro-stream view                                    see tools/viewer.py
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def _load(args):
     if args.record:
         overrides.append(f"publish.record={args.record}")
     if args.overlay:
-        overrides.append(f"publish.overlay={args.overlay}")
+        overrides.append(f"overlay.path={args.overlay}")
     return load_config(args.config, overrides, source=args.source, mode=args.mode)
 
 
@@ -84,15 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=config_command)
 
     from fastmetro.cli import add_commands as add_weights
-    from stages.publish import add_commands as add_publish
+    from tools.render import add_commands as add_render
+    from tools.stream import add_commands as add_stream
+    from tools.viewer import add_commands as add_viewer
+
+    from .image import add_commands as add_image
 
     add_weights(sub)
-    add_publish(sub)
-    from .render import add_commands as add_render
-
+    add_stream(sub)
     add_render(sub)
-    from .viewer import add_commands as add_viewer
-
+    add_image(sub)
     add_viewer(sub)
     return parser
 

@@ -17,34 +17,24 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import math
-import re
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.messages import Frame, now
-from pipeline.stage import SourceStage, StageError, config_section
+from pipeline.stage import SourceStage, StageContext, config_section
+
+from .sources import SAMPLE, SourceError, _camera_device, _to_rgb, fit_size, is_live_source, sample_path, source_kind
 
 __all__ = ["DecodeConfig", "DecodeStage", "SourceError", "is_live_source", "sample_path", "fit_size"]
 
 log = logging.getLogger(__name__)
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = PACKAGE_ROOT / "samples" / "sample.mp4"
-URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
-_URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 SLOT_POLL_S = 0.1  # how often a wait (for a slot, for pacing) checks the stop flag
 MAX_ERRORS_IN_ROW = 200  # consecutive unreadable packets after which a file is given up as unreadable
-
-
-class SourceError(StageError):
-    """A source that cannot be opened or read at all; the message names it and what to check."""
 
 
 # ------------------------------------------------------------------------------------------- settings
@@ -96,46 +86,6 @@ class DecodeConfig(BaseModel):
         return self
 
 
-# ------------------------------------------------------------------------------------------- helpers
-def is_live_source(source: Optional[str]) -> bool:
-    """True for cameras (/dev/videoN, an integer index) and network URLs; False for files and folders."""
-    if source is None:
-        return False
-    s = str(source).strip()
-    if s.isdigit() or s.startswith("/dev/video"):
-        return True
-    m = _URL_RE.match(s)
-    return bool(m) and m.group(1).lower() in URL_SCHEMES
-
-
-def sample_path() -> Path:
-    """The shipped sample video (the default source)."""
-    return SAMPLE
-
-
-def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """(w, h) scaled down, aspect kept, so that w * h <= max_pixels; unchanged when it already fits."""
-    if width * height <= max_pixels:
-        return width, height
-    s = math.sqrt(max_pixels / (width * height))
-    w, h = max(1, int(width * s)), max(1, int(height * s))
-    while w * h > max_pixels:  # float rounding
-        if w >= h:
-            w -= 1
-        else:
-            h -= 1
-    return w, h
-
-
-def _source_kind(source: str) -> str:
-    if is_live_source(source):
-        return "camera" if (source.isdigit() or source.startswith("/dev/video")) else "url"
-    p = Path(source)
-    if p.is_dir():
-        return "images"
-    return "file"
-
-
 # ------------------------------------------------------------------------------------------- the stage
 class DecodeStage(SourceStage):
     """Source stage: `DecodeStage(config)` with the root Config (reads `source`, `source_id`, `mode`
@@ -144,13 +94,15 @@ class DecodeStage(SourceStage):
     """
 
     name = "decode"
+    drop_counters = ("dropped_no_slot",)
 
-    def __init__(self, config: Any = None, *, source: Optional[str] = None, source_id: Optional[str] = None,
-                 mode: Optional[str] = None) -> None:
+    def __init__(self, config: Any = None, context: Optional[StageContext] = None, *, source: Optional[str] = None,
+                 source_id: Optional[str] = None, mode: Optional[str] = None) -> None:
         super().__init__()
         section = config_section(config, "decode", DecodeConfig)
-        self.config = config if config is not None else section
         self.cfg = section
+        if context is not None:
+            source, source_id, mode = context.source, context.source_id, context.mode
         self.source = source if source is not None else getattr(config, "source", None)
         self.source_id = source_id or getattr(config, "source_id", None) or "default"
         mode = mode or getattr(config, "mode", None) or "auto"
@@ -196,7 +148,7 @@ class DecodeStage(SourceStage):
     def check(self) -> None:
         """The sample, file or image folder is there (cameras and URLs are tried when opened)."""
         src = self.resolved_source()
-        kind = _source_kind(src)
+        kind = source_kind(src)
         if kind in ("file",) and not Path(src).exists():
             raise SourceError(f"source {src!r}: no such file or directory (check the path, or give a camera "
                               f"/dev/videoN, an rtsp:// or http(s):// URL)")
@@ -222,7 +174,7 @@ class DecodeStage(SourceStage):
     # --- frames ---------------------------------------------------------------------------------------
     def frames(self) -> Iterator[Frame]:
         src = self.resolved_source()
-        kind = _source_kind(src)
+        kind = source_kind(src)
         log.info("decode: %s source %s (%s mode)", kind, src, self.mode)
         if kind == "images":
             yield from self._image_frames(Path(src))
@@ -541,20 +493,3 @@ class DecodeStage(SourceStage):
 
     def _sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
-
-
-def _camera_device(src: str) -> tuple[str, str]:
-    """(device name, FFmpeg input format) of a camera source."""
-    if sys.platform == "darwin":
-        return (src if src.isdigit() else src.rsplit("video", 1)[-1]), "avfoundation"
-    if sys.platform.startswith("win"):
-        return f"video={src}", "dshow"
-    return (f"/dev/video{src}" if src.isdigit() else src), "v4l2"
-
-
-def _to_rgb(vf, max_pixels: int) -> np.ndarray:
-    """An av.VideoFrame as (H, W, 3) uint8 RGB, downscaled (one swscale pass) to fit max_pixels."""
-    w, h = fit_size(vf.width, vf.height, max_pixels)
-    if (w, h) != (vf.width, vf.height):
-        return vf.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
-    return vf.to_ndarray(format="rgb24")

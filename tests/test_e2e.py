@@ -15,7 +15,7 @@ from pipeline import wire
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "sample.mp4"
-CLI = [sys.executable, "-m", "pipeline.cli"]
+CLI = [sys.executable, "-m", "fastmetro_stream.cli"]
 
 
 def free_endpoint() -> str:
@@ -35,7 +35,7 @@ def cli(*args, timeout=900):
 
 @pytest.mark.slow
 def test_run_on_the_sample_records_one_message_per_frame_and_writes_the_overlay(tmp_path):
-    from pipeline.render import render_recording
+    from tools.render import render_recording
 
     rec, overlay = tmp_path / "out.msgpack", tmp_path / "overlay.mp4"
     r = cli("run", "--record", str(rec), "--overlay", str(overlay), "--set", f"publish.endpoint={free_endpoint()}",
@@ -68,8 +68,8 @@ def test_run_on_the_sample_records_one_message_per_frame_and_writes_the_overlay(
 
 @pytest.mark.slow
 def test_a_subscriber_receives_what_is_recorded(tmp_path):
-    from pipeline.api import run
-    from pipeline.config import load_config
+    from fastmetro_stream.api import run
+    from fastmetro_stream.config import load_config
     from pipeline.subscriber import Subscriber
 
     endpoint = free_endpoint()
