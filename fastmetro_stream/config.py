@@ -130,15 +130,27 @@ def _explain(e: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship with the project (configs/ of a checkout, or the installed package's copy)."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "configs", here.parent / "configs"):
+        if d.is_dir():
+            return {p.stem: p for p in sorted(d.glob("*.yaml"))}
+    return {}
+
+
 def load_config(
     path: Union[str, Path, None] = None, overrides: Iterable[str] = (), **values: Any
 ) -> Config:
-    """Defaults <- YAML file <- keyword values (top-level, e.g. source=...) <- dotted overrides."""
+    """Defaults <- YAML file <- keyword values (top-level, e.g. source=...) <- dotted overrides. `path` may
+    also name a shipped config ("live_camera", "configs/live_camera.yaml") where no such file is here."""
     tree: dict = {}
     if path is not None:
         p = Path(path)
+        if not p.is_file() and p.stem in shipped_configs() and p.suffix in ("", ".yaml"):
+            p = shipped_configs()[p.stem]
         if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
+            raise ConfigError(f"config file {p} not found (shipped: {', '.join(shipped_configs()) or 'none'})")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
