@@ -124,3 +124,21 @@ class SourceStage(Stage):
 
     def stop(self) -> None:
         """Ask frames() to end soon (called from a signal handler or another thread)."""
+
+
+def run_stage(stage: Stage, messages: Iterable[Any], store: Any = None, setup: bool = True) -> list:
+    """Run one stage in this process on a list of messages, as the runtime would (without its queues and
+    ticks): `store` (a FrameStore) given to it, setup(), process() of each message, finish() at the end,
+    close() always. Returns everything it emitted, in order. For tests and notebooks."""
+    if store is not None:
+        stage.store = store
+    out: list = []
+    try:
+        if setup:
+            stage.setup()
+        for msg in messages:
+            out.extend(stage.process(msg))
+        out.extend(stage.finish())
+    finally:
+        stage.close()
+    return out
