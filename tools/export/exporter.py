@@ -94,6 +94,11 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     recording = Path(recording)
     if not recording.is_file():
         raise ExportError(f"recording {recording} not found")
+    if "gltf" in formats:
+        try:
+            import pygltflib  # noqa: F401
+        except ImportError:
+            raise ExportError("gltf needs pygltflib: pip install 'fastmetro-stream[export]'") from None
     humanoid = humanoid_module()
     if humanoid is None and set(formats) & set(HUMANOID_FORMATS):
         raise ExportError("bvh and gltf need the humanoid skeleton (fastmetro.humanoid), missing from this build")

@@ -9,7 +9,6 @@ from typing import Optional
 import numpy as np
 
 from .bvh import held_frames, write_bvh
-from .gltf import MeshFrames, write_glb
 from .tracks import Track, TrackStore
 
 HUMANOID_FORMATS = ("bvh", "gltf")
@@ -105,6 +104,8 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
         write_bvh(out / f"{track.name}.bvh", names, parents, offsets, _Held(rotations, index), _Held(root, index), fps)
         written.append(f"{track.name}.bvh")
     if "gltf" in formats:
+        from .gltf import MeshFrames, write_glb
+
         mesh = None
         if options.gltf_mesh and "vertices" in store and faces is not None:
             keys = np.searchsorted(frames, np.asarray(store.array("vertices_frame")))
