@@ -128,7 +128,10 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                 joint_names = (frame.topology.joint_names, frame.topology.h36m_joint_names)
             inside = options.frames is None or options.frames[0] <= frame.index <= options.frames[1]
             persons = frame.persons if inside else []
-            pose = humanoid.solve_persons(persons) if humanoid is not None and persons else None
+            # the skeleton is solved from the mesh: persons in frames sent without vertices get none
+            solvable = [i for i, p in enumerate(persons) if p.vertices is not None] if humanoid else []
+            pose = humanoid.solve_persons([persons[i] for i in solvable]) if solvable else None
+            pose_row = {i: k for k, i in enumerate(solvable)}
             for i, p in enumerate(persons):
                 track = open_tracks.get(p.track_id)
                 if track is None:
@@ -137,7 +140,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                     track = open_tracks[p.track_id] = Track(p.track_id, name, TrackStore(scratch / name))
                 coasting = p.state == "coasting" or bool(p.predicted)
                 track.add_frame(frame.index, frame.pts, coasting)
-                _append(track.store, frame, p, coasting, options, pose, i)
+                _append(track.store, frame, p, coasting, options, pose, pose_row.get(i))
                 if "obj" in formats and p.vertices is not None and faces is not None:
                     from pipeline.render import write_obj
 
@@ -171,7 +174,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     return summary
 
 
-def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: int) -> None:
+def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: Optional[int]) -> None:
     """One person-frame into its track's scratch files (exactly the values the recording holds)."""
     store.append("frame_index", np.int64(frame.index))
     store.append("timestamp", np.float64(np.nan if frame.pts is None else frame.pts))
@@ -194,7 +197,8 @@ def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions,
     if p.vertices is not None and (options.vertices != "none" or options.gltf_mesh):
         store.append("vertices", np.asarray(p.vertices, np.float32))
         store.append("vertices_frame", np.int64(frame.index))
-    if pose is not None:
+    if i is not None:
+        store.append("humanoid_frame", np.int64(frame.index))
         store.append("humanoid_rotations", np.asarray(pose.rotations[i], np.float32))
         store.append("humanoid_offsets", np.asarray(pose.offsets[i], np.float32))
         store.append("humanoid_root", np.asarray(pose.root[i], np.float32))

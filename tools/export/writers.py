@@ -18,7 +18,7 @@ CHUNK = 2048
 PER_FRAME = ("frame_index", "timestamp", "wall", "state", "predicted", "coasting", "box", "score", "center",
              "size", "focal", "cam", "cam_t", "joints3d", "joints2d", "joints_h36m")
 OPTIONAL = ("rotmat", "rotmat_frame", "betas", "betas_frame")
-HUMANOID = ("humanoid_rotations", "humanoid_offsets", "humanoid_root")
+HUMANOID = ("humanoid_frame", "humanoid_rotations", "humanoid_offsets", "humanoid_root")
 
 
 def humanoid_module():
@@ -93,11 +93,15 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
             arrays["parents"] = np.asarray(humanoid.PARENTS, np.int64)
         np.savez(out / f"{track.name}.npz", **arrays)
         written.append(f"{track.name}.npz")
-    if not has_pose or not set(formats) & set(HUMANOID_FORMATS):
+    if not set(formats) & set(HUMANOID_FORMATS):
+        return written
+    if not has_pose:
+        info["note"] = "no frame of this track carries vertices, so no skeleton: no BVH or glTF file"
         return written
     names, parents = list(humanoid.BONES), np.asarray(humanoid.PARENTS)
     offsets = skeleton_offsets(store)
-    frames = np.asarray(store.array("frame_index"))
+    frames = np.asarray(store.array("humanoid_frame"))  # the frames with a skeleton (with vertices)
+    info["animation_frames"] = [int(frames[0]), int(frames[-1])]
     rotations, root = store.array("humanoid_rotations"), store.array("humanoid_root")
     if "bvh" in formats:
         index = held_frames(frames)
@@ -108,12 +112,15 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
 
         mesh = None
         if options.gltf_mesh and "vertices" in store and faces is not None:
+            # the frames with vertices are exactly the frames with a skeleton
             keys = np.searchsorted(frames, np.asarray(store.array("vertices_frame")))
-            cam_t = np.asarray(store.array("cam_t"))[keys]
+            seen = np.searchsorted(np.asarray(store.array("frame_index")), np.asarray(store.array("vertices_frame")))
+            cam_t = np.asarray(store.array("cam_t"))[seen]
             verts = (np.asarray(store.array("vertices")) + cam_t[:, None, :]) * np.float32([1, -1, -1])
             mesh = MeshFrames(np.asarray(faces), keys, verts)
-        extras = {k: info[k] for k in ("track_id", "first_frame", "last_frame", "fps", "gaps", "end")}
-        extras["coasting_frames"] = frames[np.asarray(store.array("coasting"))].tolist()
+        extras = {k: info[k] for k in ("track_id", "first_frame", "last_frame", "fps", "gaps", "end",
+                                       "animation_frames")}
+        extras["coasting_frames"] = np.asarray(store.array("frame_index"))[np.asarray(store.array("coasting"))].tolist()
         write_glb(out / f"{track.name}.glb", names, parents, offsets, np.asarray(rotations), np.asarray(root),
                   (frames - frames[0]) / fps, mesh=mesh, name=track.name, extras=extras)
         written.append(f"{track.name}.glb")
