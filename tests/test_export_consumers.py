@@ -2,7 +2,9 @@
 headless) imports each BVH and GLB, the Khronos glTF validator checks every GLB, and bvhio (an independent
 BVH reader) reads every BVH; their bone positions must match the forward kinematics of the motion written.
 
-The motion: random local rotations on the humanoid skeleton, a wandering root, fixed bone lengths.
+The motion: random local rotations on the humanoid skeleton, a wandering root, fixed bone lengths; then a
+recording of posed SMPL template meshes taken through `fastmetro-stream export` (the skeleton solved from
+the mesh, tracks with a gap and an end) into the same consumers.
 Where a consumer is missing the test skips, except in CI (FASTMETRO_REQUIRE_EXPORT_TOOLS=1), where it fails.
 """
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
+from fastmetro import humanoid as hu
+from humanoid_data import PosedTemplate, random_rotations
 from tools.export.bvh import write_bvh
 from tools.export.gltf import MeshFrames, write_glb
 
@@ -24,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 JS = REPO / "tests" / "js"
 FPS = 30.0
 T = 12
+BONES_CHECKED = ("Hips", "Head", "LeftHand", "RightFoot", "RightLowerArm")
 
 
 def require(what: str, ok: bool, how: str) -> None:
@@ -34,45 +38,18 @@ def require(what: str, ok: bool, how: str) -> None:
         pytest.skip(why)
 
 
-def skeleton():
-    """Humanoid bone names, parents, and rest offsets (metres, y up, T-pose facing +z, +x the left side)."""
-    bones = [("Hips", -1, (0, 0, 0)), ("Spine", 0, (0, 0.1, 0)), ("Chest", 1, (0, 0.15, 0)),
-             ("Neck", 2, (0, 0.25, 0)), ("Head", 3, (0, 0.1, 0)),
-             ("LeftUpperArm", 2, (0.18, 0.2, 0)), ("LeftLowerArm", 5, (0.28, 0, 0)), ("LeftHand", 6, (0.25, 0, 0)),
-             ("RightUpperArm", 2, (-0.18, 0.2, 0)), ("RightLowerArm", 8, (-0.28, 0, 0)),
-             ("RightHand", 9, (-0.25, 0, 0)),
-             ("LeftUpperLeg", 0, (0.09, -0.08, 0)), ("LeftLowerLeg", 11, (0, -0.42, 0)),
-             ("LeftFoot", 12, (0, -0.41, 0)), ("RightUpperLeg", 0, (-0.09, -0.08, 0)),
-             ("RightLowerLeg", 14, (0, -0.42, 0)), ("RightFoot", 15, (0, -0.41, 0))]
-    names = [b[0] for b in bones]
-    parents = np.array([b[1] for b in bones])
-    offsets = np.array([b[2] for b in bones], np.float64)
-    return names, parents, offsets
-
-
-def forward_kinematics(parents, offsets, rotations, root):
-    """World positions (T, B, 3) of every bone: the reference the consumers are compared with."""
-    t, b = rotations.shape[:2]
-    pos = np.zeros((t, b, 3))
-    world = [None] * b
-    for i, p in enumerate(parents):
-        local = Rotation.from_quat(rotations[:, i])
-        if p < 0:
-            world[i], pos[:, i] = local, root
-        else:
-            world[i], pos[:, i] = world[p] * local, pos[:, p] + world[p].apply(offsets[i])
-    return pos
-
-
 @pytest.fixture(scope="module")
-def motion():
-    names, parents, offsets = skeleton()
+def motion(assets_dir):
+    """Random local rotations on the humanoid skeleton (the SMPL template's bone lengths), a wandering
+    root, and the forward kinematics of fastmetro.humanoid: the positions the consumers must find."""
+    template = PosedTemplate(assets_dir)
+    names, parents = list(hu.BONES), hu.PARENTS
+    offsets = template.pose.offsets[0]
     rng = np.random.default_rng(7)
-    # rotations within about 60 degrees of rest, so the poses look like poses (any would do)
-    rotvec = rng.normal(scale=0.5, size=(T, len(names), 3))
-    rotations = Rotation.from_rotvec(rotvec.reshape(-1, 3)).as_quat().reshape(T, len(names), 4)
+    rotations = random_rotations(rng, T, max_angle=1.5)
     root = np.cumsum(rng.normal(scale=0.05, size=(T, 3)), 0) + np.array([0.3, 0.9, -4.0])
-    return names, parents, offsets, rotations, root, forward_kinematics(parents, offsets, rotations, root)
+    pos, _ = hu.forward_kinematics(hu.HumanoidPose(rotations, np.tile(offsets, (T, 1, 1)), root))
+    return names, parents, offsets, rotations, root, pos
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +127,105 @@ def test_blender_imports_with_the_frames_bones_and_positions(name, motion, files
     assert report["keys"][f'pose.bones["{names[1]}"].rotation_{"euler" if name.endswith("bvh") else "quaternion"}'] == T
     for k in frames:
         got = report["positions"][str(k)]
-        for bone in ("Hips", "Head", "LeftHand", "RightFoot", "RightLowerArm"):
+        for bone in BONES_CHECKED:
             np.testing.assert_allclose(blender_to_y_up(got[bone]), expected[k, names.index(bone)], atol=1e-3,
                                        err_msg=f"{name}: {bone} at frame {k}")
     if name == "mesh.glb":  # armature, stick figure, the mesh group and its three frames
         assert report["objects"] == 6
+
+
+# ------------------------------------------------------------------ through a recording and the export command
+# track 1 is seen at frames 0-9 except 4-5 (a gap) and runs to the end; track 2 at 2-7, lost at 8
+SEEN = {1: [0, 1, 2, 3, 6, 7, 8, 9], 2: [2, 3, 4, 5, 6, 7]}
+ROOTS = {1: np.array([0.5, 0.95, -4.0]), 2: np.array([-0.8, 0.9, -5.5])}
+
+
+@pytest.fixture(scope="module")
+def exported(assets_dir, tmp_path_factory):
+    """A recording of posed template meshes exported in every format; returns (dir, {(track, frame): the
+    person's joints as the mesh gives them (y-up)})."""
+    from export_helpers import mesh_faces
+    from humanoid_data import to_camera
+    from pipeline import wire
+    from pipeline.cli import main
+    from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh
+
+    template = PosedTemplate(assets_dir)
+    rng = np.random.default_rng(3)
+    joints = {}  # (track, frame) -> (B, 3) posed joints, y-up
+    persons = {i: [] for i in range(10)}
+    for tid, frames in SEEN.items():
+        rot = random_rotations(rng, len(frames), max_angle=0.5)
+        root = ROOTS[tid] + np.cumsum(rng.normal(scale=0.03, size=(len(frames), 3)), 0)
+        kp, verts, h36m = template.posed(rot, root)
+        for k, f in enumerate(frames):
+            joints[tid, f] = hu.key_points(verts[k:k + 1], h36m[k:k + 1])[0, : len(hu.BONES)]
+            cam_t = to_camera(root[k]).astype(np.float32)
+            person = Person(tid, "tracked", (100.0, 100.0, 300.0, 500.0), 0.9, (200.0, 300.0), 440.0)
+            persons[f].append(PersonMesh(
+                person, np.float32([1, 0, 0]), cam_t, np.zeros((14, 3), np.float32),
+                (to_camera(h36m[k]) - cam_t).astype(np.float32), np.zeros((14, 2), np.float32),
+                (to_camera(verts[k]) - cam_t).astype(np.float32)))
+    d = tmp_path_factory.mktemp("exported")
+    rec = wire.RecordWriter(d / "run.msgpack")
+    rec.write(0.0, b"default/topology", wire.encode_topology("default", 0, mesh_faces(), ["j"] * 14, ["h"] * 17))
+    for i in range(10):
+        mf = MeshFrame(Frame("default", i, i / FPS, -1, 720, 1280), persons[i], lost=[2] if i == 8 else [])
+        rec.write(0.0, b"default/frame", wire.encode_frame(mf, "default", i))
+    rec.write(0.0, b"default/end", wire.encode_end(EndOfStream("default", 10), "default", 10))
+    rec.close()
+    assert main(["export", str(d / "run.msgpack"), "-o", str(d / "out"), "--format", "npz,bvh,gltf",
+                 "--gltf-mesh"]) == 0
+    return d / "out", joints
+
+
+def test_exported_bvh_read_by_bvhio_matches_the_exported_joints(exported):
+    """bvhio's forward kinematics of each BVH, every frame, against the npz's humanoid_positions (frames
+    the track was not seen hold the last seen pose); those against the person's own joints."""
+    bvhio = pytest.importorskip("bvhio")
+    out, joints = exported
+    index = json.loads((out / "tracks.json").read_text())
+    assert {t["name"]: (t["gaps"], t["end"]) for t in index["tracks"]} == {
+        "track_0001": ([[4, 5]], "the recording ended"), "track_0002": ([], "lost at frame 8")}
+    for tid, frames in SEEN.items():
+        npz = np.load(out / f"track_{tid:04d}.npz")
+        assert npz["humanoid_frame"].tolist() == frames
+        hierarchy = bvhio.readAsHierarchy(str(out / f"track_{tid:04d}.bvh"))
+        bvh_joints = {j.Name: j for j, _, _ in hierarchy.layout()}
+        assert len(bvh_joints) == len(hu.BONES)
+        for k in range(frames[-1] - frames[0] + 1):
+            f = frames[0] + k
+            seen = max(s for s in frames if s <= f)  # a frame not seen holds the last seen pose
+            hierarchy.loadPose(k)
+            got = np.array([list(bvh_joints[n].PositionWorld) for n in hu.BONES])
+            np.testing.assert_allclose(got, npz["humanoid_positions"][frames.index(seen)], atol=2e-4)
+            # one skeleton per file, its bone lengths averaged over the track, against the person's joints
+            # of each frame: the joints regressed from this rigidly posed template move a few cm against
+            # their bones (most at the hips), so per-frame lengths vary that much
+            np.testing.assert_allclose(got, joints[tid, seen], atol=0.05, err_msg=f"track {tid} frame {f}")
+
+
+def test_exported_glb_files_pass_the_validator(exported):
+    out, _ = exported
+    reports = validate(sorted(out.glob("*.glb")))
+    assert len(reports) == 2 and all(r["errors"] == 0 and r["warnings"] == 0 for r in reports), reports
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["bvh", "glb"])
+def test_blender_imports_an_exported_track(suffix, exported, tmp_path):
+    out, joints = exported
+    frames = SEEN[1]
+    check = [0, 3, 6, 9]  # offsets from the track's first frame (0); 4 and 5 were not seen
+    report = blender_import(out / f"track_0001.{suffix}", check, tmp_path)
+    assert sorted(report["bones"]) == sorted(hu.BONES)
+    start, end = report["frame_range"]
+    assert end - start + 1 == 10  # the track's frame range, at its rate
+    hips_keys = report["keys"]['pose.bones["Hips"].location']
+    assert hips_keys == (10 if suffix == "bvh" else len(frames))  # glTF: keys only where the track was seen
+    exported_joints = np.load(out / "track_0001.npz")["humanoid_positions"]
+    for k in check:
+        for bone in BONES_CHECKED:
+            np.testing.assert_allclose(blender_to_y_up(report["positions"][str(k)][bone]),
+                                       exported_joints[frames.index(k), hu.BONES.index(bone)], atol=1e-3,
+                                       err_msg=f"{suffix}: {bone} at frame {k}")

@@ -66,6 +66,21 @@ def skeleton_offsets(store: TrackStore) -> np.ndarray:
     return _chunked_mean(store.array("humanoid_offsets"))
 
 
+def skeleton_positions(store: TrackStore, offsets: np.ndarray, humanoid) -> np.ndarray:
+    """World positions (n, B, 3) of every bone as the BVH and glTF files hold them (the track's skeleton),
+    by forward kinematics, chunk by chunk into a scratch file."""
+    rotations, root = store.array("humanoid_rotations"), store.array("humanoid_root")
+    out = np.memmap(store.dir / "humanoid_positions.raw", dtype=np.float32, mode="w+",
+                    shape=(len(rotations), len(offsets), 3))
+    for start in range(0, len(rotations), CHUNK):
+        rot = np.asarray(rotations[start:start + CHUNK], np.float64)
+        pose = humanoid.HumanoidPose(rot, np.broadcast_to(offsets, rot.shape[:-1] + (3,)),
+                                     np.asarray(root[start:start + CHUNK], np.float64))
+        out[start:start + CHUNK] = humanoid.forward_kinematics(pose)[0]
+    out.flush()
+    return out
+
+
 def write_track(track: Track, out: Path, formats, options, humanoid, faces: Optional[np.ndarray],
                 joint_names, info: dict) -> list[str]:
     """Write the track's files in `formats` (obj is written while reading); returns their names."""
@@ -89,6 +104,7 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
         if has_pose:
             arrays.update({k: store.array(k) for k in HUMANOID})
             arrays["skeleton_offsets"] = skeleton_offsets(store)
+            arrays["humanoid_positions"] = skeleton_positions(store, arrays["skeleton_offsets"], humanoid)
             arrays["bones"] = np.asarray(humanoid.BONES)
             arrays["parents"] = np.asarray(humanoid.PARENTS, np.int64)
         np.savez(out / f"{track.name}.npz", **arrays)
