@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export_helpers import FPS, LAYOUT, layout_frame, mesh_faces, write_layout_recording
+from export_helpers import FPS, LAYOUT, mesh_faces, write_layout_recording
 from pipeline import wire
 from pipeline.cli import main
 from tools.export import ExportError, ExportOptions, export_recording
@@ -160,3 +160,13 @@ def test_memory_does_not_grow_with_the_recording(tmp_path):
     z = np.load(tmp_path / "out240float32" / "track_0001.npz", mmap_mode="r")
     assert z["vertices"].shape == (240, 6890, 3)
     assert peak < 30e6, peak  # numpy's npz writer copies 16 MiB at a time; nothing else grows
+
+
+def test_run_export_options_are_checked_before_the_run_starts(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["run", "--export", str(tmp_path / "file" / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: export: cannot write to {tmp_path / 'file' / 'out'}") and "\n" not in err
+    assert main(["run", "--export", str(tmp_path / "out"), "--export-format", "fbx"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: export: unknown export format 'fbx': choose from npz, bvh, gltf, obj")

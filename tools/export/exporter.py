@@ -8,6 +8,7 @@ npz, BVH and glTF files.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -95,10 +96,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     if not recording.is_file():
         raise ExportError(f"recording {recording} not found")
     if "gltf" in formats:
-        try:
-            import pygltflib  # noqa: F401
-        except ImportError:
-            raise ExportError("gltf needs pygltflib: pip install 'fastmetro-stream[export]'") from None
+        if importlib.util.find_spec("pygltflib") is None:
+            raise ExportError("gltf needs pygltflib: pip install 'fastmetro-stream[export]'")
     humanoid = humanoid_module()
     if humanoid is None and set(formats) & set(HUMANOID_FORMATS):
         raise ExportError("bvh and gltf need the humanoid skeleton (fastmetro.humanoid), missing from this build")
