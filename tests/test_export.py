@@ -170,3 +170,25 @@ def test_run_export_options_are_checked_before_the_run_starts(tmp_path, capsys):
     assert main(["run", "--export", str(tmp_path / "out"), "--export-format", "fbx"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: export: unknown export format 'fbx': choose from npz, bvh, gltf, obj")
+
+
+def test_skeleton_only_in_frames_sent_with_vertices(tmp_path):
+    rec = tmp_path / "run.msgpack"
+    frames = write_layout_recording(rec, FACES, vertices_every=2)  # every other frame message has vertices
+    summary = export_recording(rec, tmp_path / "out", ExportOptions(formats=("npz", "bvh", "gltf")))
+    expected = expected_tracks(frames, vertices_every=2)
+    by_name = {t["name"]: t for t in summary.tracks}
+    for name, rows in expected.items():
+        with_pose = [r[0] for r in rows if r[2]]
+        z = np.load(tmp_path / "out" / f"{name}.npz")
+        assert z["humanoid_frame"].tolist() == with_pose
+        assert z["humanoid_rotations"].shape == (len(with_pose), 22, 4)
+        np.testing.assert_allclose(np.linalg.norm(z["humanoid_rotations"], axis=-1), 1, atol=1e-5)
+        assert by_name[name]["animation_frames"] == [with_pose[0], with_pose[-1]]
+        bvh = (tmp_path / "out" / f"{name}.bvh").read_text()
+        assert f"Frames: {with_pose[-1] - with_pose[0] + 1}\n" in bvh
+    # no vertices at all: npz only, and the index says why
+    rec2 = tmp_path / "bare.msgpack"
+    write_layout_recording(rec2, FACES, vertices_every=0)
+    summary = export_recording(rec2, tmp_path / "bare", ExportOptions(formats=("npz", "bvh")))
+    assert all(t["files"] == [f"{t['name']}.npz"] and "no skeleton" in t["note"] for t in summary.tracks)
