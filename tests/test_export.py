@@ -192,3 +192,19 @@ def test_skeleton_only_in_frames_sent_with_vertices(tmp_path):
     write_layout_recording(rec2, FACES, vertices_every=0)
     summary = export_recording(rec2, tmp_path / "bare", ExportOptions(formats=("npz", "bvh")))
     assert all(t["files"] == [f"{t['name']}.npz"] and "no skeleton" in t["note"] for t in summary.tracks)
+
+
+def test_a_degenerate_mesh_gets_no_skeleton(tmp_path):
+    rec = tmp_path / "run.msgpack"
+    w = wire.RecordWriter(rec)
+    w.write(0.0, b"s/topology", wire.encode_topology("s", 0, FACES, ["j"] * 14, ["h"] * 17))
+    for i in range(4):
+        mf = wire.synthetic_mesh_frame(1, index=i)
+        if i == 2:
+            mf.persons[0].vertices[:] = np.nan
+        w.write(0.0, b"s/frame", wire.encode_frame(mf, "s", i))
+    w.close()
+    export_recording(rec, tmp_path / "out", ExportOptions(formats=("npz", "bvh")))
+    z = np.load(tmp_path / "out" / "track_0001.npz")
+    assert z["frame_index"].tolist() == [0, 1, 2, 3] and z["humanoid_frame"].tolist() == [0, 1, 3]
+    assert "nan" not in (tmp_path / "out" / "track_0001.bvh").read_text().lower()

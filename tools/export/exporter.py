@@ -101,6 +101,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     humanoid = humanoid_module()
     if humanoid is None and set(formats) & set(HUMANOID_FORMATS):
         raise ExportError("bvh and gltf need the humanoid skeleton (fastmetro.humanoid), missing from this build")
+    if "obj" in formats:
+        from pipeline.render import write_obj
     out = output_dir(out_dir)
     started = time.perf_counter()
     summary = ExportSummary(out)
@@ -130,7 +132,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
             # the skeleton is solved from the mesh: persons in frames sent without vertices get none
             solvable = [i for i, p in enumerate(persons) if p.vertices is not None] if humanoid else []
             pose = humanoid.solve_persons([persons[i] for i in solvable]) if solvable else None
-            pose_row = {i: k for k, i in enumerate(solvable)}
+            finite = [] if pose is None else np.isfinite(pose.rotations).all((1, 2)) & np.isfinite(pose.root).all(1)
+            pose_row = {i: k for k, i in enumerate(solvable) if finite[k]}  # a degenerate mesh gets no skeleton
             for i, p in enumerate(persons):
                 track = open_tracks.get(p.track_id)
                 if track is None:
@@ -141,8 +144,6 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                 track.add_frame(frame.index, frame.pts, coasting)
                 _append(track.store, frame, p, coasting, options, pose, pose_row.get(i))
                 if "obj" in formats and p.vertices is not None and faces is not None:
-                    from pipeline.render import write_obj
-
                     folder = out / "obj" / track.name
                     folder.mkdir(parents=True, exist_ok=True)
                     write_obj(folder / f"frame_{frame.index:06d}.obj", p.vertices, faces, p.cam_t)
