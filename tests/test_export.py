@@ -117,6 +117,11 @@ def test_unknown_format_and_unwritable_directory_are_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: export: cannot write to {tmp_path}")
     assert main(["export", str(tmp_path / "missing.msgpack"), "-o", str(tmp_path / "o"), "--format", "npz"]) == 1
     assert capsys.readouterr().err.strip() == f"error: export: recording {tmp_path / 'missing.msgpack'} not found"
+    (tmp_path / "video.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))  # not a recording
+    assert main(["export", str(tmp_path / "video.mp4"), "-o", str(tmp_path / "o"), "--format", "npz"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: export: no frames read: {tmp_path / 'video.mp4'}: record 0 is not [time, topic, payload]; " \
+                  "is this a --record file?"
     with pytest.raises(ExportError, match="vertices must be"):
         export_recording(rec, tmp_path / "o", ExportOptions(vertices="float64"))
 

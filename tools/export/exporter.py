@@ -155,8 +155,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                     close(open_tracks.pop(tid), f"lost at frame {frame.index}")
             if progress is not None:
                 progress(summary.frames, summary.person_frames, len(summary.tracks))
-        if summary.frames == 0 and not status.note():
-            raise RecordingError(f"{recording} holds no frames")
+        if summary.frames == 0:
+            raise RecordingError(f"no frames read: {status.damage}" if status.damage else f"{recording} holds no frames")
         summary.note = status.note()
         end = "the recording ended" if summary.note is None else "the recording stopped"
         for tid in list(open_tracks):

@@ -35,6 +35,7 @@ class ReadStatus:
     ended: bool = False  # an end message was read
     reason: str = ""  # the end message's reason
     stopped: Optional[str] = None  # why reading stopped early (damaged record); None when it did not
+    damage: Optional[str] = None  # the reader's own words about the damaged record
 
     def note(self) -> Optional[str]:
         """One line when the recording is incomplete, else None."""
@@ -60,6 +61,7 @@ def read_frames(path: Union[str, Path], stream: Optional[str] = None,
         except StopIteration:
             return
         except (wire.WireError, ValueError, msgpack.UnpackException) as e:
+            status.damage = str(e)
             status.stopped = (f"record {status.records + 1} is damaged ({e}); exported the {status.frames} "
                               f"frames before it")
             return
@@ -67,6 +69,7 @@ def read_frames(path: Union[str, Path], stream: Optional[str] = None,
         try:
             msg = to_message(wire.decode(rec.payload), None)
         except (wire.WireError, ValueError, TypeError, KeyError) as e:
+            status.damage = f"{path}: record {status.records}: {e}"
             status.stopped = (f"record {status.records} does not decode ({e}); exported the {status.frames} "
                               f"frames before it")
             return
