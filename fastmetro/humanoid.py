@@ -178,8 +178,12 @@ def quat_rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate vectors v (..., 3) by unit quaternions q (..., 4)."""
     q = np.asarray(q, dtype=np.float64)
     u, w = q[..., :3], q[..., 3:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
+    t = 2.0 * _cross(u, v)
+    return v + w * t + _cross(u, t)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[..., [1, 2, 0]] * b[..., [2, 0, 1]] - a[..., [2, 0, 1]] * b[..., [1, 2, 0]]
 
 
 # ------------------------------------------------------------------------------------------------ pose
@@ -200,8 +204,7 @@ def _frames(a: np.ndarray, s: np.ndarray) -> np.ndarray:
     e1 = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
     s = s - (s * e1).sum(-1, keepdims=True) * e1
     e2 = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-12)
-    e3 = e1[..., [1, 2, 0]] * e2[..., [2, 0, 1]] - e1[..., [2, 0, 1]] * e2[..., [1, 2, 0]]
-    return np.stack([e1, e2, e3], -1)
+    return np.stack([e1, e2, _cross(e1, e2)], -1)
 
 
 def key_points(vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
@@ -396,23 +399,34 @@ def solve_persons(persons: Sequence, scale: float = 1.0, use_rotmat: bool = True
 
 def forward_kinematics(pose: HumanoidPose) -> tuple[np.ndarray, np.ndarray]:
     """World positions (N, B, 3) and rotations (N, B, 4) of every bone in the y-up frame."""
-    n = len(pose.root)
-    pos = np.empty((n, len(BONES), 3))
-    rot = np.empty((n, len(BONES), 4))
-    pos[:, 0], rot[:, 0] = pose.root, pose.rotations[:, 0]
+    local = quat_to_matrix(pose.rotations)
+    world = np.empty_like(local)
+    pos = np.empty(pose.offsets.shape)
+    world[:, 0], pos[:, 0] = local[:, 0], pose.root
     for b in range(1, len(BONES)):
         p = PARENTS[b]
-        rot[:, b] = quat_multiply(rot[:, p], pose.rotations[:, b])
-        pos[:, b] = pos[:, p] + quat_rotate(rot[:, p], pose.offsets[:, b])
-    return pos, rot
+        world[:, b] = world[:, p] @ local[:, b]
+        pos[:, b] = pos[:, p] + (world[:, p] @ pose.offsets[:, b, :, None])[..., 0]
+    return pos, quat_from_matrix(world)
+
+
+def _ancestors() -> np.ndarray:
+    a = np.zeros((len(BONES), len(BONES)))
+    for b in range(len(BONES)):
+        k = b
+        while k >= 0:
+            a[b, k] = 1.0
+            k = PARENTS[k]
+    return a
+
+
+_ANCESTORS = _ancestors()  # (B, B): 1 where the column is the row bone or one of its ancestors
 
 
 def rest_height(pose: HumanoidPose) -> np.ndarray:
     """(N,) height of the Hips above the lowest joint of the rest skeleton (identity rotations)."""
-    rest = HumanoidPose(np.tile([0.0, 0.0, 0.0, 1.0], pose.rotations.shape[:-1] + (1,)), pose.offsets,
-                        np.zeros_like(pose.root))
-    pos, _ = forward_kinematics(rest)
-    return -pos[..., 1].min(axis=-1)
+    rest = _ANCESTORS @ pose.offsets  # rest positions relative to the Hips: sums of offsets down the chain
+    return -rest[..., 1].min(axis=-1)
 
 
 _TOES = np.array([_I["LeftToes"], _I["RightToes"]])
