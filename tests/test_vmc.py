@@ -301,6 +301,17 @@ def test_what_a_lost_track_sends(template, lost, expect):
         assert all(v[3:] == (0.0, 0.0, 0.0, 1.0) for v in r.bundles[1]["bones"].values())
 
 
+def test_send_rate_limits_bundles(template):
+    rng = np.random.default_rng(4)
+    frame = wire_frame(mesh_frame(0, [posed_person(template, rng, 1, [0, 0, 3])]))
+    sender = VmcSender(VmcSettings(port=9, rate=0.2))  # one bundle per 5 s; discard port: nothing listens
+    for _ in range(20):
+        sender.send_frame(frame)
+    sender.close()
+    assert sender.stats["frames"] == 20 and sender.stats["sent"] + sender.stats["send_errors"] == 1
+    assert sender.stats["skipped_rate"] == 19
+
+
 def test_cli(capsys):
     from pipeline.cli import main
 
@@ -309,3 +320,4 @@ def test_cli(capsys):
     assert main(["vmc", "--to", "nohostport", "--duration", "0.1"]) == 2
     assert "host:port" in capsys.readouterr().err
     assert main(["vmc", "--select", "track", "--duration", "0.1"]) == 2
+    assert "track_id" in capsys.readouterr().err

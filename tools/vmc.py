@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fastmetro import humanoid as hu
 from pipeline.subscriber import FrameData, PersonData, Subscriber
@@ -68,6 +68,12 @@ class VmcSettings(BaseModel):
         for d in v:
             parse_destination(d)
         return v
+
+    @model_validator(mode="after")
+    def _track(self) -> "VmcSettings":
+        if self.select == "track" and self.track_id is None:
+            raise ValueError("select 'track' needs track_id (--track ID)")
+        return self
 
     def targets(self) -> list[tuple[str, int]]:
         if self.destinations:
@@ -225,6 +231,7 @@ class VmcSender:
             if new is None:
                 log.info("vmc: slot %d (%s:%d) free (track %s lost)", slot, host, port, old)
             else:
+                self._last[slot] = None  # never the previous owner's pose for the new track
                 log.info("vmc: slot %d (%s:%d) <- track %d", slot, host, port, new)
         now = time.monotonic()
         if self.settings.rate > 0 and now - self._last_send < 1.0 / self.settings.rate:
@@ -329,9 +336,6 @@ def vmc_command(args: argparse.Namespace) -> int:
         return 2
     except ValueError as e:
         print(f"error: vmc: {e}", file=sys.stderr)
-        return 2
-    if settings.select == "track" and settings.track_id is None:
-        print("error: vmc: --select track needs --track ID", file=sys.stderr)
         return 2
     try:
         import pythonosc  # noqa: F401
