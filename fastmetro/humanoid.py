@@ -178,8 +178,12 @@ def quat_rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate vectors v (..., 3) by unit quaternions q (..., 4)."""
     q = np.asarray(q, dtype=np.float64)
     u, w = q[..., :3], q[..., 3:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
+    t = 2.0 * _cross(u, v)
+    return v + w * t + _cross(u, t)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[..., [1, 2, 0]] * b[..., [2, 0, 1]] - a[..., [2, 0, 1]] * b[..., [1, 2, 0]]
 
 
 # ------------------------------------------------------------------------------------------------ pose
@@ -200,33 +204,43 @@ def _frames(a: np.ndarray, s: np.ndarray) -> np.ndarray:
     e1 = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
     s = s - (s * e1).sum(-1, keepdims=True) * e1
     e2 = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-12)
-    e3 = e1[..., [1, 2, 0]] * e2[..., [2, 0, 1]] - e1[..., [2, 0, 1]] * e2[..., [1, 2, 0]]
-    return np.stack([e1, e2, e3], -1)
+    return np.stack([e1, e2, _cross(e1, e2)], -1)
+
+
+def _joint_weights() -> np.ndarray:
+    """(22, 17 + markers): each bone joint as a weighted sum of the Human3.6M joints and the markers."""
+    w = np.zeros((len(BONES), len(_H) + len(_MARKER_NAMES)))
+    mk = {n: len(_H) + i for i, n in enumerate(_MARKER_NAMES)}
+    recipe = {
+        "Hips": {"Pelvis": 1}, "Spine": {"Pelvis": 0.5, "Torso": 0.5}, "Chest": {"Torso": 1},
+        "UpperChest": {"Torso": 0.5, "Neck": 0.5}, "Neck": {"Neck": 1}, "Head": {"lear": 0.5, "rear": 0.5},
+        "LeftShoulder": {"Neck": 0.75, "L_Shoulder": 0.25}, "LeftUpperArm": {"L_Shoulder": 1},
+        "LeftLowerArm": {"L_Elbow": 1}, "LeftHand": {"L_Wrist": 1},
+        "RightShoulder": {"Neck": 0.75, "R_Shoulder": 0.25}, "RightUpperArm": {"R_Shoulder": 1},
+        "RightLowerArm": {"R_Elbow": 1}, "RightHand": {"R_Wrist": 1},
+        "LeftUpperLeg": {"L_Hip": 1}, "LeftLowerLeg": {"L_Knee": 1}, "LeftFoot": {"L_Ankle": 1},
+        "LeftToes": {"lbigtoe": 0.5, "lsmalltoe": 0.5},
+        "RightUpperLeg": {"R_Hip": 1}, "RightLowerLeg": {"R_Knee": 1}, "RightFoot": {"R_Ankle": 1},
+        "RightToes": {"rbigtoe": 0.5, "rsmalltoe": 0.5},
+    }
+    for bone, parts in recipe.items():
+        for name, weight in parts.items():
+            w[_I[bone], _H[name] if name in _H else mk[name]] = weight
+    return w
+
+
+_JOINT_W = _joint_weights()
 
 
 def key_points(vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
     """(N, K, 3) key points (the 22 bone joints, then the markers) from vertices (N, 6890, 3) and the
-    Human3.6M joints (N, 17, 3) regressed from them, in whatever frame those are given."""
-    v, j = np.asarray(vertices), np.asarray(joints, dtype=np.float64)
-    out = np.empty(v.shape[:-2] + (_NK, 3))
-    out[..., len(BONES):, :] = v[..., _MARKER_IDS, :]
-    h = {n: j[..., i, :] for n, i in _H.items()}
-    m = {n: out[..., _K[n], :] for n in ("lear", "rear", "lbigtoe", "lsmalltoe", "rbigtoe", "rsmalltoe")}
-    joint = {
-        "Hips": h["Pelvis"], "Spine": 0.5 * (h["Pelvis"] + h["Torso"]), "Chest": h["Torso"],
-        "UpperChest": 0.5 * (h["Torso"] + h["Neck"]), "Neck": h["Neck"], "Head": 0.5 * (m["lear"] + m["rear"]),
-        "LeftShoulder": h["Neck"] + 0.25 * (h["L_Shoulder"] - h["Neck"]), "LeftUpperArm": h["L_Shoulder"],
-        "LeftLowerArm": h["L_Elbow"], "LeftHand": h["L_Wrist"],
-        "RightShoulder": h["Neck"] + 0.25 * (h["R_Shoulder"] - h["Neck"]), "RightUpperArm": h["R_Shoulder"],
-        "RightLowerArm": h["R_Elbow"], "RightHand": h["R_Wrist"],
-        "LeftUpperLeg": h["L_Hip"], "LeftLowerLeg": h["L_Knee"], "LeftFoot": h["L_Ankle"],
-        "LeftToes": 0.5 * (m["lbigtoe"] + m["lsmalltoe"]),
-        "RightUpperLeg": h["R_Hip"], "RightLowerLeg": h["R_Knee"], "RightFoot": h["R_Ankle"],
-        "RightToes": 0.5 * (m["rbigtoe"] + m["rsmalltoe"]),
-    }
-    for name, i in _I.items():
-        out[..., i, :] = joint[name]
-    return out
+    Human3.6M joints (N, 17, 3) regressed from them, in whatever frame those are given. The bone joints:
+    Hips = Pelvis, Spine = mid Pelvis-Torso, Chest = Torso, UpperChest = mid Torso-Neck, Neck = Neck (the
+    thorax), Head = mid of the ears, shoulders a quarter of the way from Neck to the shoulder joints,
+    arms and legs on their Human3.6M joints, Toes = mid of the big and small toe."""
+    v = np.asarray(vertices)
+    src = np.concatenate([np.asarray(joints, dtype=np.float64), v[..., _MARKER_IDS, :]], axis=-2)
+    return np.concatenate([_JOINT_W @ src, src[..., len(_H):, :]], axis=-2)
 
 
 # The SMPL template's key points (y-up, metres; `key_points` of the template mesh of mesh_downsampling.npz and
@@ -330,7 +344,7 @@ def _locals_from_world(world: np.ndarray) -> np.ndarray:
 def _offsets(world: np.ndarray, kp: np.ndarray) -> np.ndarray:
     j = kp[..., : len(BONES), :]
     d = j - j[..., np.maximum(PARENTS, 0), :]
-    off = np.einsum("...bji,...bj->...bi", world[..., np.maximum(PARENTS, 0), :, :], d)
+    off = (np.swapaxes(world[..., np.maximum(PARENTS, 0), :, :], -1, -2) @ d[..., None])[..., 0]
     off[..., 0, :] = 0.0
     return off
 
@@ -396,23 +410,34 @@ def solve_persons(persons: Sequence, scale: float = 1.0, use_rotmat: bool = True
 
 def forward_kinematics(pose: HumanoidPose) -> tuple[np.ndarray, np.ndarray]:
     """World positions (N, B, 3) and rotations (N, B, 4) of every bone in the y-up frame."""
-    n = len(pose.root)
-    pos = np.empty((n, len(BONES), 3))
-    rot = np.empty((n, len(BONES), 4))
-    pos[:, 0], rot[:, 0] = pose.root, pose.rotations[:, 0]
+    local = quat_to_matrix(pose.rotations)
+    world = np.empty_like(local)
+    pos = np.empty(pose.offsets.shape)
+    world[:, 0], pos[:, 0] = local[:, 0], pose.root
     for b in range(1, len(BONES)):
         p = PARENTS[b]
-        rot[:, b] = quat_multiply(rot[:, p], pose.rotations[:, b])
-        pos[:, b] = pos[:, p] + quat_rotate(rot[:, p], pose.offsets[:, b])
-    return pos, rot
+        world[:, b] = world[:, p] @ local[:, b]
+        pos[:, b] = pos[:, p] + (world[:, p] @ pose.offsets[:, b, :, None])[..., 0]
+    return pos, quat_from_matrix(world)
+
+
+def _ancestors() -> np.ndarray:
+    a = np.zeros((len(BONES), len(BONES)))
+    for b in range(len(BONES)):
+        k = b
+        while k >= 0:
+            a[b, k] = 1.0
+            k = PARENTS[k]
+    return a
+
+
+_ANCESTORS = _ancestors()  # (B, B): 1 where the column is the row bone or one of its ancestors
 
 
 def rest_height(pose: HumanoidPose) -> np.ndarray:
     """(N,) height of the Hips above the lowest joint of the rest skeleton (identity rotations)."""
-    rest = HumanoidPose(np.tile([0.0, 0.0, 0.0, 1.0], pose.rotations.shape[:-1] + (1,)), pose.offsets,
-                        np.zeros_like(pose.root))
-    pos, _ = forward_kinematics(rest)
-    return -pos[..., 1].min(axis=-1)
+    rest = _ANCESTORS @ pose.offsets  # rest positions relative to the Hips: sums of offsets down the chain
+    return -rest[..., 1].min(axis=-1)
 
 
 _TOES = np.array([_I["LeftToes"], _I["RightToes"]])

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .viewer import add_commands as add_viewer
 
     add_viewer(sub)
+    from tools.vmc import add_commands as add_vmc
+
+    add_vmc(sub)
     from tools.export.cli import add_commands as add_export
 
     add_export(sub)
