@@ -104,8 +104,12 @@ def summary_notes(summary: RunSummary) -> list[str]:
     return lines
 
 
-def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None) -> RunSummary:
-    """Run the pipeline to the end of its source (or a stop signal); returns its summary."""
+def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None,
+        export: Optional[tuple] = None) -> RunSummary:
+    """Run the pipeline to the end of its source (or a stop signal); returns its summary.
+
+    export: (DIR, tools.export.ExportOptions): once the run ends, its recording (publish.record, required)
+    is exported to per-track files in DIR; a failed export makes the exit code 1."""
     config = config.resolved()
     console = console or Console(stderr=True)
     if config.infer.checkpoint is None:
@@ -135,4 +139,9 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
         console.print(f"[red]error: {escape(summary.error)}[/red]", highlight=False)
     if summary.untrained or config.infer.checkpoint is None:
         console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
+    if export is not None and config.publish.record is not None and config.publish.record.is_file():
+        from tools.export.cli import export_and_report
+
+        if export_and_report(config.publish.record, export[0], export[1], show_progress=console.is_terminal):
+            summary.exit_code = summary.exit_code or 1
     return summary

@@ -7,12 +7,15 @@
     fastmetro-stream render REC --video V -o out.mp4          see tools/render.py
     fastmetro-stream image PICTURE -o out.png                see fastmetro_stream/image.py
     fastmetro-stream view                                    see tools/viewer.py
+    fastmetro-stream vmc                                     avatars over the VMC protocol, see tools/vmc.py
+    fastmetro-stream export REC -o DIR --format npz,bvh,gltf,obj     per-track files, see tools/export/
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -38,6 +41,8 @@ def _load(args):
         overrides.append(f"publish.record={args.record}")
     if args.overlay:
         overrides.append(f"overlay.path={args.overlay}")
+    if getattr(args, "export", None) and not args.record:  # run --export DIR: record into DIR, then export
+        overrides.append(f"publish.record={Path(args.export) / 'run.msgpack'}")
     return load_config(args.config, overrides, source=args.source, mode=args.mode)
 
 
@@ -45,13 +50,23 @@ def run_command(args) -> int:
     from .api import run
     from .config import ConfigError
 
+    export = None
     try:
+        if args.export:
+            from tools.export.cli import options_from
+            from tools.export.exporter import ExportError, output_dir
+
+            try:
+                export = (output_dir(args.export), options_from(args))
+            except ExportError as e:
+                print(f"error: export: {e}", file=sys.stderr)
+                return 2
         config = _load(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        summary = run(config)
+        summary = run(config, export=export)
     except Exception as e:  # a problem found before the stages start (e.g. a missing file)
         logging.getLogger("fastmetro-stream").debug("run failed", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
@@ -79,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the pipeline (default source: the shipped sample)")
     _add_config_args(p)
+    from tools.export.cli import add_export_options
+
+    p.add_argument("--export", metavar="DIR", help="when the run ends, export its recording to per-track files "
+                   "in DIR (see `export`; records to DIR/run.msgpack unless --record is given)")
+    add_export_options(p, prefix="export-")
     p.set_defaults(func=run_command)
 
     p = sub.add_parser("config", help="print the effective settings of a run")
@@ -97,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_render(sub)
     add_image(sub)
     add_viewer(sub)
+    from tools.vmc import add_commands as add_vmc
+
+    add_vmc(sub)
+    from tools.export.cli import add_commands as add_export
+
+    add_export(sub)
     return parser
 
 

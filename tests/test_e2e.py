@@ -104,3 +104,20 @@ def test_a_missing_source_fails_clearly(tmp_path):
             "--set", "detect.detector=hog")
     assert r.returncode != 0
     assert "nope.mp4" in r.stderr
+
+
+@pytest.mark.slow
+def test_run_export_writes_per_track_files_when_the_run_ends(tmp_path):
+    import json
+
+    out = tmp_path / "tracks"
+    r = cli("run", "--export", str(out), "--export-format", "npz,bvh,gltf", "--set", "decode.max_frames=8",
+            "--set", "detect.detector=hog", "--set", f"publish.endpoint={free_endpoint()}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "run.msgpack").is_file()  # no --record: the run records into the export directory
+    index = json.loads((out / "tracks.json").read_text())
+    assert index["complete"] and index["frames"] == 8 and index["tracks"]
+    for t in index["tracks"]:
+        assert t["files"] == [f"{t['name']}.npz", f"{t['name']}.bvh", f"{t['name']}.glb"]
+        assert all((out / f).is_file() for f in t["files"])
+    assert f"export: {len(index['tracks'])} tracks" in r.stdout
