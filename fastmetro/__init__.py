@@ -1,11 +1,15 @@
-"""FastMETRO body-mesh network, usable on its own: one crop in, mesh out.
+"""FastMETRO body- and hand-mesh networks, usable on their own: one crop in, mesh out.
 
     import fastmetro
     model = fastmetro.build_model("fastmetro-s-r50", checkpoint="fastmetro-s-r50-3dpw")
     out = model(fastmetro.normalize_crops(crops))   # crops: (B, 224, 224, 3) uint8 RGB
     out["pred_3d_vertices_fine"]                     # (B, 6890, 3)
 
-Variants: fastmetro-{s,m,l}-{r50,h64}[-smpl]; official checkpoints: `fastmetro-stream weights`.
+    hand = fastmetro.build_model(checkpoint="fastmetro-hand-l-h64-freihand")   # right-hand crops
+    hand(fastmetro.normalize_crops(crops))["pred_3d_vertices_fine"]             # (B, 778, 3) MANO
+
+Variants: fastmetro-{s,m,l}-{r50,h64}[-smpl] (body), fastmetro-hand-{s,m,l}-{r50,h64} (hand); official
+checkpoints: `fastmetro-stream weights`. Hand crops from a body mesh: fastmetro.hand_crops (numpy only).
 """
 from __future__ import annotations
 
@@ -17,18 +21,20 @@ from typing import Any
 _LAZY = {
     "build_model": "build", "normalize_crops": "build",
     "AssetError": "assets", "MeshData": "assets", "load_mesh_data": "assets",
+    "HandMeshData": "assets", "load_hand_mesh_data": "assets", "FastMETROHand": "model",
     "CHECKPOINTS": "checkpoints", "CheckpointError": "checkpoints", "infer_variant": "checkpoints",
     "load_into": "checkpoints", "read_state_dict": "checkpoints", "resolve": "checkpoints",
     "VARIANTS": "model", "FastMETROBody": "model", "Variant": "model", "get_variant": "model",
     "variant_from_official": "model",
 }
-_SUBMODULES = ("assets", "backbones", "build", "camera", "checkpoints", "cli", "engine", "model", "onnx_export",
-               "transformer")
+_SUBMODULES = ("assets", "backbones", "build", "camera", "checkpoints", "cli", "engine", "hand_crops", "model",
+               "onnx_export", "transformer")
 
 __all__ = [
     "build_model", "normalize_crops", "load_mesh_data", "infer_variant", "get_variant",
-    "variant_from_official", "FastMETROBody", "Variant", "VARIANTS", "CHECKPOINTS", "MeshData",
-    "AssetError", "CheckpointError", "UntrainedWeightsWarning", "JOINT_NAMES", "H36M_JOINT_NAMES",
+    "variant_from_official", "FastMETROBody", "FastMETROHand", "Variant", "VARIANTS", "CHECKPOINTS", "MeshData",
+    "HandMeshData", "load_hand_mesh_data", "AssetError", "CheckpointError", "UntrainedWeightsWarning",
+    "JOINT_NAMES", "H36M_JOINT_NAMES", "HAND_JOINT_NAMES",
     "IMAGENET_MEAN", "IMAGENET_STD", "UNTRAINED_MESSAGE",
 ]
 
@@ -44,6 +50,14 @@ JOINT_NAMES = (
 H36M_JOINT_NAMES = (
     "Pelvis", "R_Hip", "R_Knee", "R_Ankle", "L_Hip", "L_Knee", "L_Ankle", "Torso", "Neck", "Nose",
     "Head", "L_Shoulder", "L_Elbow", "L_Wrist", "R_Shoulder", "R_Elbow", "R_Wrist",
+)
+
+# The 21 hand-network joints, in output order (the official FreiHAND / manopth order: the wrist, then
+# each finger from its base to its tip).
+HAND_JOINT_NAMES = (
+    "Wrist", "Thumb_1", "Thumb_2", "Thumb_3", "Thumb_4", "Index_1", "Index_2", "Index_3", "Index_4",
+    "Middle_1", "Middle_2", "Middle_3", "Middle_4", "Ring_1", "Ring_2", "Ring_3", "Ring_4",
+    "Pinky_1", "Pinky_2", "Pinky_3", "Pinky_4",
 )
 
 UNTRAINED_MESSAGE = (

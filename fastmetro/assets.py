@@ -1,14 +1,18 @@
-"""The SMPL mesh data files FastMETRO needs, found, fetched and read safely.
+"""The SMPL and MANO mesh data files FastMETRO needs, found, fetched and read safely.
 
 Files (published in the official FastMETRO repository, src/modeling/data/, MIT license):
   mesh_downsampling.npz        upsampling 1723 -> 6890 (U[0]), the faces of both meshes (F[0], F[1]) and
                                downsampling 6890 -> 1723 (D[0], for quick drawing)
   smpl_431_adjmat_*.pt         431-vertex adjacency: the decoder's vertex-vertex attention mask
   J_regressor_h36m_correct.npy 17 x 6890 regressor of the Human3.6M joints
+and for the hand network (MANO right-hand mesh):
+  mano_downsampling.npz        upsampling 195 -> 778 (U[0]) and the faces of the 778-vertex mesh (F[0])
+  mano_195_adjmat_*.pt         195-vertex adjacency: the hand decoder's attention mask
 
 Where they are looked up, in order:
   1. the directory passed in (config `infer.assets_dir`, `--assets DIR`),
-  2. the directory in the environment variable FASTMETRO_ASSETS,
+  2. the directory in the environment variable FASTMETRO_ASSETS (for the MANO files first
+     FASTMETRO_MANO_ASSETS, so SMPL and MANO copies may live in different directories),
   3. the user cache, $XDG_CACHE_HOME/fastmetro-stream/assets (default ~/.cache/...),
   and if a file is still missing it is downloaded into the cache from the official repository and
   checked against the SHA-256 pinned below.
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_BASE_URL = "https://raw.githubusercontent.com/postech-ami/FastMETRO/main/src/modeling/data/"
 ENV_ASSETS = "FASTMETRO_ASSETS"
+ENV_MANO_ASSETS = "FASTMETRO_MANO_ASSETS"
 
 # SHA-256 of the files at the official repository's commit c5ae2069 (2024-07-21).
 ASSET_SHA256 = {
@@ -50,6 +55,12 @@ ASSET_SHA256 = {
     "smpl_431_adjmat_values.pt": "0d098729e4bc1bdc21545ff99cbe0560c44210a38ff43db7b2858dbfa03e3073",
     "smpl_431_adjmat_size.pt": "f2b87183ef2493228e014b5e725f59755a2c75f034684f7cca72c34f7a9d0ae0",
     "J_regressor_h36m_correct.npy": "1835d64133d5f66bd80a814ab1c1dc0900ef01950f568320acf5f9390c1f2c8c",
+}
+MANO_SHA256 = {
+    "mano_downsampling.npz": "db2b23b0ede7c34039f1d8960e2e839552e0f58d4b34a8612b4065d8a47f9c80",
+    "mano_195_adjmat_indices.pt": "f99d80a96bbced27df6b6dee4fbdc01ee326e7e2691a79ca596ad03f57db8a6a",
+    "mano_195_adjmat_values.pt": "29945bf3dce6ce679fc6b35ed9007aa531f68e6e2e44a59d5ab69a643862f8f9",
+    "mano_195_adjmat_size.pt": "cd137f9f2b1b8827251934784326a5b05f1415333101c13c849ed6b5eba6c3a4",
 }
 
 PathLike = Union[str, os.PathLike]
@@ -107,7 +118,8 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
 def find_asset(name: str, assets_dir: Optional[PathLike] = None, fetch: bool = True) -> Path:
     """Path of one mesh data file, downloading it into the cache if it is found nowhere."""
     searched = []
-    for d in (assets_dir, os.environ.get(ENV_ASSETS), cache_dir() / "assets"):
+    envs = (ENV_MANO_ASSETS, ENV_ASSETS) if name in MANO_SHA256 else (ENV_ASSETS,)
+    for d in (assets_dir, *(os.environ.get(e) for e in envs), cache_dir() / "assets"):
         if not d:
             continue
         p = Path(d).expanduser() / name
@@ -117,13 +129,13 @@ def find_asset(name: str, assets_dir: Optional[PathLike] = None, fetch: bool = T
     dest = cache_dir() / "assets" / name
     hint = (
         f"mesh data file {name} not found (looked in: {', '.join(searched)}). Download it from "
-        f"{OFFICIAL_BASE_URL}{name} into one of those directories, or point {ENV_ASSETS} at a "
+        f"{OFFICIAL_BASE_URL}{name} into one of those directories, or point {envs[0]} at a "
         f"directory holding it."
     )
     if not fetch:
         raise AssetError(hint)
     try:
-        return download(OFFICIAL_BASE_URL + name, dest, ASSET_SHA256.get(name))
+        return download(OFFICIAL_BASE_URL + name, dest, ASSET_SHA256.get(name) or MANO_SHA256.get(name))
     except AssetError as e:
         raise AssetError(f"{hint}\n  download failed: {e}") from e
 
@@ -167,14 +179,15 @@ def _read_pickled_npy(data: bytes):
 
 
 def read_mesh_downsampling(path: PathLike) -> dict[str, list]:
-    """A, U, D (scipy sparse) and F (int arrays) of mesh_downsampling.npz, without arbitrary pickles."""
+    """A, U, D (scipy sparse) and F (int arrays) of mesh_downsampling.npz (or mano_downsampling.npz),
+    without arbitrary pickles."""
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
             for key in ("A", "U", "D", "F"):
                 out[key] = list(_read_pickled_npy(z.read(key + ".npy")))
     except (zipfile.BadZipFile, KeyError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise AssetError(f"{path} is not a valid mesh_downsampling.npz: {e}") from e
+        raise AssetError(f"{path} is not a valid {Path(path).name}: {e}") from e
     return out
 
 
@@ -221,6 +234,21 @@ class MeshData:
     downsample: Any  # scipy sparse (1723, 6890): fine -> 1723-vertex mesh (D[0]); coarse = downsample @ fine
 
 
+def _read_adjacency(prefix: str, assets_dir: Optional[PathLike]) -> torch.Tensor:
+    """The (n, n) bool adjacency (self loops included) from the official {prefix}_{indices,values,size}.pt."""
+    import torch
+
+    parts = {}
+    for part in ("indices", "values", "size"):
+        path = find_asset(f"{prefix}_{part}.pt", assets_dir)
+        try:
+            parts[part] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise AssetError(f"{path} could not be read: {e}") from e
+    return torch.sparse_coo_tensor(parts["indices"], parts["values"], size=tuple(parts["size"]),
+                                   check_invariants=True).to_dense() != 0
+
+
 @lru_cache(maxsize=4)
 def _load_mesh_data(assets_dir: Optional[str]) -> MeshData:
     import torch
@@ -229,15 +257,7 @@ def _load_mesh_data(assets_dir: Optional[str]) -> MeshData:
     up = ds["U"][0]
     if up.shape != (6890, 1723):
         raise AssetError(f"mesh_downsampling.npz: U[0] has shape {up.shape}, expected (6890, 1723)")
-    parts = {}
-    for part in ("indices", "values", "size"):
-        path = find_asset(f"smpl_431_adjmat_{part}.pt", assets_dir)
-        try:
-            parts[part] = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise AssetError(f"{path} could not be read: {e}") from e
-    adj = torch.sparse_coo_tensor(parts["indices"], parts["values"], size=tuple(parts["size"]), check_invariants=True
-    ).to_dense()
+    adj = _read_adjacency("smpl_431_adjmat", assets_dir)
     reg_path = find_asset("J_regressor_h36m_correct.npy", assets_dir)
     try:
         reg = np.load(reg_path, allow_pickle=False).astype(np.float32)
@@ -245,7 +265,7 @@ def _load_mesh_data(assets_dir: Optional[str]) -> MeshData:
         raise AssetError(f"{reg_path} could not be read: {e}") from e
     return MeshData(
         upsample=SparseRows.from_scipy(up),
-        adjacency_431=adj != 0,
+        adjacency_431=adj,
         faces=np.asarray(ds["F"][0], dtype=np.int64),
         j_regressor_h36m=reg,
         source=str(reg_path.parent),
@@ -281,10 +301,43 @@ def load_mesh_faces(assets_dir: Optional[PathLike] = None) -> MeshFaces:
     return _load_mesh_faces(str(assets_dir) if assets_dir else None)
 
 
+@dataclass(frozen=True)
+class HandMeshData:
+    """What the hand network and its consumers need from the MANO mesh data files."""
+
+    upsample: SparseRows  # 778 x 195, coarse -> fine MANO mesh (U[0] of mano_downsampling.npz)
+    adjacency_195: torch.Tensor  # (195, 195) bool, with self loops
+    faces: np.ndarray  # (1538, 3) int64 triangles of the 778-vertex right-hand mesh (F[0])
+    source: str  # where the files were found
+
+
+@lru_cache(maxsize=4)
+def _load_hand_mesh_data(assets_dir: Optional[str]) -> HandMeshData:
+    path = find_asset("mano_downsampling.npz", assets_dir)
+    ds = read_mesh_downsampling(path)
+    up = ds["U"][0]
+    if up.shape != (778, 195):
+        raise AssetError(f"{path}: U[0] has shape {up.shape}, expected (778, 195)")
+    adj = _read_adjacency("mano_195_adjmat", assets_dir)
+    if adj.shape != (195, 195):
+        raise AssetError(f"mano_195_adjmat_*.pt: adjacency of shape {tuple(adj.shape)}, expected (195, 195)")
+    return HandMeshData(upsample=SparseRows.from_scipy(up), adjacency_195=adj,
+                        faces=np.asarray(ds["F"][0], dtype=np.int64), source=str(path.parent))
+
+
+def load_hand_mesh_data(assets_dir: Optional[PathLike] = None) -> HandMeshData:
+    """Load (and cache per directory) the MANO mesh data; see the module docstring for the lookup."""
+    return _load_hand_mesh_data(str(assets_dir) if assets_dir else None)
+
+
 def copy_assets(src: PathLike, dst: Optional[PathLike] = None) -> Path:
-    """Copy the mesh data files from a directory into the user cache (for offline machines)."""
+    """Copy the mesh data files from a directory into the user cache (for offline machines): every SMPL
+    file, and the MANO files too where src holds them."""
     dst = Path(dst) if dst else cache_dir() / "assets"
     dst.mkdir(parents=True, exist_ok=True)
     for name in ASSET_SHA256:
         shutil.copy2(Path(src) / name, dst / name)
+    for name in MANO_SHA256:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, dst / name)
     return dst

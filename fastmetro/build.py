@@ -10,9 +10,9 @@ from typing import Optional, Union
 import torch
 
 from . import IMAGENET_MEAN, IMAGENET_STD, UNTRAINED_MESSAGE, UntrainedWeightsWarning
-from .assets import load_mesh_data
+from .assets import load_hand_mesh_data, load_mesh_data
 from .checkpoints import CheckpointError, infer_variant, load_into, read_state_dict, resolve
-from .model import FastMETROBody, get_variant
+from .model import FastMETROBody, FastMETROHand, get_variant
 
 log = logging.getLogger("fastmetro")
 
@@ -22,14 +22,17 @@ def build_model(
     checkpoint: Union[str, os.PathLike, None] = None,
     assets_dir: Union[str, os.PathLike, None] = None,
     device: Union[str, torch.device] = "cpu",
-) -> FastMETROBody:
-    """Build a FastMETRO body network in eval mode.
+) -> Union[FastMETROBody, FastMETROHand]:
+    """Build a FastMETRO body or hand network in eval mode.
 
-    variant: e.g. "fastmetro-s-r50", "fastmetro-l-h64", "fastmetro-l-h64-smpl". If None, it is the
-        checkpoint's (read off its keys), or "fastmetro-s-r50" without a checkpoint.
-    checkpoint: a registry name (see fastmetro.CHECKPOINTS; downloaded if missing) or a file path to an
-        official state_dict. None builds untrained weights, with a loud warning.
-    assets_dir: directory of the SMPL mesh data files (see fastmetro.assets for the lookup order).
+    variant: e.g. "fastmetro-s-r50", "fastmetro-l-h64", "fastmetro-l-h64-smpl", or a hand network
+        "fastmetro-hand-l-h64" (MANO right hand). If None, it is the checkpoint's (read off its keys), or
+        "fastmetro-s-r50" without a checkpoint.
+    checkpoint: a registry name (see fastmetro.CHECKPOINTS, e.g. "fastmetro-hand-l-h64-freihand";
+        downloaded if missing) or a file path to an official state_dict. None builds untrained weights,
+        with a loud warning.
+    assets_dir: directory of the SMPL (body) or MANO (hand) mesh data files (see fastmetro.assets for
+        the lookup order).
     """
     state_dict, source = None, None
     if checkpoint is not None:
@@ -44,7 +47,10 @@ def build_model(
                 f"use variant={found.name!r} (or leave the variant out)"
             )
     v = get_variant(variant or "fastmetro-s-r50")
-    model = FastMETROBody(v, load_mesh_data(assets_dir))
+    if v.network == "hand":
+        model = FastMETROHand(v, load_hand_mesh_data(assets_dir))
+    else:
+        model = FastMETROBody(v, load_mesh_data(assets_dir))
     if state_dict is not None:
         load_into(model, state_dict, source)
         log.info("loaded %s weights from %s", v.name, source)

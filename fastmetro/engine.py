@@ -20,6 +20,9 @@ What it does for speed, all behind options whose defaults work everywhere:
 - backend "onnxruntime": the BN-folded network exported once per checkpoint to ONNX (cached, see
   fastmetro.onnx_export) and run by an ONNX Runtime session (CPU; CUDA if its CUDA provider is installed).
 
+A hand network (variant fastmetro-hand-*) runs the same way: cam (N, 3), joints3d (N, 21, 3) and
+vertices (N, 778, 3), no joints_h36m; the ONNX backend is for body networks only.
+
 A setting the device cannot honour raises EngineError naming the setting (never a silent change).
 """
 from __future__ import annotations
@@ -141,6 +144,10 @@ class Engine:
         self.model = self.model.to(self.device).eval()
         self.pretrained = bool(getattr(self.model, "pretrained", False))
         self.smpl_head = self.model.variant.smpl_head
+        self.hand = self.model.variant.network == "hand"
+        if self.hand and o.backend == "onnxruntime":
+            raise EngineError(f"backend 'onnxruntime' exports body networks only; run {self.model.variant.name} "
+                              f"with backend 'torch'")
         if o.cuda_graphs and self.smpl_head:
             raise EngineError(f"cuda_graphs cannot capture {self.model.variant.name}: its SMPL head's SVD "
                               f"synchronises the GPU with the host; turn cuda_graphs off (compile still applies)")
@@ -233,8 +240,9 @@ class Engine:
             "cam": out["pred_cam"].float(),
             "joints3d": out["pred_3d_joints"].float(),
             "vertices": fine,
-            "joints_h36m": self.model.h36m_joints(fine),
         }
+        if not self.hand:
+            res["joints_h36m"] = self.model.h36m_joints(fine)
         if self.smpl_head:
             res["rotmat"] = out["pred_rotmat"].float()
             res["betas"] = out["pred_betas"].float()
@@ -302,7 +310,8 @@ class Engine:
     def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         """crops (N, 224, 224, 3) uint8 RGB -> dict of float32 arrays with N rows:
         cam (N, 3), joints3d (N, 14, 3), joints_h36m (N, 17, 3), vertices (N, 6890, 3)
-        [, rotmat (N, 24, 3, 3), betas (N, 10) with the SMPL head]."""
+        [, rotmat (N, 24, 3, 3), betas (N, 10) with the SMPL head]; a hand network: cam (N, 3),
+        joints3d (N, 21, 3), vertices (N, 778, 3)."""
         crops = np.asarray(crops)
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (224, 224, 3):
             raise EngineError(f"expected (N, 224, 224, 3) uint8 crops, got {crops.shape} {crops.dtype}")
@@ -316,7 +325,8 @@ class Engine:
             out = self._device_batch(len(part))
             chunks.append({k: v.cpu().numpy() for k, v in out.items()})  # syncs before reuse
         if not chunks:
-            empty = {"cam": (3,), "joints3d": (14, 3), "joints_h36m": (17, 3), "vertices": (6890, 3)}
+            empty = ({"cam": (3,), "joints3d": (21, 3), "vertices": (778, 3)} if self.hand else
+                     {"cam": (3,), "joints3d": (14, 3), "joints_h36m": (17, 3), "vertices": (6890, 3)})
             if self.smpl_head:
                 empty.update(rotmat=(24, 3, 3), betas=(10,))
             return {k: np.zeros((0, *s), np.float32) for k, s in empty.items()}

@@ -69,6 +69,20 @@ class Detections:
 
 
 @dataclass
+class HandMesh:
+    """One hand of a person: the hand network's result, mirrored back for a left hand and placed in the
+    body's camera frame (fastmetro.hand_crops)."""
+
+    side: Literal["left", "right"]  # the person's own side
+    cam: np.ndarray  # (3,) weak-perspective camera of the (plain, un-mirrored) hand crop: s, tx, ty
+    cam_t: np.ndarray  # (3,) hand translation in the camera frame, the camera of the body's cam_t
+    joints3d: np.ndarray  # (21, 3) hand joints, metres, hand-relative (fastmetro.HAND_JOINT_NAMES)
+    vertices: np.ndarray  # (778, 3) MANO-topology hand mesh, metres, hand-relative
+    center: tuple[float, float]  # hand crop square centre (frame pixels)
+    size: float  # hand crop square side (frame pixels)
+
+
+@dataclass
 class PersonMesh:
     """One person's network result, mapped to the frame. infer -> smooth -> publish."""
 
@@ -82,6 +96,8 @@ class PersonMesh:
     rotmat: Optional[np.ndarray] = None  # (24, 3, 3) with the SMPL head
     betas: Optional[np.ndarray] = None  # (10,) with the SMPL head
     predicted: bool = False  # True when the smoother coasted (no measurement this frame)
+    hands: dict[str, HandMesh] = field(default_factory=dict)  # "left"/"right" -> hand, those seen this frame
+    hand_skips: dict[str, str] = field(default_factory=dict)  # side -> why it has no hand (HandSkip value)
 
 
 @dataclass

@@ -5,6 +5,7 @@
         for frame in sub:                       # ends after the stream's end message
             for p in frame.persons:
                 p.track_id, p.vertices          # (6890, 3) float32 or None, frame.topology.faces (13776, 3)
+                p.hands.get("left")             # HandData (778 x 3 vertices, 21 joints) or None
 
 Frames are yielded once a topology message has arrived (the publisher sends one at start, when a
 subscriber joins, and every few seconds). Anything off-schema, oversized, or not msgpack is counted in
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Union
 
@@ -39,6 +40,26 @@ class Topology:
     coordinates: dict  # frame, axes, handedness, units
     vertices_dtype: str  # how the publisher packs vertices
     vertices_every: int  # vertices in every Nth frame message (0 = never)
+    hand: Optional["HandTopology"] = None  # the hand mesh, from publishers that send hands
+
+
+@dataclass
+class HandTopology:
+    num_vertices: int  # 778 (MANO)
+    faces_right: np.ndarray  # (1538, 3) int32 triangles of a right hand's vertices
+    faces_left: np.ndarray  # the same with the winding reversed: a left hand is a mirror image
+    joint_names: list[str]  # order of HandData.joints3d (fastmetro.HAND_JOINT_NAMES)
+
+
+@dataclass
+class HandData:
+    side: str  # "left" / "right", the person's own
+    cam: np.ndarray  # (3,) weak-perspective camera of the (un-mirrored) hand crop
+    cam_t: np.ndarray  # (3,) hand translation in the camera frame, metres (the body cam_t's camera)
+    joints3d: np.ndarray  # (21, 3) metres, hand-relative
+    vertices: Optional[np.ndarray]  # (778, 3) metres, hand-relative; None in frames sent without vertices
+    center: np.ndarray  # (2,) hand crop square centre, frame pixels
+    size: float  # hand crop square side, frame pixels
 
 
 @dataclass
@@ -58,6 +79,8 @@ class PersonData:
     vertices: Optional[np.ndarray]  # (6890, 3) float32 metres, None in frames sent without vertices
     rotmat: Optional[np.ndarray] = None  # (24, 3, 3) SMPL pose, models with the SMPL head only
     betas: Optional[np.ndarray] = None  # (10,) SMPL shape
+    hands: dict[str, HandData] = field(default_factory=dict)  # "left"/"right" -> hand seen this frame
+    hand_skips: dict[str, str] = field(default_factory=dict)  # side -> why no hand (docs/schema.md)
 
 
 def person_data(pm: Any) -> PersonData:
@@ -117,14 +140,18 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
     """A dict from `wire.decode` -> a typed message."""
     kind = m["kind"]
     if kind == "topology":
+        h = m.get("hand")
+        hand = None if h is None else HandTopology(h["num_vertices"], h["faces_right"], h["faces_left"],
+                                                   list(h["joint_names"]))
         return Topology(
             "topology", m["stream"], m["seq"], float(m["wall"]), m["faces"], m["num_vertices"],
             list(m["joint_names"]), list(m["h36m_joint_names"]), dict(m["coordinates"]),
-            str(m.get("vertices_dtype", "float32")), int(m.get("vertices_every", 1)),
+            str(m.get("vertices_dtype", "float32")), int(m.get("vertices_every", 1)), hand,
         )
     if kind == "end":
         return EndData("end", m["stream"], m["seq"], float(m["wall"]), m["frames"], m["reason"])
-    persons = [PersonData(**p) for p in m["persons"]]
+    persons = [PersonData(**{**p, "hands": {s: HandData(**h) for s, h in p["hands"].items()}})
+               for p in m["persons"]]
     return FrameData(
         "frame", m["stream"], m["seq"], m["index"], m.get("pts"), float(m["wall"]), int(m.get("width", 0)),
         int(m.get("height", 0)), dict(m["times"]), m["dropped"], persons, m["lost"], topology,

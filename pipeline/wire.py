@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 KINDS = ("topology", "frame", "end")
 VERTEX_DTYPES = ("float32", "float16", "int16")
 TRACK_STATES = ("new", "tracked", "coasting", "lost")
+HAND_SIDES = ("left", "right")
 
 # Coordinate conventions of every 3D array on the wire (see fastmetro.camera).
 COORDINATES = {
@@ -122,10 +123,14 @@ def encode_topology(
     vertices_dtype: str = "float32",
     vertices_every: int = 1,
     wall: Optional[float] = None,
+    hand_faces: Optional[np.ndarray] = None,
+    hand_joint_names: Optional[Sequence[str]] = None,
 ) -> bytes:
-    """The mesh topology and conventions a subscriber needs to read frames."""
+    """The mesh topology and conventions a subscriber needs to read frames. hand_faces: the right-hand
+    MANO triangles (fastmetro.load_hand_mesh_data().faces) when frames carry hands; the left hand's are
+    the same with their winding reversed (its mesh is a mirror image), sent too so no reader has to know."""
     faces = np.asarray(faces)
-    return _message("topology", stream, seq, wall, {
+    fields = {
         "num_vertices": int(faces.max()) + 1 if faces.size else 0,
         "faces": pack_array(faces, "<i4"),
         "joint_names": list(joint_names),
@@ -133,7 +138,22 @@ def encode_topology(
         "coordinates": dict(COORDINATES),
         "vertices_dtype": vertices_dtype,
         "vertices_every": int(vertices_every),
-    })
+    }
+    if hand_faces is not None:
+        hf = np.asarray(hand_faces)
+        fields["hand"] = {
+            "num_vertices": int(hf.max()) + 1 if hf.size else 0,
+            "faces_right": pack_array(hf, "<i4"),
+            "faces_left": pack_array(hf[:, ::-1], "<i4"),
+            "joint_names": list(hand_joint_names or ()),
+        }
+    return _message("topology", stream, seq, wall, fields)
+
+
+def _pack_vertices(v: np.ndarray, vertices_dtype: str) -> dict:
+    if vertices_dtype == "int16":
+        return pack_quantised(v)
+    return pack_array(v, "<f2" if vertices_dtype == "float16" else "<f4")
 
 
 def _person(pm: PersonMesh, with_vertices: bool, vertices_dtype: str) -> dict:
@@ -153,16 +173,21 @@ def _person(pm: PersonMesh, with_vertices: bool, vertices_dtype: str) -> dict:
         "joints_h36m": pack_array(pm.joints_h36m),
     }
     if with_vertices:
-        if vertices_dtype == "int16":
-            out["vertices"] = pack_quantised(pm.vertices)
-        elif vertices_dtype == "float16":
-            out["vertices"] = pack_array(pm.vertices, "<f2")
-        else:
-            out["vertices"] = pack_array(pm.vertices, "<f4")
+        out["vertices"] = _pack_vertices(pm.vertices, vertices_dtype)
     if pm.rotmat is not None:
         out["rotmat"] = pack_array(pm.rotmat)
     if pm.betas is not None:
         out["betas"] = pack_array(pm.betas)
+    if pm.hands:  # optional, added within version 1: absent when hands are off or none is seen
+        out["hands"] = {}
+        for side, h in pm.hands.items():
+            hand = {"cam": pack_array(h.cam), "cam_t": pack_array(h.cam_t), "joints3d": pack_array(h.joints3d),
+                    "center": [float(x) for x in h.center], "size": float(h.size)}
+            if with_vertices:
+                hand["vertices"] = _pack_vertices(h.vertices, vertices_dtype)
+            out["hands"][str(side)] = hand
+    if pm.hand_skips:
+        out["hand_skips"] = {str(k): str(v) for k, v in pm.hand_skips.items()}
     return out
 
 
@@ -234,6 +259,44 @@ def _numbers(values: Any, n: int, name: str) -> np.ndarray:
         return np.asarray(values, dtype=np.float32)
 
 
+def _shaped(obj: Any, shape: tuple, name: str) -> np.ndarray:
+    arr = unpack_array(obj, name)
+    if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+        raise WireError(f"{name}: shape {arr.shape} does not match {shape}")
+    return arr.astype(np.float32, copy=False)
+
+
+def _faces(obj: Any, name: str) -> np.ndarray:
+    f = unpack_array(obj, name)
+    if f.ndim != 2 or f.shape[1] != 3 or f.dtype.kind != "i":
+        raise WireError(f"{name}: expected (F, 3) integers, got {f.shape} {f.dtype}")
+    return f
+
+
+def _decode_hands(p: dict, where: str) -> tuple[dict, dict]:
+    """A person's optional "hands" (side -> hand) and "hand_skips" (side -> reason); empty when absent."""
+    hands, skips = p.get("hands", {}), p.get("hand_skips", {})
+    if not isinstance(hands, dict) or not isinstance(skips, dict):
+        raise WireError(f"{where}: hands and hand_skips must be maps")
+    out = {}
+    for side, h in hands.items():
+        name = f"{where}.hands.{side}"
+        if side not in HAND_SIDES or not isinstance(h, dict):
+            raise WireError(f"{name}: expected a map under 'left' or 'right'")
+        out[side] = {
+            "side": side,
+            "cam": _shaped(_req(h, "cam", dict, name), (3,), f"{name}.cam"),
+            "cam_t": _shaped(_req(h, "cam_t", dict, name), (3,), f"{name}.cam_t"),
+            "joints3d": _shaped(_req(h, "joints3d", dict, name), (None, 3), f"{name}.joints3d"),
+            "vertices": _shaped(h["vertices"], (None, 3), f"{name}.vertices") if "vertices" in h else None,
+            "center": _numbers(_req(h, "center", list, name), 2, f"{name}.center"),
+            "size": float(_req(h, "size", _NUM, name)),
+        }
+    if not all(k in HAND_SIDES and isinstance(v, str) for k, v in skips.items()):
+        raise WireError(f"{where}.hand_skips: expected 'left'/'right' -> reason strings")
+    return out, dict(skips)
+
+
 def _decode_person(p: Any, i: int) -> dict:
     where = f"frame message: persons[{i}]"
     if not isinstance(p, dict):
@@ -257,18 +320,18 @@ def _decode_person(p: Any, i: int) -> dict:
                 out[key] = None
                 continue
             raise WireError(f"{where}: missing {key!r}")
-        arr = unpack_array(p[key], f"{where}.{key}")
-        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-            raise WireError(f"{where}.{key}: shape {arr.shape} does not match {shape}")
-        out[key] = arr.astype(np.float32, copy=False)
+        out[key] = _shaped(p[key], shape, f"{where}.{key}")
+    out["hands"], out["hand_skips"] = _decode_hands(p, where)
     return out
 
 
 def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     """Payload bytes -> message dict with numpy arrays; `WireError` for anything off-schema.
 
-    Topology: faces (F, 3) int32. Frame: persons[i] with float32 arrays (int16/float16 vertices come
-    back as float32). Unknown extra keys are kept (forward compatible within version 1).
+    Topology: faces (F, 3) int32 (and, with hands, hand.faces_right / faces_left). Frame: persons[i] with
+    float32 arrays (int16/float16 vertices come back as float32), and "hands" (side -> hand dict) and
+    "hand_skips" (side -> reason), empty maps when the publisher sent none. Unknown extra keys are kept
+    (forward compatible within version 1).
     """
     m = unpackb(payload, max_bytes)
     if not isinstance(m, dict):
@@ -283,16 +346,20 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     _req(m, "seq", int, kind)
     _req(m, "wall", _NUM, kind)
     if kind == "topology":
-        faces = unpack_array(_req(m, "faces", dict, kind), "topology.faces")
-        if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind != "i":
-            raise WireError(f"topology.faces: expected (F, 3) integers, got {faces.shape} {faces.dtype}")
-        m["faces"] = faces
+        m["faces"] = _faces(_req(m, "faces", dict, kind), "topology.faces")
         for key in ("joint_names", "h36m_joint_names"):
             names = _req(m, key, list, kind)
             if not all(isinstance(n, str) for n in names):
                 raise WireError(f"topology.{key}: must be a list of strings")
         _req(m, "num_vertices", int, kind)
         _req(m, "coordinates", dict, kind)
+        if "hand" in m:  # optional, added within version 1: the hand mesh, when frames carry hands
+            hand = _req(m, "hand", dict, kind)
+            for key in ("faces_right", "faces_left"):
+                hand[key] = _faces(_req(hand, key, dict, "topology.hand"), f"topology.hand.{key}")
+            _req(hand, "num_vertices", int, "topology.hand")
+            if not all(isinstance(n, str) for n in _req(hand, "joint_names", list, "topology.hand")):
+                raise WireError("topology.hand.joint_names: must be a list of strings")
     elif kind == "frame":
         _req(m, "index", int, kind)
         if m.get("pts") is not None and not isinstance(m["pts"], _NUM):

@@ -3,6 +3,8 @@
 
     python scripts/bench_infer.py [--variant fastmetro-s-r50] [--batches 1 2 4 8 16 32] [--seconds 3]
                                   [--device auto] [--checkpoint NAME_OR_PATH] [--no-compile]
+                                  [--hand fastmetro-hand-s-r50 | --hand none] [--hand-checkpoint NAME_OR_PATH]
+                                  [--settings fp32 int8-dynamic ...] [--no-bare]
 
 Rows (crops/s, achieved GFLOP/s, share of this device's large-matmul GFLOP/s, peak memory, ratio to the
 official way, largest deviation of the mesh from our fp32 output):
@@ -16,6 +18,12 @@ official way, largest deviation of the mesh from our fp32 output):
     and onnx are installed; its export is cached after the first run).
 Then the latency of one 5-person frame (crops in, results on the host) for each, against the official way's
 5 forwards. Deviations are measured on the weights given (random ones without --checkpoint, which exaggerate them).
+
+Hand rows (unless --hand none): the hand network (--hand, default FastMETRO-S-R50's hand twin; the released
+FreiHAND checkpoint is fastmetro-hand-l-h64) the official way (FastMETRO_Hand_Network's forward, one crop at
+a time) and in our engine in fp32 (plus bf16 / int8-dynamic where the body rows have them) at each batch
+size, as ratios to the official hand way, then its crops/s against the body engine's (same batch, same run),
+and what hands add to a frame: one 5-person frame body only against body + 10 hand crops, fp32 engines.
 """
 from __future__ import annotations
 
@@ -46,6 +54,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--assets", default=None)
+    ap.add_argument("--hand", default="fastmetro-hand-s-r50", help="hand variant for the hand rows, or 'none'")
+    ap.add_argument("--hand-checkpoint", default=None)
+    ap.add_argument("--hand-assets", default=None, help="directory of the MANO mesh data files")
+    ap.add_argument("--settings", nargs="+", default=None,
+                    help="only these engine settings (fp32, 'fp32 compile', bf16, int8-dynamic, onnxruntime, ...)")
+    ap.add_argument("--no-bare", dest="bare", action="store_false", help="leave out the bare-backbone rows")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="leave out the torch.compile rows (compiling takes about a minute on a CPU)")
     args = ap.parse_args(argv)
@@ -86,7 +100,7 @@ def main(argv=None) -> int:
     latencies["official way (5 forwards)"] = frame_latency(official_frame, five, args.seconds)
 
     bare = resnet50().to(device).eval()
-    for b in args.batches:
+    for b in args.batches if args.bare else ():
         x = fastmetro.normalize_crops(torch.from_numpy(crops[:b])).to(device)
         with torch.inference_mode():
             rate, mem = timed(bare, x, args.seconds, device)
@@ -110,7 +124,9 @@ def main(argv=None) -> int:
             settings.append(("onnxruntime", EngineOptions(backend="onnxruntime")))
         else:
             print("  (engine onnxruntime skipped: pip install onnxruntime onnx)")
-    reference = None
+    if args.settings:
+        settings = [s for s in settings if s[0] in args.settings or s[0] == "fp32"]  # fp32: the reference
+    reference, body_fp32 = None, {}
     for name, opts in settings:
         opts.device = str(device)
         opts.max_batch = max(args.batches)
@@ -122,13 +138,65 @@ def main(argv=None) -> int:
         for b in args.batches:
             rate, mem = timed(engine, crops[:b], args.seconds, device)
             row(f"engine {name} b{b}", rate, mem, base, dev)
+            if name == "fp32":
+                body_fp32[b] = rate
         latencies[f"engine {name}"] = frame_latency(engine, five, args.seconds)
         del engine
     print("one 5-person frame, crops in -> results on the host (ms):")
     ref = latencies["official way (5 forwards)"][0]
     for label, (p50, p95) in latencies.items():
         print(f"  {label:30s} p50 {p50:7.1f}  p95 {p95:7.1f}  {ref / p50:5.2f}x")
+    if args.hand != "none":
+        hand_rows(args, device, crops, body_fp32, [s for s in settings if s[0] in ("fp32", "bf16", "int8-dynamic")],
+                  Engine(EngineOptions(precision="fp32", device=str(device), max_batch=max(args.batches)),
+                         model=copy.deepcopy(model)))
     return 0
+
+
+def hand_rows(args, device, crops, body_fp32, settings, body_engine) -> None:
+    """The hand network's rows (see the module docstring), in the same run as the body's."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
+        hand = fastmetro.build_model(args.hand, checkpoint=args.hand_checkpoint, assets_dir=args.hand_assets,
+                                     device=device)
+    if hand.variant.network != "hand":
+        raise SystemExit(f"--hand {args.hand}: not a hand variant (fastmetro-hand-{{s,m,l}}-{{r50,h64}})")
+    gflop = flops_per_crop(hand, device) / 1e9
+    official = OfficialWay(hand)
+    x1 = fastmetro.normalize_crops(torch.from_numpy(crops[:1])).to(device)
+    with torch.inference_mode():
+        diff = max((official(x1)[k] - hand(x1)[k]).abs().max().item() for k in official(x1))
+        base, mem = timed(official, x1, args.seconds, device)
+    print(f"hand network {hand.variant.name}: {gflop:.1f} GFLOP per crop; official-way forward vs ours: "
+          f"max abs diff {diff:.1e}; weights {'trained' if hand.pretrained else 'random'}")
+    print(f"  {'hand official way b1 fp32':30s} {base:8.2f} crops/s {base * gflop:7.1f} GFLOP/s  peak {mem:6.0f} MiB  "
+          f"1.00x")
+    hand_fp32 = None
+    for name, opts in settings:
+        engine = Engine(EngineOptions(precision=opts.precision, quantize=opts.quantize, device=str(device),
+                                      max_batch=max(args.batches)), model=copy.deepcopy(hand))
+        for b in args.batches:
+            rate, mem = timed(engine, crops[:b], args.seconds, device)
+            vs_body = f"  hand/body {rate / body_fp32[b]:4.2f}x" if name == "fp32" else ""
+            print(f"  {f'hand engine {name} b{b}':30s} {rate:8.2f} crops/s {rate * gflop:7.1f} GFLOP/s  "
+                  f"peak {mem:6.0f} MiB  {rate / base:5.2f}x{vs_body}")
+        if name == "fp32":
+            hand_fp32 = engine
+        else:
+            del engine
+    five = crops[np.arange(5) % len(crops)]
+    ten = crops[np.arange(10) % len(crops)]
+
+    def with_hands(c):
+        body_engine(c)
+        hand_fp32(ten)
+
+    off = frame_latency(body_engine, five, args.seconds)
+    on = frame_latency(with_hands, five, args.seconds)
+    print("one 5-person frame, fp32 engines (ms): "
+          f"body only p50 {off[0]:.1f}; body + 10 hands p50 {on[0]:.1f}: hands on costs {on[0] / off[0]:.2f}x "
+          f"the frame time ({off[0] / on[0]:.2f}x the frames/s)")
 
 
 def frame_latency(fn, crops, seconds):

@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Crops/s and peak memory of the FastMETRO network per batch size, next to the official way of running it.
 
-    python scripts/bench_model.py [--variants fastmetro-s-r50 fastmetro-l-h64] [--batches 1 2 4 8 16]
+    python scripts/bench_model.py [--variants fastmetro-s-r50 fastmetro-l-h64 fastmetro-hand-l-h64] [--batches 1 2 4 8 16]
                                   [--seconds 3] [--device cpu|cuda] [--dtypes fp32 fp16 bf16]
 
 "official way": the official code's forward on the same weights, one crop per forward, fp32:
 nn.MultiheadAttention on sequence-first tensors with the boolean mask moved to the device on every call,
 positional encodings recomputed every call, the fine mesh upsampled one sample at a time with a sparse
-matrix product, and the SMPL head's rotations orthonormalised one matrix at a time on the CPU. It is
+matrix product, and the SMPL head's rotations orthonormalised one matrix at a time on the CPU (for a hand
+variant, FastMETRO_Hand_Network's forward: MANO upsampling 195 -> 778 one sample at a time). It is
 written here in our words from the official code's structure and checked against our forward (max abs
 difference printed) before it is timed. Every figure comes from this one run, on this machine.
 """
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fastmetro  # noqa: E402
-from fastmetro.model import NUM_JOINTS, sine_position_encoding  # noqa: E402
+from fastmetro.model import sine_position_encoding  # noqa: E402
 
 
 # --- the official way --------------------------------------------------------------------------
@@ -63,13 +64,17 @@ def _official_transformer(t, img, cam, jv, pos, mask):
 
 
 class OfficialWay:
+    """The official forward (FastMETRO_Body_Network or, for a hand variant, FastMETRO_Hand_Network)."""
+
     def __init__(self, model):
         self.m = model
+        self.hand = model.variant.network == "hand"
         self.mask_cpu = ~model.attention_allowed.cpu()  # official: True = masked, kept on the CPU
         u = model.upsample_cols.cpu(), model.upsample_weights.cpu()
         rows = torch.arange(u[0].shape[0])[:, None].expand_as(u[0])
         keep = u[1] != 0
-        self.U = torch.sparse_coo_tensor(torch.stack([rows[keep], u[0][keep]]), u[1][keep], (6890, 1723),
+        shape = (778, 195) if self.hand else (6890, 1723)
+        self.U = torch.sparse_coo_tensor(torch.stack([rows[keep], u[0][keep]]), u[1][keep], shape,
                                          check_invariants=True).coalesce()
         self.U = self.U.to(next(model.parameters()).device)
 
@@ -88,7 +93,10 @@ class OfficialWay:
             m.transformer_2, m.dim_reduce_enc_img(i1), m.dim_reduce_enc_cam(c1), m.dim_reduce_dec(j1), pos2, mask)
         out = {"pred_cam": m.cam_predictor(c2).view(b, 3)}
         xyz = m.xyz_regressor(j2.transpose(0, 1))
-        out["pred_3d_joints"], coarse = xyz[:, :NUM_JOINTS], xyz[:, NUM_JOINTS:]
+        out["pred_3d_joints"], coarse = xyz[:, :m.num_joints], xyz[:, m.num_joints:]
+        if self.hand:  # the MANO upsampling straight from the coarse mesh, one sample at a time
+            out["pred_3d_vertices_fine"] = torch.stack([torch.sparse.mm(self.U, coarse[i]) for i in range(b)])
+            return out
         inter = m.coarse2intermediate_upsample(coarse.transpose(1, 2)).transpose(1, 2)
         out["pred_3d_vertices_fine"] = torch.stack([torch.sparse.mm(self.U, inter[i]) for i in range(b)])
         if m.variant.smpl_head:

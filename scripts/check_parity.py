@@ -4,10 +4,17 @@
     python scripts/check_parity.py FIXTURE.json [--assets DIR] [--out OUT.npz] [--fill-rule FILE]
 
 FIXTURE.json describes the official model (model_name FastMETRO-S/M/L, backbone resnet50 or hrnet-w64,
-smpl_param_regressor, fill_seed, state_dict [[key, shape, dtype], ...], num_params). The .npz with the
-same stem holds `images` and, where given, the official outputs for them. The model is filled with the
+smpl_param_regressor, fill_seed, state_dict [[key, shape, dtype], ...], num_params, and "network": "hand"
+for the official FastMETRO_Hand_Network; body when absent). The .npz with the same stem holds `images` and,
+where given, the official outputs for them. The model is filled with the
 deterministic fill rule (fill_rule.py beside the fixture unless --fill-rule says otherwise), run in eval
 mode on the images, and every output present in the .npz is compared.
+
+Mesh data: --assets DIR (the SMPL files for a body fixture, the MANO files for a hand one; a DIR without
+them but with a `smpl`/`mano` folder inside or beside it is taken to mean that folder, so one --assets
+serves a mixed set of fixtures); without it, the fixture's own `../../assets/smpl` or `../../assets/mano`
+where that exists, else fastmetro.assets' lookup (FASTMETRO_ASSETS / FASTMETRO_MANO_ASSETS, the user
+cache, download).
 
 Exit status: 0 when the keys, shapes and parameter count agree and every output is within --tol
 (default 1e-4); 1 otherwise; 2 for unusable input. --out writes our outputs (official names).
@@ -42,10 +49,23 @@ def load_fill_rule(path: Path):
     return module.fill_
 
 
+def mesh_data_dir(given: Path | None, fixture: Path, network: str) -> Path | None:
+    """The directory of the network's mesh data files (see the module docstring); None: the usual lookup."""
+    kind, probe = ("mano", "mano_downsampling.npz") if network == "hand" else ("smpl", "mesh_downsampling.npz")
+    if given is None:  # the layout of the shared fixtures: <root>/fixtures/parity beside <root>/assets/{smpl,mano}
+        beside = fixture.resolve().parent.parent.parent / "assets" / kind
+        return beside if (beside / probe).is_file() else None
+    for d in (given, given / kind, given.parent / kind):
+        if (d / probe).is_file():
+            return d
+    return given  # the lookup then names what is missing
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("fixture", type=Path, help="fixture JSON (the .npz beside it has the same stem)")
-    ap.add_argument("--assets", type=Path, default=None, help="directory of the SMPL mesh data files")
+    ap.add_argument("--assets", type=Path, default=None,
+                    help="directory of the mesh data files (SMPL for a body fixture, MANO for a hand one)")
     ap.add_argument("--out", type=Path, default=None, help="write our outputs to this .npz")
     ap.add_argument("--fill-rule", type=Path, default=None, help="fill_rule.py (default: beside the fixture)")
     ap.add_argument("--tol", type=float, default=1e-4, help="max abs difference allowed (default 1e-4)")
@@ -65,12 +85,25 @@ def main(argv=None) -> int:
         print(f"error: fill rule {fill_rule} not found (give --fill-rule)", file=sys.stderr)
         return 2
 
-    variant = variant_from_official(spec["model_name"], spec["backbone"], bool(spec.get("smpl_param_regressor")))
-    print(f"fixture {args.fixture.name}: {spec['model_name']} / {spec['backbone']} / "
+    network = str(spec.get("network", "body")).lower()
+    try:
+        variant = variant_from_official(spec["model_name"], spec["backbone"], bool(spec.get("smpl_param_regressor")),
+                                        network)
+    except (KeyError, ValueError) as e:
+        print(f"error: the fixture {args.fixture} describes no model we build: {e}", file=sys.stderr)
+        return 2
+    print(f"fixture {args.fixture.name}: {network} network {spec['model_name']} / {spec['backbone']} / "
           f"smpl head {bool(spec.get('smpl_param_regressor'))} -> variant {variant.name}")
+    assets = mesh_data_dir(args.assets, args.fixture, network)
+    if assets is not None:
+        print(f"mesh data: {assets}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
-        model = fastmetro.build_model(variant.name, assets_dir=args.assets)
+        try:
+            model = fastmetro.build_model(variant.name, assets_dir=assets)
+        except fastmetro.AssetError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
     ok = True
     ours = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()}

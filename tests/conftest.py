@@ -3,6 +3,8 @@
 The SMPL mesh data files (mesh_downsampling.npz, smpl_431_adjmat_*.pt, J_regressor_h36m_correct.npy) are
 not part of the project: users download them (fastmetro.assets does it) and tests read a local copy.
 FASTMETRO_ASSETS names that directory; by default the copy beside the checkout (../shared/assets/smpl).
+The MANO files of the hand network (mano_downsampling.npz, mano_195_adjmat_*.pt) likewise:
+FASTMETRO_MANO_ASSETS, by default ../shared/assets/mano.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 _default_assets = REPO.parent / "shared" / "assets" / "smpl"
 if "FASTMETRO_ASSETS" not in os.environ and _default_assets.is_dir():
     os.environ["FASTMETRO_ASSETS"] = str(_default_assets)
+_default_mano = REPO.parent / "shared" / "assets" / "mano"
+if "FASTMETRO_MANO_ASSETS" not in os.environ and _default_mano.is_dir():
+    os.environ["FASTMETRO_MANO_ASSETS"] = str(_default_mano)
 PARITY_DIR = Path(os.environ.get("FASTMETRO_PARITY", REPO.parent / "shared" / "fixtures" / "parity"))
 
 
@@ -23,6 +28,14 @@ def assets_dir() -> Path:
     path = os.environ.get("FASTMETRO_ASSETS")
     if not path or not Path(path).is_dir():
         pytest.skip("SMPL mesh data files not found: set FASTMETRO_ASSETS to a directory holding them")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def mano_dir() -> Path:
+    path = os.environ.get("FASTMETRO_MANO_ASSETS")
+    if not path or not Path(path).is_dir():
+        pytest.skip("MANO mesh data files not found: set FASTMETRO_MANO_ASSETS to a directory holding them")
     return Path(path)
 
 
