@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -89,8 +89,11 @@ def summary_notes(summary: RunSummary) -> list[str]:
     return lines
 
 
-def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None) -> RunSummary:
-    """Run the pipeline to the end of its source (or a stop signal); returns its summary."""
+def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None,
+        on_progress: Optional[Callable[[dict[str, StageMetrics]], None]] = None) -> RunSummary:
+    """Run the pipeline to the end of its source (or a stop signal); returns its summary.
+
+    on_progress: also called with every stage's metrics, about twice a second (e.g. a batch's counter)."""
     config = config.resolved()
     console = console or Console(stderr=True)
     if config.infer.checkpoint is None:
@@ -103,8 +106,14 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
                   + (f", recording to {config.publish.record}" if config.publish.record else "")
                   + (f", overlay video to {config.publish.overlay}" if config.publish.overlay else ""))
     progress = _Progress(console, [s.name for s in stages], config.progress and console.is_terminal)
+
+    def observe(metrics: dict[str, StageMetrics]) -> None:
+        progress(metrics)
+        if on_progress is not None:
+            on_progress(metrics)
+
     try:
-        summary = Supervisor(config, stages, on_progress=progress).run()
+        summary = Supervisor(config, stages, on_progress=observe).run()
     finally:
         progress.stop()
     if summary.stages:  # (none when a check failed before any stage started)

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .viewer import add_commands as add_viewer
 
     add_viewer(sub)
+    from .batch import add_commands as add_batch
+
+    add_batch(sub)
     return parser
 
 
