@@ -15,6 +15,7 @@ other videos go on. Ray is an optional extra: `pip install fastmetro-stream[ray]
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -106,19 +107,31 @@ def _fingerprint(video: Path) -> dict:
     return {"video": str(video), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def is_complete(job: Job) -> bool:
-    """The recording and its manifest exist, and the manifest is of this very video and this recording."""
+def settings_key(config_file: Optional[str], overrides: Sequence[str]) -> str:
+    """What the settings were: a video run with other settings is not done."""
+    text = Path(config_file).read_text() if config_file else ""
+    return hashlib.sha256(json.dumps([text, list(overrides)]).encode()).hexdigest()[:16]
+
+
+def is_complete(job: Job, settings: Optional[str] = None) -> bool:
+    """The recording and its manifest exist, and the manifest is of this very video, these settings and this
+    recording."""
     try:
         m = json.loads(job.manifest.read_text())
         return (m.get("source") == _fingerprint(job.video) and job.recording.is_file()
+                and (settings is None or m.get("settings") == settings)
                 and job.recording.stat().st_size == m.get("recording_bytes"))
     except (OSError, ValueError, AttributeError):
         return False
 
 
 # ------------------------------------------------------------------------------------------ one video
-def run_video(job: Job, config_file: Optional[str], overrides: Sequence[str], progress=None) -> dict:
+def run_video(job: Job, config_file: Optional[str], overrides: Sequence[str], progress=None,
+              settings: Optional[str] = None) -> dict:
     """Run the pipeline on one video into its recording and manifest; returns the manifest.
+
+    settings: the key the manifest keeps (default: of config_file and overrides; the batch passes the key of
+    the user's own settings, before it added the device).
 
     progress: an object with `.add(name, frames)` (a Ray actor handle's method or a plain object), told the
     published frame count about once a second."""
@@ -166,6 +179,7 @@ def run_video(job: Job, config_file: Optional[str], overrides: Sequence[str], pr
         raise RunInterrupted(f"{job.video}: {line}")
     manifest = {
         "source": _fingerprint(job.video),
+        "settings": settings or settings_key(config_file, overrides),
         "recording": job.recording.name,
         "recording_bytes": part.stat().st_size,
         "frames": summary.frames,
@@ -209,10 +223,21 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
     except OSError as e:
         raise BatchError(f"output folder {out_dir}: cannot write there ({e.strerror or e})") from None
     jobs = plan(find_videos(inputs), out_dir.resolve())
+    from fastmetro import UNTRAINED_MESSAGE
+    from pipeline.config import ConfigError, load_config
+
+    try:  # a wrong setting is named here, once, before any task starts
+        config = load_config(config_file, overrides, source=str(jobs[0].video), mode="offline")
+    except ConfigError as e:
+        raise BatchError(str(e)) from None
+    untrained = config.infer.checkpoint is None
+    if untrained:
+        console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
+    settings = settings_key(config_file, overrides)
     summary = BatchSummary()
     todo = []
     for job in jobs:
-        if not force and is_complete(job):
+        if not force and is_complete(job, settings):
             summary.skipped.append(job.name)
         else:
             todo.append(job)
@@ -249,7 +274,7 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
         # max_retries: the worker died (killed, out of memory, node lost); retry_exceptions: a stage died.
         task = ray.remote(num_cpus=cpus_per_video, num_gpus=gpus_per_video, max_retries=retries,
                           retry_exceptions=[RunInterrupted])(_task)
-        refs = {task.remote(job, config_file, list(overrides), counter): job for job in todo}
+        refs = {task.remote(job, config_file, list(overrides), counter, settings): job for job in todo}
         t0 = time.monotonic()
         columns = (TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn())
@@ -278,15 +303,17 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
     finally:
         if started_here:
             ray.shutdown()
+    if untrained:
+        console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
     return summary
 
 
-def _task(job: Job, config_file, overrides, counter) -> dict:
+def _task(job: Job, config_file, overrides, counter, settings) -> dict:
     class _Report:  # the run's progress, sent to the batch's counter actor
         def add(self, name, n):
             counter.add.remote(name, n)
 
-    return run_video(job, config_file, overrides, progress=_Report())
+    return run_video(job, config_file, overrides, progress=_Report(), settings=settings)
 
 
 def _error_line(e: BaseException) -> str:

@@ -67,11 +67,13 @@ def test_outputs_are_named_by_stem_and_kept_apart_when_stems_collide(tmp_path):
         find_videos([str(tmp_path / "empty")])
 
 
-def test_an_unwritable_output_folder_is_one_clear_error(tmp_path):
+def test_an_unwritable_output_folder_or_a_wrong_setting_is_one_clear_error_before_ray_starts(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(BatchError, match="cannot write"):
         run_batch([str(SAMPLE)], blocker / "out")
+    with pytest.raises(BatchError, match="detect.detector"):
+        run_batch([str(SAMPLE)], tmp_path / "out", overrides=["detect.detector=nope"])
 
 
 @pytest.mark.slow
@@ -94,6 +96,9 @@ def test_three_clips_give_three_complete_recordings_and_a_rerun_skips_them(tmp_p
     third = run_batch(videos, out, overrides=FAST, cpus_per_video=1)
     assert third.done == ["two"] and sorted(third.skipped) == ["one", "three"]
     assert recorded_indices(out / "two.msgpack") == [0, 1]
+    # other settings: every video runs again
+    fourth = run_batch(videos, out, overrides=[*FAST, "smooth.method=none"], cpus_per_video=1)
+    assert sorted(fourth.done) == sorted(lengths) and not fourth.skipped
 
 
 @pytest.mark.slow
