@@ -31,10 +31,12 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,8 @@ class SparseRows:
 
     @classmethod
     def from_scipy(cls, m) -> "SparseRows":
+        import torch
+
         m = m.tocsr()
         m.sum_duplicates()
         counts = np.diff(m.indptr)
@@ -219,6 +223,8 @@ class MeshData:
 
 @lru_cache(maxsize=4)
 def _load_mesh_data(assets_dir: Optional[str]) -> MeshData:
+    import torch
+
     ds = read_mesh_downsampling(find_asset("mesh_downsampling.npz", assets_dir))
     up = ds["U"][0]
     if up.shape != (6890, 1723):
@@ -251,6 +257,28 @@ def _load_mesh_data(assets_dir: Optional[str]) -> MeshData:
 def load_mesh_data(assets_dir: Optional[PathLike] = None) -> MeshData:
     """Load (and cache per directory) the SMPL mesh data; see the module docstring for the lookup."""
     return _load_mesh_data(str(assets_dir) if assets_dir else None)
+
+
+@dataclass(frozen=True)
+class MeshFaces:
+    """The triangles of the meshes, for processes that publish or draw them: read without torch."""
+
+    faces: np.ndarray  # (13776, 3) int64 triangles of the 6890-vertex mesh
+    coarse_faces: np.ndarray  # (3442, 3) int64 triangles of the 1723-vertex mesh (F[1])
+    downsample: Any  # scipy sparse (1723, 6890): fine -> 1723-vertex mesh (D[0])
+
+
+@lru_cache(maxsize=4)
+def _load_mesh_faces(assets_dir: Optional[str]) -> MeshFaces:
+    ds = read_mesh_downsampling(find_asset("mesh_downsampling.npz", assets_dir))
+    return MeshFaces(faces=np.asarray(ds["F"][0], dtype=np.int64), coarse_faces=np.asarray(ds["F"][1], dtype=np.int64),
+                     downsample=ds["D"][0].tocsr())
+
+
+def load_mesh_faces(assets_dir: Optional[PathLike] = None) -> MeshFaces:
+    """The faces (and the fine -> coarse downsampling) alone, from mesh_downsampling.npz: no torch imported,
+    the same arrays as load_mesh_data's."""
+    return _load_mesh_faces(str(assets_dir) if assets_dir else None)
 
 
 def copy_assets(src: PathLike, dst: Optional[PathLike] = None) -> Path:

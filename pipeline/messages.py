@@ -16,9 +16,11 @@ from typing import Literal, Optional
 
 import numpy as np
 
+from fastmetro import crops as _crops
+
 TrackState = Literal["new", "tracked", "coasting", "lost"]
 
-CROP_SIZE = 224  # FastMETRO's input resolution (pixels, square)
+CROP_SIZE = _crops.CROP_SIZE  # the network's input side (the crop contract: fastmetro/crops.py)
 
 
 def now() -> float:
@@ -44,11 +46,8 @@ class Frame:
 class Person:
     """One detected (and tracked) person in a frame, with the square crop fed to the network.
 
-    Crop contract: the crop is the square of side `size` frame pixels centred on `center`,
-    resampled to CROP_SIZE x CROP_SIZE. A crop pixel (u, v) maps to the frame pixel
-        x = center[0] + (u + 0.5 - CROP_SIZE / 2) * size / CROP_SIZE - 0.5
-        y = center[1] + (v + 0.5 - CROP_SIZE / 2) * size / CROP_SIZE - 0.5
-    (pixel centres at integer coordinates). See docs/crops.md.
+    The crop is the square of side `size` frame pixels centred on `center`, resampled to the network's
+    input (the crop contract: fastmetro/crops.py, docs/crops.md).
     """
 
     track_id: int

@@ -20,11 +20,20 @@ Before any of that, the runtime calls stage.check() in the parent: cheap checks 
 A source stage (decode) has no input; it implements `frames()` instead of `process()`, a
 generator of output messages that stops at end of stream or when `stop()` is called.
 Stages report their own counters (e.g. corrupt frames) through `self.counters`, a dict of ints
-that the runtime adds to the run's metrics.
+that the runtime adds to the run's metrics; the counters named in `drop_counters` count frames the
+stage dropped and go into the run's drops.
+
+Pixels: a stage that reads a frame's pixels from the shared-memory ring says so (`needs_pixels = True`).
+Before the run the runtime sets `releases_pixels` on the last such stage, and that stage gives the
+frame's slot back once it has read (or copied) what it needs; no other stage releases a slot.
+
+A stage is built from its own settings section and a `StageContext`, the few run-wide facts resolved
+once by the application (mode, source, stream id, mesh data directory).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable, Iterator, Optional, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Iterator, Literal, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -32,6 +41,29 @@ T = TypeVar("T")
 class StageError(RuntimeError):
     """A failure the user can fix (a missing file, a busy port, weights that cannot be fetched), whose
     message names what is wrong and what to do. The runtime reports its message, not a traceback."""
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """The run-wide facts every stage may read, resolved once by the application (never "auto")."""
+
+    mode: Literal["live", "offline"] = "offline"
+    source: Optional[str] = None  # what decode reads; None = the shipped sample
+    source_id: str = "default"  # the stream's name on the wire
+    assets_dir: Optional[str] = None  # the mesh data files' directory (None: FASTMETRO_ASSETS, the cache)
+
+    @classmethod
+    def of(cls, config: Any) -> "StageContext":
+        """The context of a stage built without one: from a root config's top-level fields when given
+        one (an unresolved "auto" mode counts as offline), else the defaults."""
+        if isinstance(config, StageContext):
+            return config
+        make = getattr(config, "stage_context", None)
+        if callable(make):
+            return make()
+        mode = getattr(config, "mode", "offline")
+        return cls(mode="live" if mode == "live" else "offline", source=getattr(config, "source", None),
+                   source_id=getattr(config, "source_id", None) or "default")
 
 
 def config_section(config: Any, key: str, cls: type[T]) -> T:
@@ -51,6 +83,9 @@ def config_section(config: Any, key: str, cls: type[T]) -> T:
 
 class Stage:
     name: ClassVar[str] = "stage"
+    needs_pixels: ClassVar[bool] = False  # reads frames' pixels from the ring (see the module docstring)
+    drop_counters: ClassVar[tuple[str, ...]] = ()  # counters of frames this stage dropped
+    releases_pixels: bool = False  # set by the runtime on the last stage that needs pixels
 
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
@@ -82,8 +117,28 @@ class Stage:
 
 
 class SourceStage(Stage):
+    source_id: str = "default"  # names the stream in the end-of-stream message
+
     def frames(self) -> Iterator[Any]:
         raise NotImplementedError
 
     def stop(self) -> None:
         """Ask frames() to end soon (called from a signal handler or another thread)."""
+
+
+def run_stage(stage: Stage, messages: Iterable[Any], store: Any = None, setup: bool = True) -> list:
+    """Run one stage in this process on a list of messages, as the runtime would (without its queues and
+    ticks): `store` (a FrameStore) given to it, setup(), process() of each message, finish() at the end,
+    close() always. Returns everything it emitted, in order. For tests and notebooks."""
+    if store is not None:
+        stage.store = store
+    out: list = []
+    try:
+        if setup:
+            stage.setup()
+        for msg in messages:
+            out.extend(stage.process(msg))
+        out.extend(stage.finish())
+    finally:
+        stage.close()
+    return out

@@ -60,6 +60,18 @@ class PersonData:
     betas: Optional[np.ndarray] = None  # (10,) SMPL shape
 
 
+def person_data(pm: Any) -> PersonData:
+    """A pipeline.messages.PersonMesh as the decoded type (no copies): what the overlay stage draws, so that
+    every consumer of persons (subscriber, recordings, overlay, viewer) takes one type."""
+    p = pm.person
+    return PersonData(
+        track_id=p.track_id, state=p.state, box=np.asarray(p.box, np.float64), score=p.score,
+        predicted=pm.predicted, center=np.asarray(p.center, np.float64), size=p.size, cam=pm.cam,
+        cam_t=pm.cam_t, joints3d=pm.joints3d, joints2d=pm.joints2d, joints_h36m=pm.joints_h36m,
+        vertices=pm.vertices, rotmat=pm.rotmat, betas=pm.betas,
+    )
+
+
 @dataclass
 class FrameData:
     kind: Literal["frame"]

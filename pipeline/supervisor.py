@@ -2,7 +2,11 @@
 
     decode -> q -> detect -> q -> infer -> q -> smooth -> q -> publish
 
-Policies between stages (pipeline.config.Config.mode):
+The application tells it what it needs (RunSettings: mode, queue size, the frame ring's size; a `measure`
+of each message, e.g. its persons; a progress observer) and knows every stage; the runtime knows none.
+Pixels: the last stage that declares `needs_pixels` gets `releases_pixels` (pipeline/stage.py).
+
+Policies between stages (RunSettings.mode):
   offline  a full queue blocks the producer: back-pressure slows decoding; nothing is ever dropped.
   live     a full queue drops its OLDEST item (counted, its frame slot released) so the freshest frame
            wins; the next message through carries the count in Frame.dropped. No item is processed twice.
@@ -31,12 +35,11 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
-
-from .messages import Detections, EndOfStream, Frame, MeshFrame
+from .messages import EndOfStream, Frame
+from .metrics import RunSummary, StageMetrics, percentiles
 from .shm import FrameStore
 from .stage import StageError
 
@@ -46,58 +49,31 @@ PROGRESS_EVERY_S = 0.5
 LATENCY_SAMPLES = 20000
 
 
+@dataclass
+class RunSettings:
+    """What the runtime needs to know of a run; the application works it out from its settings."""
+
+    mode: str = "offline"  # "live": drop the oldest queued item when behind; "offline": block
+    queue_size: int = 4  # messages waiting between two stages
+    ring_slots: int = 16  # frames in flight in shared memory
+    max_pixels: int = 1920 * 1080  # pixels of the largest frame a slot holds
+    max_persons: int = 8  # crops a slot holds
+    stop_timeout_s: float = 10.0  # how long stages may take to stop on their own
+
+
+def assign_pixel_release(stages: Sequence[Any]) -> None:
+    """The last stage that declares needs_pixels releases each frame's slot; no other stage does."""
+    readers = [s for s in stages if getattr(s, "needs_pixels", False)]
+    for s in readers:
+        s.releases_pixels = s is readers[-1]
+
+
 # --- messages from the stages to the supervisor ---------------------------------------------------
 
 def _frame_of(msg: Any) -> Optional[Frame]:
     if isinstance(msg, Frame):
         return msg
     return getattr(msg, "frame", None)
-
-
-@dataclass
-class StageMetrics:
-    name: str
-    items_in: int = 0
-    items_out: int = 0
-    drops: int = 0  # items this stage dropped from its output queue (live mode)
-    queue_depth_max: int = 0
-    queue_depth: int = 0
-    persons: int = 0
-    latency_ms: dict = field(default_factory=dict)  # p50/p95/p99 of time in the stage per item
-    # (for the source: time to produce an item; for others: time in process(), which for a batching
-    # stage is near zero while it collects and one forward when the batch runs)
-    e2e_ms: dict = field(default_factory=dict)  # p50/p95/p99 capture-to-here (publish only)
-    counters: dict = field(default_factory=dict)
-    wall_s: float = 0.0
-
-
-@dataclass
-class RunSummary:
-    exit_code: int
-    reason: str
-    frames: int  # frames published
-    persons: int  # person-frames published
-    elapsed_s: float
-    stages: list[StageMetrics]
-    error: Optional[str] = None  # the failing stage's traceback, or "<stage>: <message>" for a StageError
-    untrained: bool = False
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def drops(self) -> int:
-        return sum(s.drops for s in self.stages) + sum(
-            s.counters.get("dropped_no_slot", 0) for s in self.stages)
-
-
-def _percentiles(samples: list[float]) -> dict:
-    if not samples:
-        return {}
-    a = np.asarray(samples) * 1000.0
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99))}
 
 
 # --- the child side -------------------------------------------------------------------------------
@@ -115,10 +91,12 @@ def _die_with_parent() -> None:
 class _Child:
     """The loop that runs one stage inside its process."""
 
-    def __init__(self, stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live):
+    def __init__(self, stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure=None,
+                 source_name=None):
         self.stage, self.spec, self.in_q, self.out_q = stage, spec, in_q, out_q
         self.events, self.drain, self.abort, self.go = events, drain, abort, go
         self.parent_pid, self.live = parent_pid, live
+        self.measure, self.source_name = measure, source_name
         self.m = StageMetrics(stage.name)
         self.latencies: list[float] = []
         self.e2e: list[float] = []
@@ -144,6 +122,7 @@ class _Child:
             return
         self.last_report = t
         self.m.counters = dict(self.stage.counters)
+        self.m.dropped_here = sum(self.stage.counters.get(k, 0) for k in getattr(self.stage, "drop_counters", ()))
         if self.in_q is not None:
             try:
                 self.m.queue_depth = self.in_q.qsize()
@@ -235,8 +214,8 @@ class _Child:
             except Exception:
                 if status == "done":
                     status, detail = "error", traceback.format_exc()
-            self.m.latency_ms = _percentiles(self.latencies)
-            self.m.e2e_ms = _percentiles(self.e2e)
+            self.m.latency_ms = percentiles(self.latencies)
+            self.m.e2e_ms = percentiles(self.e2e)
             self.report(force=True)
             self.events.put((status, self.stage.name, detail))
             if self.store is not None:
@@ -264,7 +243,7 @@ class _Child:
                 reason = "stopped"
         if self.drain.is_set():
             reason = "stopped"
-        source = getattr(getattr(self.stage, "config", None), "source_id", None) or "default"
+        source = getattr(self.stage, "source_id", None) or "default"
         self.send([EndOfStream(source=source, frames=frames, reason=reason)])
 
     def _run_worker(self) -> None:
@@ -283,8 +262,8 @@ class _Child:
                 self.report()
                 continue
             self.m.items_in += 1
-            if isinstance(msg, (Detections, MeshFrame)):
-                self.m.persons += len(msg.persons)
+            if self.measure is not None:
+                self.m.persons += self.measure(msg)
             t0 = time.monotonic()
             outs = list(stage.process(msg))
             if isinstance(msg, EndOfStream):
@@ -293,8 +272,8 @@ class _Child:
                 outs = [o for o in outs if not isinstance(o, EndOfStream)] + ends[:1]
             self.latencies.append(time.monotonic() - t0)
             f = _frame_of(msg)
-            if self.out_q is None and f is not None and "decode" in f.times:
-                self.e2e.append(time.time() - f.times["decode"])  # capture to published
+            if self.out_q is None and f is not None and self.source_name in f.times:
+                self.e2e.append(time.time() - f.times[self.source_name])  # capture to the end
             if len(self.latencies) > LATENCY_SAMPLES:
                 del self.latencies[: LATENCY_SAMPLES // 2]
             self.send(outs)
@@ -306,19 +285,25 @@ class _Child:
                 return
 
 
-def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live) -> None:
+def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(levelname)s %(message)s")
-    code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live).run()
+    code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name).run()
     sys.exit(code)
 
 
 # --- the supervisor side --------------------------------------------------------------------------
 
 class Supervisor:
-    def __init__(self, config, stages: Sequence[Any], on_progress: Optional[Callable] = None):
-        self.config = config
+    """Runs `stages` (the first one a source) with `settings`. measure(msg) -> int: what each stage counts
+    of the messages it takes (a picklable function; the application counts persons); on_progress(metrics):
+    called in this process about twice a second."""
+
+    def __init__(self, settings: RunSettings, stages: Sequence[Any], on_progress: Optional[Callable] = None,
+                 measure: Optional[Callable[[Any], int]] = None):
+        self.config = settings
         self.stages = list(stages)
         self.on_progress = on_progress
+        self.measure = measure
         self.ctx = mp.get_context("spawn")
         self.metrics: dict[str, StageMetrics] = {s.name: StageMetrics(s.name) for s in self.stages}
         self.status: dict[str, str] = {}
@@ -353,12 +338,8 @@ class Supervisor:
         cfg = self.config
         live = cfg.mode == "live"
         start = time.monotonic()
-        max_persons = getattr(cfg.detect, "max_persons", 8)
-        slots = cfg.ring_slots_needed() if hasattr(cfg, "ring_slots_needed") else cfg.ring_slots
-        if slots > cfg.ring_slots:
-            log.info("frame ring: %d slots (ring_slots %d), frames stay in it until published (publish.overlay)",
-                     slots, cfg.ring_slots)
-        self.store = FrameStore.create(self.ctx, slots, cfg.decode.max_pixels, max_persons)
+        assign_pixel_release(self.stages)
+        self.store = FrameStore.create(self.ctx, cfg.ring_slots, cfg.max_pixels, cfg.max_persons)
         self.drain, self.abort, self.go = self.ctx.Event(), self.ctx.Event(), self.ctx.Event()
         events = self.ctx.Queue()
         queues = [self.ctx.Queue(maxsize=cfg.queue_size) for _ in self.stages[1:]]
@@ -374,7 +355,7 @@ class Supervisor:
                 p = self.ctx.Process(
                     target=_child_main, name=f"fastmetro-{stage.name}",
                     args=(stage, self.store.spec, in_q, out_q, events, self.drain, self.abort, self.go,
-                          os.getpid(), live),
+                          os.getpid(), live, self.measure, self.stages[0].name),
                     daemon=True,
                 )
                 p.start()
@@ -396,7 +377,6 @@ class Supervisor:
             exit_code=exit_code, reason=reason, frames=max(frames, 0), persons=last.persons,
             elapsed_s=time.monotonic() - start, stages=[self.metrics[s.name] for s in self.stages],
             error=error,
-            untrained=any(m.counters.get("untrained_weights") for m in self.metrics.values()),
         )
 
     def _handle(self, ev) -> None:
@@ -427,7 +407,7 @@ class Supervisor:
                 self.go.set()
             if self.on_progress:
                 self.on_progress(self.metrics)
-            if self.errors:  # the traceback travels in RunSummary.error (pipeline.api prints it)
+            if self.errors:  # the traceback travels in RunSummary.error (the application prints it)
                 name = next(iter(self.errors))
                 log.error("stage %s failed; stopping every stage", name)
                 return 1, f"error in {name}"

@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.messages import CROP_SIZE  # noqa: E402
-from stages.detect import DetectConfig, PersonTracker, build_detector, make_crops, make_crops_roi_align  # noqa: E402
+from fastmetro.crops import make_crops, make_crops_roi_align  # noqa: E402
+from stages.detect import DetectConfig, PersonTracker, build_detector  # noqa: E402
 
 
 def bus_rgb() -> np.ndarray:

@@ -29,8 +29,8 @@ import av  # noqa: E402
 
 import fastmetro  # noqa: E402
 from pipeline import wire  # noqa: E402
-from pipeline.api import run  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from fastmetro_stream.api import run  # noqa: E402
+from fastmetro_stream.config import load_config  # noqa: E402
 
 
 def free_endpoint() -> str:
@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     pipe_fps = (n - 1) / (walls[-1] - walls[0]) if n > 1 else float("nan")
 
     # the same frames: detect + crop here, then the model alone on those crops
-    from stages.detect import PersonTracker, make_crops
+    from fastmetro.crops import make_crops
+    from stages.tracking import PersonTracker
     from fastmetro.engine import Engine
 
     tracker = PersonTracker(config.detect)

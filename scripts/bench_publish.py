@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import zmq  # noqa: E402
 
 from pipeline import wire  # noqa: E402
-from stages.publish import PublishConfig, Publisher  # noqa: E402
+from pipeline.publisher import Publisher, PublisherSettings as PublishConfig  # noqa: E402
 
 OPTIONS = [  # name, vertices dtype, vertices every Nth frame (0 = never)
     ("float32", "float32", 1),

@@ -53,9 +53,10 @@ def main() -> None:
     import fastmetro
     from fastmetro import camera
     from fastmetro.engine import Engine, EngineOptions
-    from pipeline.config import load_config
-    from pipeline.render import MeshItem, MeshRenderer
-    from stages.detect import PersonTracker, make_crops
+    from fastmetro_stream.config import load_config
+    from draw.raster import MeshItem, MeshRenderer
+    from fastmetro.crops import make_crops
+    from stages.tracking import PersonTracker
 
     mesh = fastmetro.load_mesh_data()
     faces = mesh.faces

@@ -1,13 +1,10 @@
 """The decode stage: a source of RGB frames in shared memory (docs/sources.md).
 
-    source --PyAV--> RGB24 numpy --> FrameStore slot --Frame--> detect
+    source --PyAV/OpenCV--> RGB24 numpy --> FrameStore slot --Frame--> detect
 
-Sources (`config.source`):
-    None                    the sample video that ships with the project (samples/sample.mp4)
-    a video file            any container/codec FFmpeg reads; threaded decoding; PTS from the container
-    a directory of images   files matching `decode.image_glob`, in name order, pts = i / `decode.image_fps`
-    /dev/videoN or "N"      a camera (V4L2 through PyAV when its FFmpeg has the device, else OpenCV)
-    rtsp://, http(s)://...  network streams; reconnect on loss per `decode.reconnect_attempts`
+The sources (file, image folder, camera, URL) are classes in stages/sources.py; this stage keeps the
+slots, real-time pacing, start/max frames, looping (pts keep increasing: image folders at
+`decode.image_fps`) and the reconnects of live sources (`decode.reconnect_attempts`).
 
 Policies: offline mode waits for a free FrameStore slot (nothing lost); live mode drops a frame when no
 slot is free (counted "dropped_no_slot", added to the next frame's `dropped`). Undecodable packets are
@@ -15,36 +12,23 @@ counted ("corrupt_frames") and skipped; a source that cannot be opened at all ra
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
-import math
-import re
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.messages import Frame, now
-from pipeline.stage import SourceStage, StageError, config_section
+from pipeline.stage import SourceStage, StageContext, config_section
+
+from .sources import SAMPLE, Source, SourceError, fit_size, is_live_source, make_source, sample_path
 
 __all__ = ["DecodeConfig", "DecodeStage", "SourceError", "is_live_source", "sample_path", "fit_size"]
 
 log = logging.getLogger(__name__)
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = PACKAGE_ROOT / "samples" / "sample.mp4"
-URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
-_URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 SLOT_POLL_S = 0.1  # how often a wait (for a slot, for pacing) checks the stop flag
-MAX_ERRORS_IN_ROW = 200  # consecutive unreadable packets after which a file is given up as unreadable
-
-
-class SourceError(StageError):
-    """A source that cannot be opened or read at all; the message names it and what to check."""
 
 
 # ------------------------------------------------------------------------------------------- settings
@@ -96,46 +80,6 @@ class DecodeConfig(BaseModel):
         return self
 
 
-# ------------------------------------------------------------------------------------------- helpers
-def is_live_source(source: Optional[str]) -> bool:
-    """True for cameras (/dev/videoN, an integer index) and network URLs; False for files and folders."""
-    if source is None:
-        return False
-    s = str(source).strip()
-    if s.isdigit() or s.startswith("/dev/video"):
-        return True
-    m = _URL_RE.match(s)
-    return bool(m) and m.group(1).lower() in URL_SCHEMES
-
-
-def sample_path() -> Path:
-    """The shipped sample video (the default source)."""
-    return SAMPLE
-
-
-def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """(w, h) scaled down, aspect kept, so that w * h <= max_pixels; unchanged when it already fits."""
-    if width * height <= max_pixels:
-        return width, height
-    s = math.sqrt(max_pixels / (width * height))
-    w, h = max(1, int(width * s)), max(1, int(height * s))
-    while w * h > max_pixels:  # float rounding
-        if w >= h:
-            w -= 1
-        else:
-            h -= 1
-    return w, h
-
-
-def _source_kind(source: str) -> str:
-    if is_live_source(source):
-        return "camera" if (source.isdigit() or source.startswith("/dev/video")) else "url"
-    p = Path(source)
-    if p.is_dir():
-        return "images"
-    return "file"
-
-
 # ------------------------------------------------------------------------------------------- the stage
 class DecodeStage(SourceStage):
     """Source stage: `DecodeStage(config)` with the root Config (reads `source`, `source_id`, `mode`
@@ -144,13 +88,15 @@ class DecodeStage(SourceStage):
     """
 
     name = "decode"
+    drop_counters = ("dropped_no_slot",)
 
-    def __init__(self, config: Any = None, *, source: Optional[str] = None, source_id: Optional[str] = None,
-                 mode: Optional[str] = None) -> None:
+    def __init__(self, config: Any = None, context: Optional[StageContext] = None, *, source: Optional[str] = None,
+                 source_id: Optional[str] = None, mode: Optional[str] = None) -> None:
         super().__init__()
         section = config_section(config, "decode", DecodeConfig)
-        self.config = config if config is not None else section
         self.cfg = section
+        if context is not None:
+            source, source_id, mode = context.source, context.source_id, context.mode
         self.source = source if source is not None else getattr(config, "source", None)
         self.source_id = source_id or getattr(config, "source_id", None) or "default"
         mode = mode or getattr(config, "mode", None) or "auto"
@@ -195,14 +141,7 @@ class DecodeStage(SourceStage):
 
     def check(self) -> None:
         """The sample, file or image folder is there (cameras and URLs are tried when opened)."""
-        src = self.resolved_source()
-        kind = _source_kind(src)
-        if kind in ("file",) and not Path(src).exists():
-            raise SourceError(f"source {src!r}: no such file or directory (check the path, or give a camera "
-                              f"/dev/videoN, an rtsp:// or http(s):// URL)")
-        if kind == "images" and not self._image_files(Path(src)):
-            raise SourceError(f"source {src!r} is a directory without images matching decode.image_glob="
-                              f"{self.cfg.image_glob}: put images there or change decode.image_glob")
+        make_source(self.resolved_source(), self.cfg, self._stop, self.count).check()
 
     def setup(self) -> None:
         if self.store is None:
@@ -222,14 +161,9 @@ class DecodeStage(SourceStage):
     # --- frames ---------------------------------------------------------------------------------------
     def frames(self) -> Iterator[Frame]:
         src = self.resolved_source()
-        kind = _source_kind(src)
-        log.info("decode: %s source %s (%s mode)", kind, src, self.mode)
-        if kind == "images":
-            yield from self._image_frames(Path(src))
-        elif kind == "file":
-            yield from self._file_frames(src)
-        else:
-            yield from self._live_frames(src, kind)
+        source = make_source(src, self.cfg, self._stop, self.count)
+        log.info("decode: %s source %s (%s mode)", source.kind, src, self.mode)
+        yield from (self._live_frames(source) if source.live else self._passes(source))
 
     def _done(self) -> bool:
         return self._stop.is_set() or (self.cfg.max_frames is not None and self._taken >= self.cfg.max_frames)
@@ -282,28 +216,17 @@ class DecodeStage(SourceStage):
                 return
             time.sleep(min(left, SLOT_POLL_S))
 
-    # --- files ----------------------------------------------------------------------------------------
-    def _open(self, src: str, **kw):
-        import av
-
-        try:
-            return av.open(src, mode="r", **kw)
-        except (av.error.FFmpegError, OSError) as e:
-            raise SourceError(f"cannot open source {src!r}: {e} (check that it is a readable video file, "
-                              f"image folder, camera or URL)") from e
-
-    def _file_frames(self, src: str) -> Iterator[Frame]:
+    # --- files and image folders: passes, looped with pts going on ----------------------------------------
+    def _passes(self, source: Source) -> Iterator[Frame]:
         offset = 0.0  # pts added on each loop so that pts keeps increasing
         t0, pts0 = 0.0, None  # realtime clock: wall time and pts of the first frame delivered
         while True:
-            container = self._open(src)
-            first_raw, last_raw, duration = None, None, None  # container pts of this pass
+            source.open()
+            first_raw, last_raw, duration = None, None, None  # source pts of this pass
             try:
-                stream = self._video_stream(container, src)
-                for vf in self._decoded(container, stream, live=False):
+                for raw, to_rgb in source.pictures():
                     index = self._index
                     self._index += 1
-                    raw = None if vf.time is None else float(vf.time)
                     pts = None if raw is None else raw + offset
                     if raw is not None:
                         if first_raw is None:
@@ -315,163 +238,28 @@ class DecodeStage(SourceStage):
                         if pts0 is None:
                             t0, pts0 = time.monotonic(), pts
                         self._pace(t0, pts, pts0)
-                    f = self._emit(index, pts, lambda mp, vf=vf: _to_rgb(vf, mp))
+                    f = self._emit(index, pts, to_rgb)
                     if f is not None:
                         yield f
                     if self._done():
                         return
             finally:
-                container.close()
+                source.close()
             if not self.cfg.loop or self._stop.is_set() or self._index == 0:
                 return
             if last_raw is not None:  # the next pass starts one frame after this one's last
-                offset += last_raw - first_raw + (duration or 0.0)
+                offset += last_raw - first_raw + (duration or source.period or 0.0)
 
-    def _video_stream(self, container, src: str):
-        if not container.streams.video:
-            raise SourceError(f"source {src!r} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame + slice threads: several cores per decoder
-        return stream
-
-    def _decoded(self, container, stream, live: bool) -> Iterator[Any]:
-        """Decoded av.VideoFrames; packets the decoder or demuxer rejects are counted and skipped.
-        Live: an I/O error (lost connection, timeout) is raised for the caller to reconnect."""
-        import av
-
-        demux = container.demux(stream)
-        errors_in_row = 0
-        while not self._stop.is_set():
-            try:
-                packet = next(demux)
-            except StopIteration:
-                return
-            except av.error.EOFError:
-                return
-            except av.error.InvalidDataError as e:
-                self.count("corrupt_frames")
-                errors_in_row += 1
-                log.warning("decode: unreadable data skipped (%s)", e)
-                if errors_in_row > MAX_ERRORS_IN_ROW:
-                    log.error("decode: %d unreadable packets in a row: giving up on the rest", errors_in_row)
-                    return
-                demux = container.demux(stream)  # the failed generator is finished; go on from here
-                continue
-            except av.error.FFmpegError as e:
-                if live:
-                    raise
-                self.count("corrupt_frames")
-                log.error("decode: read error, the rest of the file is skipped (%s)", e)
-                return
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as e:
-                self.count("corrupt_frames")
-                errors_in_row += 1
-                log.warning("decode: undecodable packet skipped (%s)", e)
-                if errors_in_row > MAX_ERRORS_IN_ROW:
-                    return
-                continue
-            errors_in_row = 0
-            for vf in frames:
-                if vf.is_corrupt:  # decoded with errors the decoder concealed: not a frame to measure on
-                    self.count("corrupt_frames")
-                    continue
-                yield vf
-
-    # --- image folders --------------------------------------------------------------------------------
-    def _image_files(self, folder: Path) -> list[Path]:
-        pats = [p.lower() for p in self.cfg.image_glob]
-        return sorted(p for p in folder.iterdir()
-                      if p.is_file() and any(fnmatch.fnmatch(p.name.lower(), pat) for pat in pats))
-
-    def _image_frames(self, folder: Path) -> Iterator[Frame]:
-        import cv2
-
-        files = self._image_files(folder)
-        if not files:
-            raise SourceError(f"source {str(folder)!r} holds no images matching decode.image_glob="
-                              f"{self.cfg.image_glob}")
-        t0 = time.monotonic()
-        while True:
-            for path in files:
-                if self._done():
-                    return
-                index = self._index
-                self._index += 1
-                pts = index / self.cfg.image_fps
-                if self.cfg.realtime and index >= self.cfg.start_frame:
-                    self._pace(t0, pts, self.cfg.start_frame / self.cfg.image_fps)
-
-                def read(mp, path=path):
-                    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                    if bgr is None:
-                        self.count("corrupt_frames")
-                        log.warning("decode: %s is not a readable image: skipped", path)
-                        return None
-                    h, w = bgr.shape[:2]
-                    fw, fh = fit_size(w, h, mp)
-                    if (fw, fh) != (w, h):
-                        bgr = cv2.resize(bgr, (fw, fh), interpolation=cv2.INTER_AREA)
-                    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-                f = self._emit(index, pts, read)
-                if f is not None:
-                    yield f
-            if not self.cfg.loop or self._stop.is_set():
-                return
-
-    # --- cameras and URLs -----------------------------------------------------------------------------
-    def _open_live(self, src: str, kind: str):
-        """An av container for a camera or URL, or ("cv2", capture) when PyAV has no camera input."""
-        import av
-
-        cfg = self.cfg
-        timeout = (cfg.open_timeout_s, cfg.read_timeout_s)
-        if kind == "url":
-            options = {}
-            if src.lower().startswith("rtsp"):
-                options["rtsp_transport"] = cfg.rtsp_transport
-            return self._open(src, options=options, timeout=timeout)
-        device, fmt = _camera_device(src)
-        options = {}
-        if cfg.camera_width is not None:
-            options["video_size"] = f"{cfg.camera_width}x{cfg.camera_height}"
-        if cfg.camera_fps is not None:
-            options["framerate"] = f"{cfg.camera_fps:g}"
-        if cfg.camera_format is not None:
-            options["input_format" if fmt == "v4l2" else "pixel_format"] = cfg.camera_format
-        if fmt in av.formats_available:
-            return self._open(device, format=fmt, options=options, timeout=timeout)
-        return ("cv2", self._open_cv2_camera(src, device))
-
-    def _open_cv2_camera(self, src: str, device: str):
-        import cv2
-
-        index = int(src) if src.isdigit() else device
-        cap = cv2.VideoCapture(index)
-        if not cap.isOpened():
-            raise SourceError(f"cannot open camera {src!r} ({device}): check that it is connected, not used by "
-                              f"another program, and that you may read it (Linux: the 'video' group)")
-        cfg = self.cfg
-        if cfg.camera_format:
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.camera_format.upper()[:4].ljust(4)))
-        if cfg.camera_width is not None:
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.camera_width)
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.camera_height)
-        if cfg.camera_fps is not None:
-            cap.set(cv2.CAP_PROP_FPS, cfg.camera_fps)
-        return cap
-
-    def _live_frames(self, src: str, kind: str) -> Iterator[Frame]:
+    # --- cameras and URLs: reconnects ---------------------------------------------------------------------
+    def _live_frames(self, source: Source) -> Iterator[Frame]:
         """Cameras and URLs: reconnect (counted "reconnects") when the stream is lost."""
         import av
 
+        src = source.src
         failures = 0
-        t_start = time.monotonic()
         while not self._done():
             try:
-                handle = self._open_live(src, kind)
+                source.open()
             except SourceError:
                 failures += 1
                 if failures > self.cfg.reconnect_attempts or self._stop.is_set():
@@ -483,25 +271,21 @@ class DecodeStage(SourceStage):
             got = 0
             ended = False  # a clean end of a finite stream (e.g. a file over HTTP): no reconnect
             try:
-                if isinstance(handle, tuple):
-                    frames_iter = self._cv2_frames(handle[1], t_start)
-                else:
-                    frames_iter = self._av_live_frames(handle, src)
-                for f in frames_iter:
+                for pts, to_rgb in source.pictures():
+                    index = self._index
+                    self._index += 1
                     got += 1
                     failures = 0
+                    f = self._emit(index, pts, to_rgb)
                     if f is not None:
                         yield f
                     if self._done():
                         return
-                ended = not isinstance(handle, tuple) and handle.duration is not None
+                ended = source.finite
             except (av.error.FFmpegError, OSError) as e:
                 log.warning("decode: %s lost (%s)", src, e)
             finally:
-                if isinstance(handle, tuple):
-                    handle[1].release()
-                else:
-                    handle.close()
+                source.close()
             if ended or self._stop.is_set():
                 return
             failures += 1 if got == 0 else 0
@@ -512,49 +296,5 @@ class DecodeStage(SourceStage):
             log.warning("decode: reconnecting to %s in %.1f s", src, self.cfg.reconnect_delay_s)
             self._sleep(self.cfg.reconnect_delay_s)
 
-    def _av_live_frames(self, container, src: str) -> Iterator[Optional[Frame]]:
-        stream = self._video_stream(container, src)
-        for vf in self._decoded(container, stream, live=True):
-            index = self._index
-            self._index += 1
-            pts = None if vf.time is None else float(vf.time)
-            yield self._emit(index, pts, lambda mp, vf=vf: _to_rgb(vf, mp))
-
-    def _cv2_frames(self, cap, t_start: float) -> Iterator[Optional[Frame]]:
-        import cv2
-
-        while not self._stop.is_set():
-            ok, bgr = cap.read()
-            if not ok:
-                return
-            index = self._index
-            self._index += 1
-
-            def conv(mp, bgr=bgr):
-                h, w = bgr.shape[:2]
-                fw, fh = fit_size(w, h, mp)
-                if (fw, fh) != (w, h):
-                    bgr = cv2.resize(bgr, (fw, fh), interpolation=cv2.INTER_AREA)
-                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-            yield self._emit(index, time.monotonic() - t_start, conv)
-
     def _sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
-
-
-def _camera_device(src: str) -> tuple[str, str]:
-    """(device name, FFmpeg input format) of a camera source."""
-    if sys.platform == "darwin":
-        return (src if src.isdigit() else src.rsplit("video", 1)[-1]), "avfoundation"
-    if sys.platform.startswith("win"):
-        return f"video={src}", "dshow"
-    return (f"/dev/video{src}" if src.isdigit() else src), "v4l2"
-
-
-def _to_rgb(vf, max_pixels: int) -> np.ndarray:
-    """An av.VideoFrame as (H, W, 3) uint8 RGB, downscaled (one swscale pass) to fit max_pixels."""
-    w, h = fit_size(vf.width, vf.height, max_pixels)
-    if (w, h) != (vf.width, vf.height):
-        return vf.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
-    return vf.to_ndarray(format="rgb24")

@@ -6,9 +6,10 @@ order, every person of a frame together.
 Batching is deadline-bounded: crops of successive frames are collected until `max_batch` crops are waiting
 or the oldest waiting frame has waited `max_wait_ms`, whichever comes first (live default 10 ms, so a lone
 frame is held at most that long plus one forward; offline default 500 ms, so batches fill). A frame's
-crops are copied out of shared memory on arrival and its slot released at once, so batching never holds
-the frame ring (unless an overlay video is written: then publish releases it). The network itself runs
-in fastmetro.engine.Engine (device, precision, buffers).
+crops are copied out of shared memory on arrival and, when this is the last stage that reads pixels (the
+runtime says so: `releases_pixels`), its slot is released at once, so batching never holds the frame ring.
+The network itself runs in fastmetro.engine.Engine (device, precision, buffers); results are placed in the
+frame's camera by fastmetro.crops.place.
 """
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from fastmetro.crops import CROP_SIZE, place
 from pipeline.messages import Detections, EndOfStream, MeshFrame, PersonMesh, now
-from pipeline.stage import Stage, StageError, config_section
+from pipeline.stage import Stage, StageContext, StageError, config_section
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +118,20 @@ class DynamicBatcher:
 
 class InferStage(Stage):
     name = "infer"
+    needs_pixels = True
 
-    def __init__(self, config):
+    def __init__(self, config: Any = None, context: Optional[StageContext] = None):
         super().__init__()
         self.cfg: InferConfig = config_section(config, "infer", InferConfig)
-        live = getattr(config, "mode", "offline") == "live"
+        self.context = context or StageContext.of(config)
+        live = self.context.mode == "live"
         wait = self.cfg.max_wait_ms if self.cfg.max_wait_ms is not None else (10.0 if live else 500.0)
         self.batcher = DynamicBatcher(self.cfg.max_batch, wait / 1000.0)
         self.engine = None
         self.store = None  # set by the runtime
-        # With an overlay video (publish.overlay) the frame's pixels are still needed downstream: the
-        # frame keeps its slot and the publish stage releases it.
-        self.keep_frames = getattr(getattr(config, "publish", None), "overlay", None) is not None
+        # The last stage that reads pixels gives the slot back; the runtime sets this again before a run
+        # (False when a later stage, the overlay, still needs the pixels).
+        self.releases_pixels = True
 
     def check(self) -> None:
         """A checkpoint given as a file path names a file that is there (registry names are fetched later)."""
@@ -161,8 +165,8 @@ class InferStage(Stage):
             idx = [p.crop_index for p in det.persons]
             crops = np.array(self.store.crops(det.frame)[idx])  # a copy: the slot is released next
         else:
-            crops = np.zeros((0, 224, 224, 3), np.uint8)
-        if not self.keep_frames:
+            crops = np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        if self.releases_pixels:
             self.store.release(det.frame)
         self.batcher.add(_Pending(det, crops, time.monotonic()))
         return self._run(self.batcher.take())
@@ -200,10 +204,7 @@ class InferStage(Stage):
         wh = (frame.width, frame.height)
         focal = float(self.cfg.focal or camera.default_focal(wh))
         if det.persons:
-            center = np.array([p.center for p in det.persons], dtype=np.float64)
-            size = np.array([p.size for p in det.persons], dtype=np.float64)
-            cam_t = camera.crop_to_frame_translation(r["cam"], center, size, wh, focal)
-            joints2d = camera.project(r["joints3d"], cam_t, focal, wh)
+            cam_t, joints2d = place(r, det.persons, wh, focal)
             for i, person in enumerate(det.persons):
                 persons.append(PersonMesh(
                     person=person,

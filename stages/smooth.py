@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, now
-from pipeline.stage import Stage, config_section
+from pipeline.stage import Stage, StageContext, config_section
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
 
@@ -300,10 +300,10 @@ class SmoothStage(Stage):
 
     name = "smooth"
 
-    def __init__(self, config: Any = None, mode: Optional[str] = None) -> None:
+    def __init__(self, config: Any = None, mode: Optional[str] = None, context: Optional[StageContext] = None) -> None:
         super().__init__()
         self.cfg = config_section(config, "smooth", SmoothConfig)
-        self.mode = mode or getattr(config, "mode", None) or "offline"
+        self.mode = mode or (context.mode if context is not None else None) or getattr(config, "mode", None) or "offline"
         if self.mode not in ("live", "offline", "auto"):
             raise ValueError(f"mode must be 'live', 'offline' or 'auto', not {self.mode!r}")
         # "auto" should be resolved by the runtime (live for cameras/URLs, offline for files); if it is

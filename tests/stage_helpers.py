@@ -5,19 +5,17 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional
 
 from pipeline.messages import EndOfStream, Frame, now
 from pipeline.stage import SourceStage, Stage, StageError
+from pipeline.supervisor import RunSettings
 
 
 def runtime_config(mode="offline", ring_slots=8, queue_size=2, stop_timeout_s=5.0):
-    """The few settings the supervisor reads, without the stage sections."""
-    return SimpleNamespace(
-        mode=mode, ring_slots=ring_slots, queue_size=queue_size, stop_timeout_s=stop_timeout_s,
-        decode=SimpleNamespace(max_pixels=16 * 16), detect=SimpleNamespace(max_persons=1),
-    )
+    """What the supervisor is told: small 16 x 16 frames, one crop."""
+    return RunSettings(mode=mode, ring_slots=ring_slots, queue_size=queue_size, stop_timeout_s=stop_timeout_s,
+                       max_pixels=16 * 16, max_persons=1)
 
 
 def _note_pid(pid_dir: Optional[str], name: str) -> None:
@@ -29,6 +27,7 @@ class CountingSource(SourceStage):
     """Frames 0..n-1 (n=None: forever), pixel value = index % 256, optionally paced."""
 
     name = "source"
+    drop_counters = ("dropped_no_slot",)
 
     def __init__(self, n: Optional[int], live: bool = False, delay_s: float = 0.0, pid_dir: Optional[str] = None):
         super().__init__()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline import wire
-from pipeline.batch import BatchError, find_videos, is_complete, plan, run_batch
+from fastmetro_stream.batch import BatchError, find_videos, is_complete, plan, run_batch
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "sample.mp4"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, ConfigError, load_config
+from fastmetro_stream.config import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,10 +77,10 @@ def test_a_yaml_file_with_a_typo_is_named(tmp_path):
 def test_the_ring_grows_to_hold_frames_until_published_with_an_overlay(tmp_path):
     plain = load_config(source="clip.mp4").resolved()
     assert plain.ring_slots_needed() == plain.ring_slots == 16
-    offline = load_config(None, [f"publish.overlay={tmp_path / 'o.mp4'}"], source="clip.mp4").resolved()
-    live = load_config(None, [f"publish.overlay={tmp_path / 'o.mp4'}"], source="/dev/video0").resolved()
+    offline = load_config(None, [f"overlay.path={tmp_path / 'o.mp4'}"], source="clip.mp4").resolved()
+    live = load_config(None, [f"overlay.path={tmp_path / 'o.mp4'}"], source="/dev/video0").resolved()
     # queues 4 x 4 + one item per stage 5 + detect batch 1 + infer batch 16 + 2, and offline the RTS window
     assert live.ring_slots_needed() == 40
     assert offline.ring_slots_needed() == 40 + 15 + 15 + 5
-    big = load_config(None, [f"publish.overlay={tmp_path / 'o.mp4'}", "ring_slots=200"], source="clip.mp4")
+    big = load_config(None, [f"overlay.path={tmp_path / 'o.mp4'}", "ring_slots=200"], source="clip.mp4")
     assert big.resolved().ring_slots_needed() == 200

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.messages import CROP_SIZE, Person
-from stages.detect import crop_matrix, crop_square, crop_to_frame, frame_to_crop, make_crops, make_crops_roi_align
+from fastmetro.crops import crop_matrix, crop_square, crop_to_frame, frame_to_crop, make_crops, make_crops_roi_align
 
 
 def _dot_frame(h: int, w: int, x: int, y: int, r: int) -> np.ndarray:

@@ -323,7 +323,7 @@ def test_stop_while_waiting_for_a_slot(tmp_path):
 def test_stage_pickles_for_its_process(tmp_path):
     import pickle
 
-    from pipeline.config import load_config
+    from fastmetro_stream.config import load_config
 
     cfg = load_config(source=str(tmp_path), overrides=["decode.realtime=true"]).resolved()
     st = pickle.loads(pickle.dumps(DecodeStage(cfg)))
@@ -353,7 +353,7 @@ def test_config_errors_name_the_setting():
     (["--checkpoint", "{tmp}/nope.pth"], "error: infer: infer.checkpoint: file {tmp}/nope.pth does not exist"),
 ])
 def test_run_names_a_missing_source_or_checkpoint_at_once(tmp_path, capsys, given, named):
-    from pipeline.cli import main
+    from fastmetro_stream.cli import main
 
     t0 = time.monotonic()
     args = [a.format(tmp=tmp_path) for a in given]

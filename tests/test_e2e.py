@@ -15,7 +15,7 @@ from pipeline import wire
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "sample.mp4"
-CLI = [sys.executable, "-m", "pipeline.cli"]
+CLI = [sys.executable, "-m", "fastmetro_stream.cli"]
 
 
 def free_endpoint() -> str:
@@ -35,7 +35,7 @@ def cli(*args, timeout=900):
 
 @pytest.mark.slow
 def test_run_on_the_sample_records_one_message_per_frame_and_writes_the_overlay(tmp_path):
-    from pipeline.render import render_recording
+    from tools.render import render_recording
 
     rec, overlay = tmp_path / "out.msgpack", tmp_path / "overlay.mp4"
     r = cli("run", "--record", str(rec), "--overlay", str(overlay), "--set", f"publish.endpoint={free_endpoint()}",
@@ -68,8 +68,8 @@ def test_run_on_the_sample_records_one_message_per_frame_and_writes_the_overlay(
 
 @pytest.mark.slow
 def test_a_subscriber_receives_what_is_recorded(tmp_path):
-    from pipeline.api import run
-    from pipeline.config import load_config
+    from fastmetro_stream.api import run
+    from fastmetro_stream.config import load_config
     from pipeline.subscriber import Subscriber
 
     endpoint = free_endpoint()
@@ -104,3 +104,20 @@ def test_a_missing_source_fails_clearly(tmp_path):
             "--set", "detect.detector=hog")
     assert r.returncode != 0
     assert "nope.mp4" in r.stderr
+
+
+@pytest.mark.slow
+def test_run_export_writes_per_track_files_when_the_run_ends(tmp_path):
+    import json
+
+    out = tmp_path / "tracks"
+    r = cli("run", "--export", str(out), "--export-format", "npz,bvh,gltf", "--set", "decode.max_frames=8",
+            "--set", "detect.detector=hog", "--set", f"publish.endpoint={free_endpoint()}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "run.msgpack").is_file()  # no --record: the run records into the export directory
+    index = json.loads((out / "tracks.json").read_text())
+    assert index["complete"] and index["frames"] == 8 and index["tracks"]
+    for t in index["tracks"]:
+        assert t["files"] == [f"{t['name']}.npz", f"{t['name']}.bvh", f"{t['name']}.glb"]
+        assert all((out / f).is_file() for f in t["files"])
+    assert f"export: {len(index['tracks'])} tracks" in r.stdout

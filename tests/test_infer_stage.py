@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import pytest
 import fastmetro
 from pipeline.messages import Detections, EndOfStream, Frame, MeshFrame, Person
 from pipeline.shm import FrameStore
+from pipeline.stage import StageContext
 from stages.infer import DynamicBatcher, InferConfig, InferStage, _Pending
 
 
@@ -25,8 +25,7 @@ def store():
 
 
 def make_stage(store, assets_dir, mode="offline", **cfg):
-    config = SimpleNamespace(infer=InferConfig(assets_dir=str(assets_dir), **cfg), mode=mode)
-    stage = InferStage(config)
+    stage = InferStage(InferConfig(assets_dir=str(assets_dir), **cfg), StageContext(mode=mode))
     stage.store = store
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)

@@ -16,7 +16,10 @@ from pipeline import wire
 from pipeline.messages import EndOfStream
 from pipeline.stage import StageError
 from pipeline.subscriber import EndData, FrameData, Subscriber, Topology
-from stages.publish import PublishConfig, PublishStage, Publisher, add_commands, replay
+from pipeline.publisher import Publisher, replay
+from stages.overlay import OverlayConfig
+from stages.publish import PublishConfig, PublishStage
+from tools.stream import add_commands
 
 ANY_PORT = "tcp://127.0.0.1:*"  # a free port per test, so tests never collide
 
@@ -383,7 +386,7 @@ def test_bind_conflict_names_the_setting(make_stage):
 
 
 def test_a_busy_port_is_named_before_the_run_and_a_free_one_is_let_go(make_stage, tmp_path, capsys):
-    from stages.publish import check_endpoint
+    from pipeline.publisher import check_endpoint
 
     first = make_stage()
     with pytest.raises(StageError, match=f"publish.endpoint {first.endpoint}: cannot bind"):
@@ -445,60 +448,15 @@ def test_stage_is_cheap_and_picklable_before_setup():
         clone.process(wire.synthetic_mesh_frame(1))
 
 
-def test_overlay_frames_are_copied_and_their_slot_released(assets_dir, tmp_path):
-    import multiprocessing as mp
-
-    from pipeline.shm import FrameStore
-
-    store = FrameStore.create(mp.get_context("spawn"), slots=4, max_pixels=1280 * 720, max_persons=2)
-    stage = PublishStage(PublishConfig(endpoint=ANY_PORT, overlay=tmp_path / "o.mp4"))
-    stage.store = store
-    try:
-        stage.setup()
-        for i in range(3):
-            mf = wire.synthetic_mesh_frame(2, index=i)
-            mf.frame.slot = store.acquire(block=False)
-            store.frame(mf.frame)[:] = 50 * i
-            stage.process(mf)
-            assert mf.frame.slot == -1 and store.spec.free.qsize() == 4  # released as soon as published
-        stage.process(EndOfStream("default", 3))
-        assert stage.counters["overlay_frames"] == 3 and "overlay_skipped" not in stage.counters
-    finally:
-        stage.close()
-        store.close()
-        store.unlink()
-    import av
-
-    with av.open(str(tmp_path / "o.mp4")) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert len(frames) == 3 and frames[0].shape == (720, 1280, 3)
-    for i, f in enumerate(frames):  # each frame's own pixels around the meshes
-        assert (np.abs(f.astype(int) - 50 * i) <= 3).all(axis=2).mean() > 0.1
-
-
-@pytest.mark.parametrize("mode, setting, coarse", [
-    ("live", "auto", True), ("offline", "auto", False), ("offline", "coarse", True), ("live", "fine", False)])
-def test_the_overlay_draws_the_coarse_mesh_live_and_the_fine_one_offline(assets_dir, tmp_path, mode, setting, coarse):
-    from pipeline.config import Config
-
-    cfg = Config(mode=mode, publish=PublishConfig(endpoint=ANY_PORT, overlay=tmp_path / "o.mp4", overlay_mesh=setting))
-    stage = PublishStage(cfg)
-    try:
-        stage.setup()
-        assert stage.overlay.renderer.faces.shape == ((3442, 3) if coarse else (13776, 3))
-        assert (stage.overlay.downsample is not None) == coarse
-        assert stage.overlay.block == (mode == "offline")
-    finally:
-        stage.close()
-
-
-@pytest.mark.parametrize("setting", ["record", "overlay"])
-def test_an_output_into_a_missing_directory_is_named_before_the_run(tmp_path, capsys, setting):
-    from pipeline.cli import main
+@pytest.mark.parametrize("setting, section, key", [("record", PublishConfig, "publish.record"),
+                                                   ("overlay", OverlayConfig, "overlay.path")])
+def test_an_output_into_a_missing_directory_is_named_before_the_run(tmp_path, capsys, setting, section, key):
+    from fastmetro_stream.cli import main
 
     missing = tmp_path / "nope"
-    with pytest.raises(ValidationError, match=f"{setting}\n.*directory {missing} does not exist"):
-        PublishConfig(**{setting: missing / "out"})
+    field = key.split(".")[1]
+    with pytest.raises(ValidationError, match=f"{field}\n.*directory {missing} does not exist"):
+        section(**{field: missing / "out"})
     assert main(["run", f"--{setting}", str(missing / "out"), "--set", "detect.detector=hog"]) == 2
     err = capsys.readouterr().err
-    assert f"publish.{setting}: Value error, directory {missing} does not exist" in err and "Traceback" not in err
+    assert f"{key}: Value error, directory {missing} does not exist" in err and "Traceback" not in err

@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 
 from pipeline import wire
-from pipeline.cli import main
+from fastmetro_stream.cli import main
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh
-from pipeline.render import (MeshItem, MeshRenderer, OverlayRecorder, RenderError, VideoWriter, mesh_items,
-                             render_recording, track_colour)
+from draw.colours import track_colour
+from draw.raster import MeshItem, MeshRenderer, RenderError, mesh_items
+from draw.video import VideoWriter
+from pipeline.subscriber import person_data
+from stages.overlay import OverlayRecorder
+from tools.render import render_recording
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, F = 320, 240, 500.0
@@ -135,7 +139,7 @@ def test_alpha_blends_and_box_and_label_are_drawn(method):
     box = (40.0, 30.0, 200.0, 220.0)
     out = MeshRenderer(SQUARE_F, alpha=0.5, method=method).draw(bg, [MeshItem(SQUARE_V * 0.2, np.array([0, 0, 2.0]), 7, box)], F)
     centre = out[H // 2, W // 2].astype(int)
-    from pipeline.render import _AMBIENT, _LIGHT
+    from draw.raster import _AMBIENT, _LIGHT
 
     lit = _AMBIENT + (1 - _AMBIENT) * max(0.0, -_LIGHT[2])  # Lambert of a face turned to the camera
     shaded = np.floor(lit * np.array(track_colour(7)))
@@ -278,7 +282,7 @@ def test_overlay_recorder_writes_every_frame_offline(tmp_path):
     bg = np.full((H, W, 3), 90, np.uint8)
     for i in range(6):
         mf = mesh_frame(i, with_person=i != 2)
-        assert rec.submit(bg.copy(), mf.persons, mf.focal, i / 10)
+        assert rec.submit(bg.copy(), [person_data(p) for p in mf.persons], mf.focal, i / 10)
     rec.close()
     assert (rec.written, rec.skipped, rec.error) == (6, 0, None)
     frames = read_video(tmp_path / "o.mp4")
@@ -296,7 +300,7 @@ def test_overlay_recorder_skips_frames_live_when_behind_and_counts_them(tmp_path
     rec = OverlayRecorder(tmp_path / "o.mp4", CUBE_F, block=False, queue_size=1)
     big = np.full((720, 1280, 3), 90, np.uint8)
     mf = mesh_frame(0)
-    taken = [rec.submit(big.copy(), mf.persons, mf.focal, i / 30) for i in range(30)]  # faster than drawing
+    taken = [rec.submit(big.copy(), [person_data(p) for p in mf.persons], mf.focal, i / 30) for i in range(30)]  # faster than drawing
     rec.close()
     assert rec.skipped == taken.count(False) > 0
     assert rec.written == taken.count(True) == len(read_video(tmp_path / "o.mp4"))
@@ -307,16 +311,15 @@ def test_mesh_items_reuse_a_tracks_vertices_until_it_is_lost():
 
     pm = mesh_frame(0).persons[0]  # PersonMesh, track 4
     wire_person = wire.decode(wire.encode_frame(mesh_frame(1), "default", 1, with_vertices=False))["persons"][0]
-    data = PersonData(**wire_person)
+    data = PersonData(**wire_person)  # a recording's or the subscriber's person, sent without vertices
     last: dict = {}
-    (first,) = mesh_items([pm], last)
-    assert first.track_id == 4 and first.vertices is pm.vertices and first.box == pm.person.box
-    for without in (wire_person, data):  # a recording's dict, the subscriber's PersonData: no vertices sent
-        (it,) = mesh_items([without], last)
-        assert it.vertices is pm.vertices and np.array_equal(it.cam_t, wire_person["cam_t"])
-    (it,) = mesh_items([wire_person], last, lost=[4])  # ends at this frame: drawn, then forgotten
+    (first,) = mesh_items([person_data(pm)], last)  # the pipeline's person, as the overlay stage passes it
+    assert first.track_id == 4 and first.vertices is pm.vertices and tuple(first.box) == pm.person.box
+    (it,) = mesh_items([data], last)
+    assert it.vertices is pm.vertices and np.array_equal(it.cam_t, wire_person["cam_t"])
+    (it,) = mesh_items([data], last, lost=[4])  # ends at this frame: drawn, then forgotten
     assert it.vertices is pm.vertices and last == {}
-    assert mesh_items([wire_person], last)[0].vertices is None
+    assert mesh_items([data], last)[0].vertices is None
 
 
 def test_render_command_errors(tmp_path, capsys):
@@ -340,12 +343,12 @@ def test_render_command_errors(tmp_path, capsys):
 def test_render_a_recording_of_the_sample(tmp_path, assets_dir):
     rec, out = tmp_path / "sample.rec", tmp_path / "sample.mp4"
     env = {**os.environ, "FASTMETRO_ASSETS": str(assets_dir)}
-    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--record", str(rec), "--set",
+    run = subprocess.run([sys.executable, "-m", "fastmetro_stream.cli", "run", "--record", str(rec), "--set",
                           "detect.detector=hog", "--set", "decode.max_frames=10", "--set", "progress=false",
                           "--set", "publish.endpoint=tcp://127.0.0.1:0"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "render", str(rec), "--video",
+    r = subprocess.run([sys.executable, "-m", "fastmetro_stream.cli", "render", str(rec), "--video",
                         str(REPO / "samples" / "sample.mp4"), "-o", str(out), "-q"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

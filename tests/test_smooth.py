@@ -10,6 +10,7 @@ from filterpy.kalman import KalmanFilter
 from pydantic import ValidationError
 
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh
+from pipeline.stage import StageContext, run_stage
 from stages.smooth import SmoothConfig, SmoothStage, rot6d_to_rotmat, rotmat_to_6d
 
 FPS = 30.0
@@ -31,15 +32,11 @@ def frame(i, persons, lost=(), source="cam", pts=True):
 
 
 def stage(mode="live", **settings):
-    return SmoothStage(SimpleNamespace(smooth=SmoothConfig(**settings), mode=mode))
+    return SmoothStage(SmoothConfig(**settings), context=StageContext(mode=mode))
 
 
 def run(st, frames):
-    out = []
-    for f in frames:
-        out.extend(st.process(f))
-    out.extend(st.finish())
-    return out
+    return run_stage(st, frames)
 
 
 def walk(rng, n, start=0.0, speed=0.5):

@@ -19,11 +19,11 @@ import pytest
 pytest.importorskip("viser", reason="the viewer needs viser: pip install viser")
 
 from pipeline import wire  # noqa: E402
-from pipeline.cli import main  # noqa: E402
+from fastmetro_stream.cli import main  # noqa: E402
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh  # noqa: E402
-from pipeline.render import track_colour  # noqa: E402
-from pipeline.viewer import MeshViewer  # noqa: E402
-from stages.publish import Publisher, PublishConfig, replay  # noqa: E402
+from draw.colours import track_colour  # noqa: E402
+from tools.viewer import MeshViewer  # noqa: E402
+from pipeline.publisher import Publisher, PublisherSettings as PublishConfig, replay  # noqa: E402
 
 # A cube [-0.4, 0.4]^3 (8 vertices, 12 triangles): cheap for a browser without a GPU to draw.
 CUBE_V = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float32) * 0.4

@@ -3,14 +3,19 @@
     fastmetro-stream run [--config FILE] [--source S] [--record FILE] [--set key=value ...]
     fastmetro-stream config [--config FILE] [--set ...]     print the effective settings
     fastmetro-stream weights                                 official checkpoints on this machine
-    fastmetro-stream listen | replay FILE | keys DIR         see stages/publish.py
-    fastmetro-stream render REC --video V -o out.mp4 | image PICTURE -o out.png   see pipeline/render.py
+    fastmetro-stream listen | replay FILE | keys DIR         see tools/stream.py
+    fastmetro-stream render REC --video V -o out.mp4          see tools/render.py
+    fastmetro-stream image PICTURE -o out.png                see fastmetro_stream/image.py
+    fastmetro-stream view                                    see tools/viewer.py
+    fastmetro-stream vmc                                     avatars over the VMC protocol, see tools/vmc.py
+    fastmetro-stream export REC -o DIR --format npz,bvh,gltf,obj     per-track files, see tools/export/
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -35,7 +40,9 @@ def _load(args):
     if args.record:
         overrides.append(f"publish.record={args.record}")
     if args.overlay:
-        overrides.append(f"publish.overlay={args.overlay}")
+        overrides.append(f"overlay.path={args.overlay}")
+    if getattr(args, "export", None) and not args.record:  # run --export DIR: record into DIR, then export
+        overrides.append(f"publish.record={Path(args.export) / 'run.msgpack'}")
     return load_config(args.config, overrides, source=args.source, mode=args.mode)
 
 
@@ -43,13 +50,23 @@ def run_command(args) -> int:
     from .api import run
     from .config import ConfigError
 
+    export = None
     try:
+        if args.export:
+            from tools.export.cli import options_from
+            from tools.export.exporter import ExportError, output_dir
+
+            try:
+                export = (output_dir(args.export), options_from(args))
+            except ExportError as e:
+                print(f"error: export: {e}", file=sys.stderr)
+                return 2
         config = _load(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        summary = run(config)
+        summary = run(config, export=export)
     except Exception as e:  # a problem found before the stages start (e.g. a missing file)
         logging.getLogger("fastmetro-stream").debug("run failed", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
@@ -77,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the pipeline (default source: the shipped sample)")
     _add_config_args(p)
+    from tools.export.cli import add_export_options
+
+    p.add_argument("--export", metavar="DIR", help="when the run ends, export its recording to per-track files "
+                   "in DIR (see `export`; records to DIR/run.msgpack unless --record is given)")
+    add_export_options(p, prefix="export-")
     p.set_defaults(func=run_command)
 
     p = sub.add_parser("config", help="print the effective settings of a run")
@@ -84,16 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=config_command)
 
     from fastmetro.cli import add_commands as add_weights
-    from stages.publish import add_commands as add_publish
+    from tools.render import add_commands as add_render
+    from tools.stream import add_commands as add_stream
+    from tools.viewer import add_commands as add_viewer
+
+    from .image import add_commands as add_image
 
     add_weights(sub)
-    add_publish(sub)
-    from .render import add_commands as add_render
-
+    add_stream(sub)
     add_render(sub)
-    from .viewer import add_commands as add_viewer
-
+    add_image(sub)
     add_viewer(sub)
+    from tools.vmc import add_commands as add_vmc
+
+    add_vmc(sub)
+    from tools.export.cli import add_commands as add_export
+
+    add_export(sub)
     from .batch import add_commands as add_batch
 
     add_batch(sub)

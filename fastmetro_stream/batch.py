@@ -137,15 +137,15 @@ def run_video(job: Job, config_file: Optional[str], overrides: Sequence[str], pr
     published frame count about once a second."""
     from rich.console import Console
 
-    from pipeline.api import run
-    from pipeline.config import ConfigError, load_config
+    from fastmetro_stream.api import run
+    from fastmetro_stream.config import ConfigError, load_config
 
     part = job.out_dir / f".{job.name}.{uuid.uuid4().hex[:8]}.part"
     values = list(overrides) + [
         f"publish.record={part}",
         "publish.mode=latest",  # nobody subscribes to a batch task: latest never waits for a consumer
         "publish.endpoint=tcp://127.0.0.1:*",  # tasks share machines: each binds a free port
-        "publish.overlay=null",
+        "overlay.path=null",
         "progress=false",
     ]
     try:
@@ -224,7 +224,7 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
         raise BatchError(f"output folder {out_dir}: cannot write there ({e.strerror or e})") from None
     jobs = plan(find_videos(inputs), out_dir.resolve())
     from fastmetro import UNTRAINED_MESSAGE
-    from pipeline.config import ConfigError, load_config
+    from fastmetro_stream.config import ConfigError, load_config
 
     try:  # a wrong setting is named here, once, before any task starts
         config = load_config(config_file, overrides, source=str(jobs[0].video), mode="offline")

@@ -6,7 +6,7 @@ It is just another subscriber: a SUB socket in the publisher's `latest` mode, so
 loses frames (the publisher drops its copies past the high-water mark) and never slows the pipeline. Each
 step drains what has arrived and draws only the newest frame; nothing queues up. The page is served by
 viser (a well-kept three.js viewer with a Python API): a scene with one mesh per track, coloured as in the
-overlay video (`pipeline.render.track_colour`), labelled "ID n", and a panel with Play/Pause, the frame
+overlay video (`draw.colours.track_colour`), labelled "ID n", and a panel with Play/Pause, the frame
 counter and the stream's state.
 
     viewer = MeshViewer("tcp://127.0.0.1:5555", port=8080)
@@ -27,8 +27,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .render import MeshItem, mesh_items, track_colour
-from .subscriber import EndData, FrameData, Subscriber, Topology
+from draw.colours import track_colour
+from draw.raster import MeshItem, mesh_items
+from pipeline.subscriber import EndData, FrameData, Subscriber, Topology
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The one configuration schema of a run.
 
 Each stage defines its own section beside its code (DecodeConfig in stages/decode.py, ...); this module
-composes them with the run-wide settings. Every setting has a default that works, so an empty config
+composes them with the run-wide settings, and works out what the runtime and the stages are told: the
+RunSettings of the supervisor (ring size, ...) and the StageContext every stage gets. Every setting has a default that works, so an empty config
 runs the shipped sample. Sources of settings, later ones winning: the defaults, a YAML file
 (configs/*.yaml), then `--set key.path=value` overrides from the command line (values in YAML syntax).
 An unknown key or a bad value is a ConfigError that names it.
@@ -14,11 +15,15 @@ from typing import Any, Iterable, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stages.decode import DecodeConfig, is_live_source
+from pipeline.stage import StageContext
+from pipeline.supervisor import RunSettings
+from stages.decode import DecodeConfig
 from stages.detect import DetectConfig
 from stages.infer import InferConfig
+from stages.overlay import OverlayConfig
 from stages.publish import PublishConfig
 from stages.smooth import SmoothConfig
+from stages.sources import is_live_source
 
 
 class ConfigError(ValueError):
@@ -40,8 +45,8 @@ class Config(BaseModel):
     # Messages waiting between two stages. Small keeps latency low; a few absorb jitter.
     queue_size: int = Field(4, ge=1, le=1024)
     # Frames in flight in shared memory (decode -> infer). Must exceed the frames detect and infer can
-    # hold at once; 16 is ~100 MB at 1080p. With publish.overlay frames stay in the ring until
-    # published, and it grows to fit (ring_slots_needed).
+    # hold at once; 16 is ~100 MB at 1080p. With an overlay video frames stay in the ring until
+    # drawn, and it grows to fit (ring_slots_needed).
     ring_slots: int = Field(16, ge=2, le=1024)
     # Show a progress line while running (frames, fps, persons, drops).
     progress: bool = True
@@ -53,13 +58,16 @@ class Config(BaseModel):
     infer: InferConfig = Field(default_factory=InferConfig)
     smooth: SmoothConfig = Field(default_factory=SmoothConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    # The overlay video (`--overlay FILE`): its own stage, before publish, built when overlay.path is set.
+    overlay: OverlayConfig = Field(default_factory=OverlayConfig)
 
     def ring_slots_needed(self) -> int:
-        """Slots the ring gets: `ring_slots`, raised when frames keep their slot until they are published
-        (`publish.overlay`) to what the stages can hold at once, so that an offline run cannot starve:
-        every queue full, one item in each of the five stages, a detect batch, a full infer batch and,
-        offline with the RTS smoother, its window (rts_lag + rts_window + max_coast frames)."""
-        if self.publish.overlay is None:
+        """Slots the ring gets: `ring_slots`, raised when frames keep their slot until the overlay stage
+        has drawn them (`overlay.path`) to what the stages can hold at once, so that an offline run cannot
+        starve: every queue up to the overlay full, one item in each of the five stages up to it, a detect
+        batch, a full infer batch and, offline with the RTS smoother, its window (rts_lag + rts_window +
+        max_coast frames)."""
+        if self.overlay.path is None:
             return self.ring_slots
         n = 4 * self.queue_size + 5 + self.detect.batch_frames + self.infer.max_batch + 2
         return max(self.ring_slots, n + self.smooth.holds_frames(self.mode))
@@ -70,6 +78,18 @@ class Config(BaseModel):
             return self
         live = self.decode.realtime or (self.source is not None and is_live_source(self.source))
         return self.model_copy(update={"mode": "live" if live else "offline"})
+
+    def stage_context(self) -> StageContext:
+        """The run-wide facts every stage is given (mode resolved here, once)."""
+        mode = self.resolved().mode
+        return StageContext(mode=mode, source=self.source, source_id=self.source_id,
+                            assets_dir=None if self.infer.assets_dir is None else str(self.infer.assets_dir))
+
+    def run_settings(self) -> RunSettings:
+        """What the runtime is told: mode, queues, the frame ring's size (slots, frame pixels, crops)."""
+        return RunSettings(mode=self.resolved().mode, queue_size=self.queue_size, ring_slots=self.ring_slots_needed(),
+                           max_pixels=self.decode.max_pixels, max_persons=self.detect.max_persons,
+                           stop_timeout_s=self.stop_timeout_s)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -110,15 +130,27 @@ def _explain(e: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship with the project (configs/ of a checkout, or the installed package's copy)."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "configs", here.parent / "configs"):
+        if d.is_dir():
+            return {p.stem: p for p in sorted(d.glob("*.yaml"))}
+    return {}
+
+
 def load_config(
     path: Union[str, Path, None] = None, overrides: Iterable[str] = (), **values: Any
 ) -> Config:
-    """Defaults <- YAML file <- keyword values (top-level, e.g. source=...) <- dotted overrides."""
+    """Defaults <- YAML file <- keyword values (top-level, e.g. source=...) <- dotted overrides. `path` may
+    also name a shipped config ("live_camera", "configs/live_camera.yaml") where no such file is here."""
     tree: dict = {}
     if path is not None:
         p = Path(path)
+        if not p.is_file() and p.stem in shipped_configs() and p.suffix in ("", ".yaml"):
+            p = shipped_configs()[p.stem]
         if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
+            raise ConfigError(f"config file {p} not found (shipped: {', '.join(shipped_configs()) or 'none'})")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:

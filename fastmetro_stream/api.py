@@ -1,8 +1,8 @@
-"""The Python API of a run; `fastmetro-stream run` is a thin layer over it.
+"""The Python API of a run: the stages built from the config, handed to the runtime, the summary shown.
+`fastmetro-stream run` is a thin layer over it.
 
-    from pipeline.api import run
-    from pipeline.config import load_config
-    summary = run(load_config("configs/offline_file.yaml", ["source=my.mp4"]))
+    import fastmetro_stream
+    summary = fastmetro_stream.run(fastmetro_stream.load_config("configs/offline_file.yaml", ["source=my.mp4"]))
     print(summary.frames, summary.fps, summary.exit_code)
 """
 from __future__ import annotations
@@ -17,21 +17,36 @@ from rich.table import Table
 
 from fastmetro import UNTRAINED_MESSAGE
 
+from pipeline.messages import Detections, MeshFrame
+from pipeline.metrics import RunSummary, StageMetrics
+from pipeline.supervisor import Supervisor
+
 from .config import Config
-from .supervisor import RunSummary, StageMetrics, Supervisor
 
 log = logging.getLogger(__name__)
 
 
 def build_stages(config: Config) -> list:
-    """The five stages in order, each given the whole (resolved) config."""
+    """The stages in order, each given its own section and the run's context: decode, detect, infer, smooth,
+    the overlay video when `overlay.path` is set, publish."""
     from stages.decode import DecodeStage
     from stages.detect import DetectStage
     from stages.infer import InferStage
+    from stages.overlay import OverlayStage
     from stages.publish import PublishStage
     from stages.smooth import SmoothStage
 
-    return [DecodeStage(config), DetectStage(config), InferStage(config), SmoothStage(config), PublishStage(config)]
+    ctx = config.stage_context()
+    stages = [DecodeStage(config.decode, ctx), DetectStage(config.detect, ctx), InferStage(config.infer, ctx),
+              SmoothStage(config.smooth, context=ctx)]
+    if config.overlay.path is not None:
+        stages.append(OverlayStage(config.overlay, ctx))
+    return stages + [PublishStage(config.publish, ctx)]
+
+
+def count_persons(msg) -> int:
+    """What each stage counts of its messages (the runtime's `measure`): persons."""
+    return len(msg.persons) if isinstance(msg, (Detections, MeshFrame)) else 0
 
 
 class _Progress:
@@ -51,7 +66,7 @@ class _Progress:
         self.last = time.monotonic()
         first, last = metrics[self.names[0]], metrics[self.names[-1]]
         elapsed = time.monotonic() - self.start
-        drops = sum(m.drops + m.counters.get("dropped_no_slot", 0) for m in metrics.values())
+        drops = sum(m.drops + m.dropped_here for m in metrics.values())
         queues = " ".join(f"{n}:{metrics[n].queue_depth}" for n in self.names[1:])
         self.status.update(
             f"decoded {first.items_out}  published {last.items_in}  "
@@ -90,9 +105,12 @@ def summary_notes(summary: RunSummary) -> list[str]:
 
 
 def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None,
+        export: Optional[tuple] = None,
         on_progress: Optional[Callable[[dict[str, StageMetrics]], None]] = None) -> RunSummary:
     """Run the pipeline to the end of its source (or a stop signal); returns its summary.
 
+    export: (DIR, tools.export.ExportOptions): once the run ends, its recording (publish.record, required)
+    is exported to per-track files in DIR; a failed export makes the exit code 1.
     on_progress: also called with every stage's metrics, about twice a second (e.g. a batch's counter)."""
     config = config.resolved()
     console = console or Console(stderr=True)
@@ -104,7 +122,11 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     source = config.source or "the shipped sample"
     console.print(f"fastmetro-stream: {source} ({config.mode}) -> {config.publish.endpoint}"
                   + (f", recording to {config.publish.record}" if config.publish.record else "")
-                  + (f", overlay video to {config.publish.overlay}" if config.publish.overlay else ""))
+                  + (f", overlay video to {config.overlay.path}" if config.overlay.path else ""))
+    settings = config.run_settings()
+    if settings.ring_slots > config.ring_slots:
+        log.info("frame ring: %d slots (ring_slots %d), frames stay in it until drawn (overlay.path)",
+                 settings.ring_slots, config.ring_slots)
     progress = _Progress(console, [s.name for s in stages], config.progress and console.is_terminal)
 
     def observe(metrics: dict[str, StageMetrics]) -> None:
@@ -113,9 +135,10 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
             on_progress(metrics)
 
     try:
-        summary = Supervisor(config, stages, on_progress=observe).run()
+        summary = Supervisor(settings, stages, on_progress=observe, measure=count_persons).run()
     finally:
         progress.stop()
+    summary.untrained = any(m.counters.get("untrained_weights") for m in summary.stages)
     if summary.stages:  # (none when a check failed before any stage started)
         console.print(summary_table(summary))
     for line in summary_notes(summary):
@@ -124,4 +147,9 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
         console.print(f"[red]error: {escape(summary.error)}[/red]", highlight=False)
     if summary.untrained or config.infer.checkpoint is None:
         console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
+    if export is not None and config.publish.record is not None and config.publish.record.is_file():
+        from tools.export.cli import export_and_report
+
+        if export_and_report(config.publish.record, export[0], export[1], show_progress=console.is_terminal):
+            summary.exit_code = summary.exit_code or 1
     return summary

@@ -1,0 +1,215 @@
+"""The sending side of the wire: a ZeroMQ socket that publishes [topic, payload] messages, records them,
+notices new subscribers, and replays recordings (the counterpart of pipeline/subscriber.py).
+
+Sockets (one ZeroMQ context per process, explicit high-water mark and linger):
+  mode "latest"   XPUB bound at `endpoint`. A subscriber that falls behind loses messages (at most
+                  `hwm` queue for it), the sender never waits. Every new subscription is reported
+                  (`new_subscribers`), so the sender can send the topology again.
+  mode "lossless" PUSH bound at `endpoint`, for one PULL consumer. When the consumer is slow (or not
+                  there yet) the send blocks: nothing is lost.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import zmq
+
+from . import wire
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+class PublishError(RuntimeError):
+    """A socket that cannot be opened (a busy port, a missing key file); the message says what to do."""
+
+
+@dataclass
+class PublisherSettings:
+    """What a Publisher reads (the publish stage passes its PublishConfig, which has the same fields)."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    mode: Literal["latest", "lossless"] = "latest"
+    hwm: int = 4
+    linger_ms: int = 2000
+    record: Optional[Path] = None
+    curve: bool = False
+    curve_server_secret: Optional[Path] = None
+    curve_clients: Optional[Path] = None
+
+
+def _load_secret(path: Path, what: str) -> tuple[bytes, bytes]:
+    import zmq.auth
+
+    path = Path(path)
+    if not path.is_file():
+        raise PublishError(f"{what}: key file {path} not found (make keys with `fastmetro-stream keys DIR`)")
+    public, secret = zmq.auth.load_certificate(str(path))
+    if secret is None:
+        raise PublishError(f"{what}: {path} holds no secret key; give the .key_secret file")
+    return public, secret
+
+
+def _bind(sock: zmq.Socket, endpoint: str) -> None:
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        raise PublishError(f"publish.endpoint {endpoint}: cannot bind ({e}); choose another port") from e
+
+
+def check_endpoint(endpoint: str) -> None:
+    """StageError if this tcp/ipc endpoint cannot be bound now (another run holds the port): bound and let
+    go at once, so a busy port is named before the run starts its processes."""
+    if endpoint.startswith("inproc://") or endpoint.rsplit(":", 1)[-1] in ("0", "*"):
+        return  # in-process, or a port chosen at bind time: nothing to hold it already
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    try:
+        _bind(sock, endpoint)
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+class Publisher:
+    """The socket side of publishing: bind, send [topic, payload], record, notice new subscribers."""
+
+    def __init__(self, cfg: PublisherSettings) -> None:
+        self.cfg = cfg
+        self.sock: Optional[zmq.Socket] = None
+        self.auth = None
+        self.recorder: Optional[wire.RecordWriter] = None
+        self.endpoint: Optional[str] = None  # the endpoint actually bound (a wildcard port resolved)
+        self.sent = 0
+        self.bytes = 0
+
+    def open(self) -> None:
+        cfg = self.cfg
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.XPUB if cfg.mode == "latest" else zmq.PUSH)
+        try:
+            sock.setsockopt(zmq.SNDHWM, cfg.hwm)
+            sock.setsockopt(zmq.LINGER, cfg.linger_ms)
+            if cfg.mode == "latest":
+                sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, duplicates too: each asks for topology
+            if cfg.curve:
+                public, secret = _load_secret(cfg.curve_server_secret, "publish.curve_server_secret")
+                if cfg.curve_clients is not None:
+                    if not Path(cfg.curve_clients).is_dir():
+                        raise PublishError(f"publish.curve_clients: directory {cfg.curve_clients} not found")
+                    from zmq.auth.thread import ThreadAuthenticator
+
+                    self.auth = ThreadAuthenticator(ctx, log=logging.getLogger("zmq.auth"))
+                    self.auth.start()
+                    self.auth.configure_curve(domain="*", location=str(cfg.curve_clients))
+                sock.curve_secretkey = secret
+                sock.curve_publickey = public
+                sock.curve_server = True
+            _bind(sock, cfg.endpoint)
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            if cfg.record is not None:
+                self.recorder = wire.RecordWriter(cfg.record)
+        except BaseException:
+            sock.close(0)
+            self._stop_auth()
+            raise
+        self.sock = sock
+        log.info("publishing (%s) on %s%s", cfg.mode, self.endpoint, f", recording to {cfg.record}" if cfg.record else "")
+
+    def new_subscribers(self) -> int:
+        """How many subscriptions arrived since the last call (latest mode; 0 in lossless mode)."""
+        if self.sock is None or self.cfg.mode != "latest":
+            return 0
+        n = 0
+        while True:
+            try:
+                ev = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return n
+            if ev[:1] == b"\x01":
+                n += 1
+
+    def wait_subscriber(self, timeout_s: float) -> bool:
+        """Block up to timeout_s for a first subscriber (latest mode); True if one came."""
+        if self.cfg.mode != "latest":
+            return True
+        assert self.sock is not None
+        if self.sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            return True
+        return False
+
+    def send(self, topic: bytes, payload: bytes, t: Optional[float] = None, reliable: bool = False) -> None:
+        """Send one message. Latest mode never blocks: past the high-water mark a subscriber's copy is
+        dropped, unless `reliable` (the end message): then wait up to linger_ms for room."""
+        assert self.sock is not None, "Publisher.open() first"
+        if self.cfg.mode == "latest" and reliable:
+            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+            deadline = time.monotonic() + self.cfg.linger_ms / 1000
+            try:
+                while True:
+                    try:
+                        self.sock.send_multipart([topic, payload], flags=zmq.NOBLOCK, copy=False)
+                        break
+                    except zmq.Again:
+                        if time.monotonic() >= deadline:
+                            log.warning("a subscriber stayed full for %d ms: it misses the %s message",
+                                        self.cfg.linger_ms, topic.decode(errors="replace"))
+                            self.sock.setsockopt(zmq.XPUB_NODROP, 0)
+                            self.sock.send_multipart([topic, payload], copy=False)
+                            break
+                        time.sleep(0.005)
+            finally:
+                self.sock.setsockopt(zmq.XPUB_NODROP, 0)
+        elif self.cfg.mode == "latest":
+            self.sock.send_multipart([topic, payload], copy=False)
+        else:
+            waited = 0.0
+            while not self.sock.poll(5000, zmq.POLLOUT):
+                waited += 5.0
+                log.warning("lossless mode: waited %.0f s for a consumer to read from %s", waited, self.endpoint)
+            self.sock.send_multipart([topic, payload], copy=False)
+        self.sent += 1
+        self.bytes += len(payload) + len(topic)
+        if self.recorder is not None:
+            self.recorder.write(wire.now() if t is None else t, topic, payload)
+
+    def _stop_auth(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(self.cfg.linger_ms)
+            self.sock = None
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+        self._stop_auth()
+
+
+def replay(pub: Publisher, path: Path, fast: bool = False, speed: float = 1.0) -> int:
+    """Send every record of a --record file again (the same bytes). Each new subscriber (latest mode)
+    gets the last topology at once. Returns the number of messages sent."""
+    topology: Optional[tuple[bytes, bytes]] = None
+    t0_rec = t0_now = None
+    n = 0
+    for rec in wire.read_recording(path):
+        if not fast:
+            if t0_rec is None:
+                t0_rec, t0_now = rec.t, time.monotonic()
+            delay = t0_now + (rec.t - t0_rec) / max(speed, 1e-9) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        if pub.new_subscribers() and topology is not None and not rec.topic.endswith(b"/topology"):
+            pub.send(*topology)
+        if rec.topic.endswith(b"/topology"):
+            topology = (rec.topic, rec.payload)
+        pub.send(rec.topic, rec.payload, t=rec.t, reliable=rec.topic.endswith(b"/end"))
+        n += 1
+    return n

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Export cost per format: seconds per 1,000 person-frames for npz, npz with vertices, BVH, glTF, glTF with
+the mesh, and OBJ, each the whole `export_recording` of one recording (reading, decoding and solving the
+humanoid skeleton included), and the reading alone (decode only) as the floor they share.
+
+    python scripts/bench_export.py [--frames 300] [--persons 2] [--json out.json]
+
+Frames are synthetic (pipeline.wire.synthetic_mesh_frame, random vertices): the solver and the writers do
+the same work on them as on real meshes. Times are wall-clock on this machine and vary with its load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from pipeline import wire  # noqa: E402
+from tools.export import ExportOptions, export_recording  # noqa: E402
+from tools.export.tracks import read_frames  # noqa: E402
+
+CASES = [  # name, formats, npz vertices, glTF mesh
+    ("npz", ("npz",), "none", False),
+    ("npz + vertices f32", ("npz",), "float32", False),
+    ("npz + vertices f16", ("npz",), "float16", False),
+    ("bvh", ("bvh",), "none", False),
+    ("gltf (skeleton)", ("gltf",), "none", False),
+    ("gltf + mesh", ("gltf",), "none", True),
+    ("obj", ("obj",), "none", False),
+]
+
+
+def make_recording(path: Path, frames: int, persons: int) -> None:
+    faces = np.stack([np.arange(13776) % 6888, np.arange(13776) % 6888 + 1, np.arange(13776) % 6888 + 2], 1)
+    w = wire.RecordWriter(path)
+    w.write(0.0, b"bench/topology", wire.encode_topology("bench", 0, faces, ["j"] * 14, ["h"] * 17))
+    for i in range(frames):
+        w.write(0.0, b"bench/frame", wire.encode_frame(wire.synthetic_mesh_frame(persons, index=i), "bench", i))
+    w.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--persons", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = Path(tmp) / "bench.msgpack"
+        make_recording(rec, args.frames, args.persons)
+        person_frames = args.frames * args.persons
+        for formats in (("npz", "bvh", "gltf"), ("obj",)):  # warm-up: imports, first calls
+            export_recording(rec, Path(tmp) / "warm-up", ExportOptions(formats=formats, frames=(0, 1)))
+        t0 = time.perf_counter()
+        n = sum(len(f.persons) for f in read_frames(rec))
+        assert n == person_frames
+        results["read (decode only)"] = (time.perf_counter() - t0) * 1000 / person_frames
+        for name, formats, vertices, mesh in CASES:
+            out = Path(tmp) / name.replace(" ", "_")
+            t0 = time.perf_counter()
+            export_recording(rec, out, ExportOptions(formats=formats, vertices=vertices, gltf_mesh=mesh))
+            results[name] = (time.perf_counter() - t0) * 1000 / person_frames
+            size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+            results[name + " MB"] = size / 1e6
+    base = results["npz"]
+    print(f"{args.frames} frames x {args.persons} persons ({person_frames} person-frames), synthetic meshes")
+    print(f"{'format':<22}{'s / 1000 person-frames':>24}{'vs npz':>9}{'MB written':>12}")
+    for name in ["read (decode only)"] + [c[0] for c in CASES]:
+        mb = results.get(name + " MB")
+        print(f"{name:<22}{results[name]:>24.2f}{results[name] / base:>9.2f}"
+              f"{'' if mb is None else f'{mb:.1f}':>12}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Recordings and skeleton motion for the export tests (tests/test_export*.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import wire
+from pipeline.messages import EndOfStream
+
+FPS = 25.0
+# Which tracks each frame holds: (track id, state). Track 1 coasts at frames 4-5 and is lost at frame 9;
+# track 2 appears at 3, is not seen at 6-7 (a gap), and runs to the end; track 3 appears at 8; id 1 is used
+# again from frame 11 (a new track).
+LAYOUT = {
+    0: [(1, "new")], 1: [(1, "tracked")], 2: [(1, "tracked")], 3: [(1, "tracked"), (2, "new")],
+    4: [(1, "coasting"), (2, "tracked")], 5: [(1, "coasting"), (2, "tracked")], 6: [(1, "tracked")],
+    7: [(1, "tracked")], 8: [(1, "tracked"), (2, "tracked"), (3, "new")], 9: [(2, "tracked"), (3, "tracked")],
+    10: [(2, "tracked"), (3, "tracked")], 11: [(1, "new"), (2, "tracked"), (3, "tracked")],
+    12: [(1, "tracked"), (2, "tracked")], 13: [(1, "tracked"), (2, "tracked")],
+}
+LOST = {9: [1], 13: [3]}  # frame -> ids that ended there (track 1 after frame 8; track 3 after frame 11)
+
+
+def layout_frame(index: int, smpl: bool = True):
+    """The MeshFrame of LAYOUT[index]: random but valid arrays, persons with the layout's ids and states."""
+    persons = LAYOUT[index]
+    mf = wire.synthetic_mesh_frame(len(persons), index=index, smpl=smpl, rng=np.random.default_rng(100 + index))
+    mf.frame.pts = index / FPS
+    for pm, (tid, state) in zip(mf.persons, persons):
+        pm.person.track_id = tid
+        pm.person.state = state
+        pm.predicted = state == "coasting"
+        if smpl:
+            rng = np.random.default_rng(1000 * index + tid)
+            q = rng.normal(size=(24, 4))
+            from scipy.spatial.transform import Rotation
+
+            pm.rotmat = Rotation.from_quat(q).as_matrix().astype(np.float32)
+    mf.lost = LOST.get(index, [])
+    mf.focal = 1468.6
+    return mf
+
+
+def write_layout_recording(path: Path, faces: np.ndarray, frames=None, vertices_every: int = 1,
+                           end: bool = True, smpl: bool = True) -> list:
+    """A recording of the LAYOUT frames; returns the MeshFrames it holds."""
+    frames = sorted(LAYOUT) if frames is None else frames
+    rec = wire.RecordWriter(path)
+    rec.write(0.0, wire.topic("default", "topology"),
+              wire.encode_topology("default", 0, faces, [f"j{i}" for i in range(14)], [f"h{i}" for i in range(17)],
+                                   vertices_every=vertices_every))
+    out = []
+    for seq, i in enumerate(frames):
+        mf = layout_frame(i, smpl)
+        out.append(mf)
+        with_v = vertices_every > 0 and seq % vertices_every == 0
+        rec.write(100.0 + seq, wire.topic("default", "frame"),
+                  wire.encode_frame(mf, "default", seq, with_vertices=with_v))
+    if end:
+        rec.write(200.0, wire.topic("default", "end"),
+                  wire.encode_end(EndOfStream("default", len(frames)), "default", len(frames)))
+    rec.close()
+    return out
+
+
+def mesh_faces() -> np.ndarray:
+    """Faces over the synthetic frames' 6,890 vertices (any valid triangles do for the export)."""
+    i = np.arange(6888)
+    return np.stack([i, i + 1, i + 2], 1).astype(np.int32)

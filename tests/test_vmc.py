@@ -1,0 +1,323 @@
+"""The VMC sender, judged by python-osc's own server: a recording replayed into the sender, the OSC
+packets received on 127.0.0.1, the avatar rebuilt by forward kinematics and laid over the published joints."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+pytest.importorskip("pythonosc")
+from pythonosc import dispatcher as osc_dispatcher  # noqa: E402
+from pythonosc import osc_server  # noqa: E402
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder  # noqa: E402
+from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
+
+from fastmetro import humanoid as hu  # noqa: E402
+from pipeline import wire  # noqa: E402
+from pipeline.messages import EndOfStream  # noqa: E402
+from pipeline.subscriber import PersonData  # noqa: E402
+from tests.humanoid_data import PosedTemplate, random_rotations, to_camera  # noqa: E402
+from tools.vmc import BundlePacker, SlotAssigner, VmcSender, VmcSettings, run, to_unity, unity_pose  # noqa: E402
+
+# Unity HumanBodyBones parents, written out here (not taken from fastmetro.humanoid) for the receiver's FK.
+UNITY_PARENT = {
+    "Spine": "Hips", "Chest": "Spine", "UpperChest": "Chest", "Neck": "UpperChest", "Head": "Neck",
+    "LeftShoulder": "UpperChest", "LeftUpperArm": "LeftShoulder", "LeftLowerArm": "LeftUpperArm",
+    "LeftHand": "LeftLowerArm", "RightShoulder": "UpperChest", "RightUpperArm": "RightShoulder",
+    "RightLowerArm": "RightUpperArm", "RightHand": "RightLowerArm", "LeftUpperLeg": "Hips",
+    "LeftLowerLeg": "LeftUpperLeg", "LeftFoot": "LeftLowerLeg", "LeftToes": "LeftFoot", "RightUpperLeg": "Hips",
+    "RightLowerLeg": "RightUpperLeg", "RightFoot": "RightLowerLeg", "RightToes": "RightFoot",
+}
+# The published Human3.6M joint each bone sits on (docs/engines.md).
+ON_JOINT = {"Hips": 0, "RightUpperLeg": 1, "RightLowerLeg": 2, "RightFoot": 3, "LeftUpperLeg": 4, "LeftLowerLeg": 5,
+            "LeftFoot": 6, "Chest": 7, "Neck": 8, "LeftUpperArm": 11, "LeftLowerArm": 12, "LeftHand": 13,
+            "RightUpperArm": 14, "RightLowerArm": 15, "RightHand": 16}
+TOLERANCE_M = 1e-3  # float32 on the wire: well under a millimetre
+
+
+# ------------------------------------------------------------------------------------------ receiver
+class Receiver:
+    """A python-osc UDP server on 127.0.0.1 collecting VMC bundles (one per frame, each starting with OK)."""
+
+    def __init__(self):
+        self.bundles: list[dict] = []
+        self._cur: dict = {}
+        d = osc_dispatcher.Dispatcher()
+        d.map("/VMC/Ext/*", self._on)
+        self.server = osc_server.ThreadingOSCUDPServer(("127.0.0.1", 0), d)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.lock = threading.Lock()
+
+    def _on(self, address, *args):
+        with self.lock:
+            if address == "/VMC/Ext/OK":
+                self._cur = {"ok": args, "bones": {}}
+                self.bundles.append(self._cur)
+            elif address == "/VMC/Ext/T":
+                self._cur["t"] = args[0]
+            elif address == "/VMC/Ext/Root/Pos":
+                self._cur["root"] = args
+            elif address == "/VMC/Ext/Bone/Pos":
+                self._cur["bones"][args[0]] = args[1:]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def unity_fk(bundle: dict) -> dict[str, np.ndarray]:
+    """World positions of every bone in Unity's frame, from the received local transforms."""
+    root = bundle["root"]
+    assert root[0] == "root" and len(root) == 8
+    world = {"root": (Rotation.from_quat(root[4:8]), np.array(root[1:4]))}
+    order = ["Hips"] + [b for b in hu.BONES if b != "Hips"]  # parents come first in this list
+    for name in order:
+        pr, pp = world[UNITY_PARENT.get(name, "root")]
+        v = bundle["bones"][name]
+        assert len(v) == 7 and all(isinstance(x, float) for x in v)
+        world[name] = (pr * Rotation.from_quat(v[3:7]), pp + pr.apply(v[0:3]))
+    return {k: p for k, (_, p) in world.items()}
+
+
+def unity_to_camera(p: np.ndarray) -> np.ndarray:
+    """Unity (x right of the character facing +Z... i.e. mirrored X, y up) -> the stream's camera frame."""
+    return np.array([-p[0], -p[1], -p[2]])
+
+
+def assert_on_joints(bundle: dict, joints_h36m: np.ndarray, cam_t: np.ndarray) -> float:
+    pos = unity_fk(bundle)
+    err = max(np.linalg.norm(unity_to_camera(pos[b]) - (joints_h36m[j] + cam_t)) for b, j in ON_JOINT.items())
+    assert err < TOLERANCE_M, f"avatar off the published joints by {err * 1000:.2f} mm"
+    return err
+
+
+# ------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def template(assets_dir) -> PosedTemplate:
+    return PosedTemplate(assets_dir)
+
+
+def posed_person(template, rng, track_id, cam_t, angle=0.6):
+    _, verts, joints = template.posed(random_rotations(rng, 1, angle), root=np.zeros((1, 3)))
+    return dict(track_id=track_id, vertices=to_camera(verts[0]).astype(np.float32),
+                joints_h36m=to_camera(joints[0]).astype(np.float32), cam_t=np.asarray(cam_t, np.float32))
+
+
+def mesh_frame(index: int, persons: list[dict], lost=()):
+    mf = wire.synthetic_mesh_frame(len(persons), index=index)
+    for pm, d in zip(mf.persons, persons):
+        pm.person.track_id = d["track_id"]
+        pm.vertices, pm.joints_h36m, pm.cam_t = d["vertices"], d["joints_h36m"], d["cam_t"]
+        w = d.get("width", 200)
+        pm.person.box = (0, 0, w, 400)
+    mf.lost = list(lost)
+    return mf
+
+
+def person_data(track_id, state="tracked", area=1.0, predicted=False):
+    f = np.float32
+    return PersonData(track_id, state, np.array([0, 0, area, 1], f), 0.9, predicted, np.zeros(2, f), 1.0,
+                      np.zeros(3, f), np.zeros(3, f), np.zeros((14, 3), f), np.zeros((14, 2), f),
+                      np.zeros((17, 3), f), None)
+
+
+# --------------------------------------------------------------------------------------------- tests
+def test_bundle_bytes_are_python_osc_bundles():
+    rng = np.random.default_rng(0)
+    root, pos, rot = rng.normal(size=7), rng.normal(size=(22, 3)), rng.normal(size=(22, 4))
+    data = BundlePacker().pack(1.5, root, pos, rot, tracking=True)
+    b = OscBundleBuilder(IMMEDIATELY)
+    for address, args in [("/VMC/Ext/OK", [1, 3, 0, 1]), ("/VMC/Ext/T", [1.5]),
+                          ("/VMC/Ext/Root/Pos", ["root", *root])] + [
+            ("/VMC/Ext/Bone/Pos", [name, *pos[i], *rot[i]]) for i, name in enumerate(hu.BONES)]:
+        m = OscMessageBuilder(address)
+        for a in args:
+            m.add_arg(a, "s" if isinstance(a, str) else "i" if isinstance(a, int) else "f")
+        b.add_content(m.build())
+    assert data == b.build().dgram
+
+
+def test_unity_axes_mirror_x(template):
+    """Unity is left-handed: the character's left is -X there. A raised left arm stays a raised LEFT arm."""
+    q = template.pose.rotations.copy()
+    q[0, hu.BONES.index("LeftShoulder")] = (Rotation.from_euler("z", 90, degrees=True)
+                                            * Rotation.from_quat(q[0, hu.BONES.index("LeftShoulder")])).as_quat()
+    _, verts, joints = template.posed(q)
+    pose = hu.solve(to_camera(verts), to_camera(joints), np.array([[0.0, 0.0, 3.0]]))
+    root, pos, rot = unity_pose(pose, 0, root_motion=True)
+    bundle = {"root": ("root", *root), "bones": {n: (*pos[i], *rot[i]) for i, n in enumerate(hu.BONES)}}
+    w = unity_fk(bundle)
+    assert w["LeftHand"][1] > w["Head"][1] and w["LeftHand"][0] < -0.05  # up, on Unity's -X (the left)
+    assert w["RightHand"][1] < w["Neck"][1]
+    assert w["RightHand"][0] > w["Hips"][0] + 0.5  # the right arm, still out sideways, on +X
+    assert w["Head"][1] > w["Hips"][1] > w["LeftFoot"][1]
+    # mirroring a rotation: M R M with M = diag(-1, 1, 1)
+    r = Rotation.random(random_state=2)
+    m = np.diag([-1.0, 1, 1])
+    _, q_u = to_unity(np.zeros(3), r.as_quat())
+    np.testing.assert_allclose(Rotation.from_quat(q_u).as_matrix(), m @ r.as_matrix() @ m, atol=1e-12)
+
+
+def test_slots_follow_tracks_as_persons_come_and_go():
+    a = SlotAssigner(2, "first")
+    assert a.update([person_data(5), person_data(3)]) == [(0, None, 3), (1, None, 5)]
+    assert a.update([person_data(5), person_data(3), person_data(9)]) == []  # no slot free: 9 waits
+    assert a.update([person_data(5), person_data(9)], lost=[3]) == [(0, 3, None), (0, None, 9)]
+    assert a.owner == [9, 5]
+    assert a.update([person_data(9, "coasting"), person_data(5)]) == []  # coasting keeps its slot
+    assert a.update([]) == [(0, 9, None), (1, 5, None)] and a.owner == [None, None]
+
+    big = SlotAssigner(1, "largest")
+    big.update([person_data(1, area=1.0), person_data(2, area=5.0)])
+    assert big.owner == [2]
+    big.update([person_data(1, area=9.0), person_data(2, area=5.0)])
+    assert big.owner == [2]  # a slot stays with its track while the track lasts: no flicker between avatars
+
+    one = SlotAssigner(2, "track", track_id=7)
+    one.update([person_data(1), person_data(7), person_data(8)])
+    assert one.owner == [7, None]
+
+
+def test_no_receiver_nothing_blocks_nothing_grows(template):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there now: the system answers "port unreachable"
+    sender = VmcSender(VmcSettings(destinations=[f"127.0.0.1:{port}", f"127.0.0.1:{port}"], slots=2))
+    rng = np.random.default_rng(1)
+    frames = [wire_frame(mesh_frame(i, [posed_person(template, rng, 1, [0, 0, 3]),
+                                        posed_person(template, rng, 2, [1, 0, 4])])) for i in range(4)]
+    t0 = time.perf_counter()
+    worst = 0.0
+    for i in range(300):
+        t = time.perf_counter()
+        sender.send_frame(frames[i % 4])
+        worst = max(worst, time.perf_counter() - t)
+    elapsed = time.perf_counter() - t0
+    tracemalloc.start()  # (slows numpy down a lot: fewer frames)
+    before = tracemalloc.take_snapshot()
+    for i in range(100):
+        sender.send_frame(frames[i % 4])
+    grown = sum(st.size_diff for st in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+    sender.close()
+    assert sender.stats["frames"] == 400 and sender.stats["sent"] + sender.stats["send_errors"] == 800
+    assert grown < 64 * 1024, f"{grown} bytes more after 100 frames"
+    assert worst < 0.5 and elapsed < 30, (worst, elapsed)  # a shared CI machine: bounds, not a benchmark
+
+
+def wire_frame(mf):
+    """A MeshFrame through the wire and back, as the subscriber hands it out."""
+    from pipeline.subscriber import to_message
+
+    payload = wire.encode_frame(mf, "default", mf.frame.index)
+    return to_message(wire.decode(payload), topology=None)
+
+
+def test_replayed_recording_drives_avatars_through_python_osc(template, tmp_path):
+    """Recording -> replay -> VMC sender -> python-osc servers -> forward kinematics == published joints.
+    Track 2 leaves at frame 12 (its slot holds the last pose, tracking off); track 3 takes the slot at 15."""
+    from pipeline.publisher import Publisher, PublisherSettings, replay
+
+    rng = np.random.default_rng(11)
+    frames, published = [], []
+    for i in range(20):
+        persons = [posed_person(template, rng, 1, [0.3, 0.1, 3.0 + 0.05 * i])]
+        if i < 12:
+            persons.append(posed_person(template, rng, 2, [-0.8, 0.0, 4.0]))
+        if i >= 15:
+            persons.append(posed_person(template, rng, 3, [1.0, -0.2, 5.0]))
+        frames.append(mesh_frame(i, persons, lost=[2] if i == 12 else []))
+        published.append({p["track_id"]: p for p in persons})
+    rec = tmp_path / "run.msgpack"
+    w = wire.RecordWriter(rec)
+    w.write(0.0, wire.topic("default", "topology"),
+            wire.encode_topology("default", 0, np.zeros((1, 3), np.int32), ["j"] * 14, ["h"] * 17))
+    for i, mf in enumerate(frames):
+        w.write(i / 30, wire.topic("default", "frame"), wire.encode_frame(mf, "default", i))
+    w.write(1.0, wire.topic("default", "end"), wire.encode_end(EndOfStream("default", 20), "default", 20))
+    w.close()
+
+    receivers = [Receiver(), Receiver()]
+    pub = Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:*", mode="lossless"))
+    pub.open()
+    try:
+        settings = VmcSettings(endpoint=pub.endpoint, mode="lossless", select="first", lost="hold",
+                               destinations=[f"127.0.0.1:{r.port}" for r in receivers], slots=2)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(run(settings, duration=60, interval=0)), daemon=True)
+        t.start()
+        replay(pub, rec, fast=True)
+        t.join(60)
+        assert not t.is_alive(), "the sender did not stop at the stream's end"
+        deadline = time.monotonic() + 5
+        while sum(len(r.bundles) for r in receivers) < 40 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        pub.close()
+        for r in receivers:
+            r.close()
+    a, b = receivers[0].bundles, receivers[1].bundles
+    assert result["frames"] == 20 and len(a) == 20 and len(b) == 20, (result, len(a), len(b))
+    for i in range(20):  # slot 0: track 1 throughout
+        assert a[i]["ok"] == (1, 3, 0, 1)
+        assert_on_joints(a[i], published[i][1]["joints_h36m"], published[i][1]["cam_t"])
+    for i in range(12):  # slot 1: track 2 ...
+        assert_on_joints(b[i], published[i][2]["joints_h36m"], published[i][2]["cam_t"])
+    for i in range(12, 15):  # ... lost: its last pose held, tracking status 0
+        assert b[i]["ok"] == (1, 3, 0, 0) and b[i]["bones"] == b[11]["bones"] and b[i]["root"] == b[11]["root"]
+    for i in range(15, 20):  # ... then track 3
+        assert b[i]["ok"][3] == 1
+        assert_on_joints(b[i], published[i][3]["joints_h36m"], published[i][3]["cam_t"])
+    assert [x["t"] for x in a] == sorted(x["t"] for x in a)
+
+
+@pytest.mark.parametrize("lost,expect", [("tpose", "identity"), ("stop", "nothing")])
+def test_what_a_lost_track_sends(template, lost, expect):
+    r = Receiver()
+    try:
+        sender = VmcSender(VmcSettings(destinations=[f"127.0.0.1:{r.port}"], lost=lost))
+        rng = np.random.default_rng(3)
+        sender.send_frame(wire_frame(mesh_frame(0, [posed_person(template, rng, 4, [0, 0, 3])])))
+        sender.send_frame(wire_frame(mesh_frame(1, [], lost=[4])))
+        deadline = time.monotonic() + 5
+        while len(r.bundles) < (2 if expect == "identity" else 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        sender.close()
+    finally:
+        r.close()
+    if expect == "nothing":
+        assert len(r.bundles) == 1
+    else:
+        assert len(r.bundles) == 2 and r.bundles[1]["ok"][3] == 0
+        assert all(v[3:] == (0.0, 0.0, 0.0, 1.0) for v in r.bundles[1]["bones"].values())
+
+
+def test_send_rate_limits_bundles(template):
+    rng = np.random.default_rng(4)
+    frame = wire_frame(mesh_frame(0, [posed_person(template, rng, 1, [0, 0, 3])]))
+    sender = VmcSender(VmcSettings(port=9, rate=0.2))  # one bundle per 5 s; discard port: nothing listens
+    for _ in range(20):
+        sender.send_frame(frame)
+    sender.close()
+    assert sender.stats["frames"] == 20 and sender.stats["sent"] + sender.stats["send_errors"] == 1
+    assert sender.stats["skipped_rate"] == 19
+
+
+def test_cli(capsys):
+    from fastmetro_stream.cli import main
+
+    assert main(["vmc", "--endpoint", "tcp://127.0.0.1:1", "--duration", "0.2", "--interval", "0"]) == 0
+    assert "127.0.0.1:39539" in capsys.readouterr().err
+    assert main(["vmc", "--to", "nohostport", "--duration", "0.1"]) == 2
+    assert "host:port" in capsys.readouterr().err
+    assert main(["vmc", "--select", "track", "--duration", "0.1"]) == 2
+    assert "track_id" in capsys.readouterr().err

@@ -1,0 +1,204 @@
+"""`export_recording`: a recording to one file per track and format (npz, bvh, gltf, obj) and an index,
+tracks.json, that says per track its frame range, rate, gaps, how it ended, and what was written.
+
+Frames stream through: a person's values go to its track's scratch files as they are read, and a track's
+files are written when it ends (the stream lists it as lost) or the recording does. The humanoid skeleton
+(`fastmetro.humanoid`) turns each person-frame into local bone rotations and a root position for the
+npz, BVH and glTF files.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from .tracks import RateEstimate, ReadStatus, RecordingError, Track, TrackStore, read_frames
+from .writers import HUMANOID_FORMATS, humanoid_module, write_track
+
+FORMATS = ("npz", "bvh", "gltf", "obj")
+VERTEX_OPTIONS = ("none", "float32", "float16")
+
+
+class ExportError(ValueError):
+    """Something the user can fix: a format, a directory, a file. The message is one line."""
+
+
+@dataclass
+class ExportOptions:
+    formats: tuple = ("npz",)
+    vertices: str = "none"  # npz: "none", "float32" or "float16"
+    gltf_mesh: bool = False  # glb: the mesh itself as per-frame meshes, as well as the skeleton
+    frames: Optional[tuple] = None  # (first, last) frame indices, inclusive; None = all
+    stream: Optional[str] = None  # the recording's stream to export; None = the first with frames
+
+
+@dataclass
+class ExportSummary:
+    directory: Path
+    frames: int = 0
+    person_frames: int = 0
+    tracks: list = field(default_factory=list)  # tracks.json's entries
+    files: int = 0
+    note: Optional[str] = None  # where an incomplete recording stopped
+    seconds: float = 0.0
+
+
+def parse_formats(values: Union[str, Sequence[str]]) -> tuple:
+    """'npz,bvh' or ['npz', 'bvh'] -> ('npz', 'bvh'); an unknown name is an `ExportError`."""
+    items = [values] if isinstance(values, str) else list(values)
+    out: list[str] = []
+    for item in items:
+        for name in str(item).split(","):
+            name = name.strip().lower()
+            if name == "glb":
+                name = "gltf"
+            if not name:
+                continue
+            if name not in FORMATS:
+                raise ExportError(f"unknown export format {name!r}: choose from {', '.join(FORMATS)}")
+            if name not in out:
+                out.append(name)
+    if not out:
+        raise ExportError(f"no export format given: choose from {', '.join(FORMATS)}")
+    return tuple(out)
+
+
+def output_dir(path: Union[str, os.PathLike]) -> Path:
+    """Create the directory if needed and make sure files can be written in it (one-line error if not)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ExportError(f"cannot write to {path}: {e.strerror or e}") from None
+    return path
+
+
+def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
+                     options: Optional[ExportOptions] = None,
+                     progress: Optional[Callable[[int, int, int], None]] = None) -> ExportSummary:
+    """Export every track of `recording` into `out_dir`. progress(frames, person_frames, tracks_written)
+    is called after each frame."""
+    options = options or ExportOptions()
+    formats = parse_formats(options.formats)
+    if options.vertices not in VERTEX_OPTIONS:
+        raise ExportError(f"vertices must be one of {', '.join(VERTEX_OPTIONS)}, got {options.vertices!r}")
+    recording = Path(recording)
+    if not recording.is_file():
+        raise ExportError(f"recording {recording} not found")
+    if "gltf" in formats:
+        if importlib.util.find_spec("pygltflib") is None:
+            raise ExportError("gltf needs pygltflib: pip install 'fastmetro-stream[export]'")
+    humanoid = humanoid_module()
+    if humanoid is None and set(formats) & set(HUMANOID_FORMATS):
+        raise ExportError("bvh and gltf need the humanoid skeleton (fastmetro.humanoid), missing from this build")
+    if "obj" in formats:
+        from draw.obj import write_obj
+    out = output_dir(out_dir)
+    started = time.perf_counter()
+    summary = ExportSummary(out)
+    status = ReadStatus()
+    rate = RateEstimate()
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    open_tracks: dict[int, Track] = {}
+    uses: dict[int, int] = {}
+    faces = joint_names = None
+
+    def close(track: Track, end: str) -> None:
+        track.end = end
+        info = track.info(track.fps(rate.fps))
+        info["files"] = write_track(track, out, formats, options, humanoid, faces, joint_names, info)
+        track.store.remove()
+        summary.files += len(info["files"])
+        summary.tracks.append(info)
+
+    try:
+        for frame in read_frames(recording, options.stream, status):
+            rate.add(frame.index, frame.pts)
+            if frame.topology is not None:
+                faces = frame.topology.faces
+                joint_names = (frame.topology.joint_names, frame.topology.h36m_joint_names)
+            inside = options.frames is None or options.frames[0] <= frame.index <= options.frames[1]
+            persons = frame.persons if inside else []
+            # the skeleton is solved from the mesh: persons in frames sent without vertices get none
+            solvable = [i for i, p in enumerate(persons) if p.vertices is not None] if humanoid else []
+            pose = humanoid.solve_persons([persons[i] for i in solvable]) if solvable else None
+            finite = [] if pose is None else np.isfinite(pose.rotations).all((1, 2)) & np.isfinite(pose.root).all(1)
+            pose_row = {i: k for k, i in enumerate(solvable) if finite[k]}  # a degenerate mesh gets no skeleton
+            for i, p in enumerate(persons):
+                track = open_tracks.get(p.track_id)
+                if track is None:
+                    uses[p.track_id] = uses.get(p.track_id, 0) + 1
+                    name = f"track_{p.track_id:04d}" + (f"-{uses[p.track_id]}" if uses[p.track_id] > 1 else "")
+                    track = open_tracks[p.track_id] = Track(p.track_id, name, TrackStore(scratch / name))
+                coasting = p.state == "coasting" or bool(p.predicted)
+                track.add_frame(frame.index, frame.pts, coasting)
+                _append(track.store, frame, p, coasting, options, pose, pose_row.get(i))
+                if "obj" in formats and p.vertices is not None and faces is not None:
+                    folder = out / "obj" / track.name
+                    folder.mkdir(parents=True, exist_ok=True)
+                    write_obj(folder / f"frame_{frame.index:06d}.obj", p.vertices, faces, p.cam_t)
+                    summary.files += 1
+            summary.frames += 1
+            summary.person_frames += len(persons)
+            for tid in frame.lost:
+                if tid in open_tracks:
+                    close(open_tracks.pop(tid), f"lost at frame {frame.index}")
+            if progress is not None:
+                progress(summary.frames, summary.person_frames, len(summary.tracks))
+        if summary.frames == 0:
+            raise RecordingError(f"no frames read: {status.damage}" if status.damage else f"{recording} holds no frames")
+        summary.note = status.note()
+        end = "the recording ended" if summary.note is None else "the recording stopped"
+        for tid in list(open_tracks):
+            close(open_tracks.pop(tid), end)
+    finally:
+        for track in open_tracks.values():
+            track.store.remove()
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary.seconds = time.perf_counter() - started
+    summary.tracks.sort(key=lambda t: (t["first_frame"], t["name"]))
+    index = {"recording": str(recording), "frames": summary.frames, "person_frames": summary.person_frames,
+             "fps": rate.fps, "complete": summary.note is None, "note": summary.note, "formats": list(formats),
+             "humanoid": humanoid is not None, "tracks": summary.tracks}
+    (out / "tracks.json").write_text(json.dumps(index, indent=1))
+    return summary
+
+
+def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: Optional[int]) -> None:
+    """One person-frame into its track's scratch files (exactly the values the recording holds)."""
+    store.append("frame_index", np.int64(frame.index))
+    store.append("timestamp", np.float64(np.nan if frame.pts is None else frame.pts))
+    store.append("wall", np.float64(frame.wall))
+    store.append("state", np.asarray(p.state, "<U8"))
+    store.append("predicted", np.bool_(p.predicted))
+    store.append("coasting", np.bool_(coasting))
+    store.append("box", np.asarray(p.box, np.float32))
+    store.append("score", np.float64(p.score))
+    store.append("center", np.asarray(p.center, np.float32))
+    store.append("size", np.float64(p.size))
+    store.append("focal", np.float64(np.nan if frame.focal is None else frame.focal))
+    for key in ("cam", "cam_t", "joints3d", "joints2d", "joints_h36m"):
+        store.append(key, np.asarray(getattr(p, key), np.float32))
+    for key in ("rotmat", "betas"):
+        value = getattr(p, key)
+        if value is not None:
+            store.append(key, np.asarray(value, np.float32))
+            store.append(f"{key}_frame", np.int64(frame.index))
+    if p.vertices is not None and (options.vertices != "none" or options.gltf_mesh):
+        store.append("vertices", np.asarray(p.vertices, np.float32))
+        store.append("vertices_frame", np.int64(frame.index))
+    if i is not None:
+        store.append("humanoid_frame", np.int64(frame.index))
+        store.append("humanoid_rotations", np.asarray(pose.rotations[i], np.float32))
+        store.append("humanoid_offsets", np.asarray(pose.offsets[i], np.float32))
+        store.append("humanoid_root", np.asarray(pose.root[i], np.float32))

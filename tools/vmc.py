@@ -1,0 +1,374 @@
+"""VMC protocol sender: a subscriber of the stream that drives one avatar per tracked person in a game
+engine (Unity EVMC4U, Unreal VMC4UE, Blender VMC4B, Godot, VSeeFace, Warudo ...), OSC over UDP.
+
+    fastmetro-stream vmc                                  # every frame to 127.0.0.1:39539, the largest person
+    fastmetro-stream vmc --slots 3 --port 39539           # three persons -> ports 39539, 39540, 39541
+
+    from tools.vmc import VmcSettings, VmcSender
+    sender = VmcSender(VmcSettings(slots=2))
+    sender.send_frame(frame)                              # a FrameData from pipeline.subscriber
+
+Per frame and destination one OSC bundle (protocol.vmc.info, Marionette spec): /VMC/Ext/OK, /VMC/Ext/T,
+/VMC/Ext/Root/Pos and /VMC/Ext/Bone/Pos for the 22 bones of `fastmetro.humanoid`, each a local position
+and rotation in Unity's frame (left-handed, y up, metres). VMC has no actor id, so each person gets its
+own destination ("slot"); slots go to tracks when they appear and come free when a track is lost.
+UDP: a receiver that is not there costs nothing, nothing blocks, nothing queues. docs/engines.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fastmetro import humanoid as hu
+from pipeline.subscriber import FrameData, PersonData, Subscriber
+
+log = logging.getLogger("fastmetro-stream.vmc")
+
+DEFAULT_PORT = 39539  # the VMC protocol's default Marionette (receiver) port
+
+
+class VmcSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The stream to read (a running pipeline or `fastmetro-stream replay`).
+    endpoint: str = "tcp://127.0.0.1:5555"
+    mode: Literal["latest", "lossless"] = "latest"
+    stream: Optional[str] = None
+    # Where the avatars listen: slot i goes to host:port+i, unless `destinations` lists host:port per slot.
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    destinations: list[str] = []
+    slots: int = Field(1, ge=1, le=64)  # persons sent at once (one avatar each); with destinations: their number
+    # Which persons get the slots: the largest boxes, the earliest tracks (lowest ids), or one track id.
+    select: Literal["largest", "first", "track"] = "largest"
+    track_id: Optional[int] = None
+    # Sends per second at most (0 = every frame the stream brings).
+    rate: float = Field(0.0, ge=0)
+    # Root motion: the avatar moves as the person does in front of the camera; off: it stays in place.
+    root_motion: bool = True
+    # Lengths: 1.0 = the person's own, in metres (avatars that take bone positions get the person's size).
+    scale: float = Field(1.0, gt=0)
+    # While a track coasts (no detection) and after it is lost, until its slot is taken again:
+    # hold its last measured pose, fall back to the T-pose, or send nothing.
+    lost: Literal["hold", "tpose", "stop"] = "hold"
+    # Models with the SMPL head: their rotations (rotmat) instead of the mesh's.
+    use_rotmat: bool = True
+
+    @field_validator("destinations")
+    @classmethod
+    def _dest(cls, v: list[str]) -> list[str]:
+        for d in v:
+            parse_destination(d)
+        return v
+
+    @model_validator(mode="after")
+    def _track(self) -> "VmcSettings":
+        if self.select == "track" and self.track_id is None:
+            raise ValueError("select 'track' needs track_id (--track ID)")
+        return self
+
+    def targets(self) -> list[tuple[str, int]]:
+        if self.destinations:
+            return [parse_destination(d) for d in self.destinations]
+        if self.port + self.slots - 1 > 65535:
+            raise ValueError(f"port {self.port} + {self.slots} slots runs past 65535")
+        return [(self.host, self.port + i) for i in range(self.slots)]
+
+
+def parse_destination(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"destination {text!r}: expected host:port, e.g. 127.0.0.1:39539")
+    return host, int(port)
+
+
+# ----------------------------------------------------------------------------------------------- axes
+def to_unity(positions: np.ndarray, rotations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The humanoid frame (right-handed, y up, +X the character's left) -> Unity (left-handed, y up, +X
+    the character's right, both facing +Z): mirror X. Positions (x, y, z) -> (-x, y, z); quaternions
+    (x, y, z, w) -> (x, -y, -z, w) (the mirrored rotation)."""
+    return positions * np.array([-1.0, 1.0, 1.0]), rotations * np.array([1.0, -1.0, -1.0, 1.0])
+
+
+# -------------------------------------------------------------------------------------------- packing
+def _osc_string(s: str) -> bytes:
+    from pythonosc.parsing import osc_types
+
+    return osc_types.write_string(s)
+
+
+class BundlePacker:
+    """Packs one person's pose into the VMC bundle. The constant parts (addresses, type tags, bone names)
+    are encoded once with python-osc's own writers; the per-frame floats are one big-endian numpy cast.
+    `tests/test_vmc.py` checks the bytes against python-osc's message and bundle builders."""
+
+    _HEAD = b"#bundle\x00" + struct.pack(">Q", 1)  # time tag 1: "immediately"
+
+    def __init__(self) -> None:
+        bone = _osc_string("/VMC/Ext/Bone/Pos") + _osc_string(",sfffffff")
+        self._ok_prefix = _osc_string("/VMC/Ext/OK") + _osc_string(",iiii")
+        self._t_prefix = _osc_string("/VMC/Ext/T") + _osc_string(",f")
+        self._root_prefix = _osc_string("/VMC/Ext/Root/Pos") + _osc_string(",sfffffff") + _osc_string("root")
+        self._bone_prefix = [bone + _osc_string(name) for name in hu.BONES]
+        self._sizes = [struct.pack(">i", len(p) + 28) for p in self._bone_prefix]
+
+    def pack(self, t: float, root: np.ndarray, positions: np.ndarray, rotations: np.ndarray,
+             tracking: bool = True) -> bytes:
+        """t: seconds; root (7,) Root/Pos position + rotation; positions (B, 3), rotations (B, 4): local,
+        all already in Unity's frame."""
+        ok = self._ok_prefix + struct.pack(">iiii", 1, 3, 0, 1 if tracking else 0)  # loaded, calibrated, normal
+        tm = self._t_prefix + struct.pack(">f", t)
+        rt = self._root_prefix + np.asarray(root, dtype=">f4").tobytes()
+        floats = np.concatenate([positions, rotations], axis=1).astype(">f4").tobytes()
+        parts = [self._HEAD, struct.pack(">i", len(ok)), ok, struct.pack(">i", len(tm)), tm,
+                 struct.pack(">i", len(rt)), rt]
+        for b, prefix in enumerate(self._bone_prefix):
+            parts += (self._sizes[b], prefix, floats[28 * b: 28 * b + 28])
+        return b"".join(parts)
+
+
+def unity_pose(pose: hu.HumanoidPose, i: int, root_motion: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Person i of `pose` as VMC wants it: Root/Pos (7,), local bone positions (B, 3) and rotations (B, 4),
+    in Unity's frame. The root sits on the floor under the Hips (the lowest joint of the rest skeleton);
+    the Hips' local position is its height above it. Without root motion the root stays at the origin."""
+    offsets = pose.offsets[i].copy()
+    height = float(hu.rest_height(pose)[i])
+    offsets[0] = (0.0, height, 0.0)
+    pos, rot = to_unity(offsets, pose.rotations[i])
+    root = np.zeros(7)
+    root[6] = 1.0
+    if root_motion:
+        root[:3] = to_unity(pose.root[i] - offsets[0], np.zeros(4))[0]
+    return root, pos, rot
+
+
+@dataclass
+class _Datagram:  # what python-osc's UDPClient.send reads from a message or bundle
+    dgram: bytes
+
+
+# ---------------------------------------------------------------------------------------------- slots
+@dataclass
+class SlotAssigner:
+    """Gives each selected track a slot (a destination) while it lasts; frees it when the track is lost."""
+
+    slots: int
+    select: str = "largest"
+    track_id: Optional[int] = None
+    owner: list[Optional[int]] = field(default_factory=list)  # slot -> track id
+
+    def __post_init__(self) -> None:
+        self.owner = [None] * self.slots
+
+    def update(self, persons: Sequence[PersonData], lost: Sequence[int] = ()) -> list[tuple[int, Optional[int], Optional[int]]]:
+        """Frees the slots of lost tracks and tracks no longer in the frame, gives free slots to the best
+        candidates. Returns the changes as (slot, old track, new track)."""
+        present = {p.track_id for p in persons if p.state != "lost"}
+        changes = []
+        for s, tid in enumerate(self.owner):
+            if tid is not None and (tid in lost or tid not in present):
+                self.owner[s] = None
+                changes.append((s, tid, None))
+        held = set(self.owner)
+        for p in self._ranked([p for p in persons if p.state != "lost" and p.track_id not in held]):
+            if None not in self.owner:
+                break
+            s = self.owner.index(None)
+            self.owner[s] = p.track_id
+            changes.append((s, None, p.track_id))
+        return changes
+
+    def _ranked(self, persons: list[PersonData]) -> list[PersonData]:
+        if self.select == "track":
+            return [p for p in persons if p.track_id == self.track_id]
+        if self.select == "first":
+            return sorted(persons, key=lambda p: p.track_id)
+        return sorted(persons, key=lambda p: -float((p.box[2] - p.box[0]) * (p.box[3] - p.box[1])))
+
+    def slot_of(self, track_id: int) -> Optional[int]:
+        return self.owner.index(track_id) if track_id in self.owner else None
+
+
+# --------------------------------------------------------------------------------------------- sender
+class VmcSender:
+    """Turns frames of the stream into VMC bundles, one destination per slot. `send_frame` never blocks:
+    UDP datagrams to a receiver that is not there are dropped by the system (counted in stats when the
+    system reports it)."""
+
+    def __init__(self, settings: VmcSettings) -> None:
+        from pythonosc.udp_client import UDPClient
+
+        self.settings = settings
+        self.targets = settings.targets()
+        self.clients = []
+        for host, port in self.targets:
+            try:
+                self.clients.append(UDPClient(host, port))  # non-blocking: a full buffer drops, never waits
+            except OSError as e:
+                self.close()
+                raise ValueError(f"destination {host}:{port}: {e}") from e
+        self.assigner = SlotAssigner(len(self.targets), settings.select, settings.track_id)
+        self.packer = BundlePacker()
+        self._last: list[Optional[tuple]] = [None] * len(self.targets)  # slot -> last (root, pos, rot) sent
+        self._t0 = time.monotonic()
+        self._last_send = -1e9
+        self.stats = dict(frames=0, sent=0, skipped_rate=0, send_errors=0, assignments=0, held=0, tposes=0)
+
+    def send_frame(self, frame: FrameData) -> int:
+        """Sends this frame's persons (rate permitting); returns the number of datagrams sent."""
+        self.stats["frames"] += 1
+        for slot, old, new in self.assigner.update(frame.persons, frame.lost):
+            self.stats["assignments"] += 1
+            host, port = self.targets[slot]
+            if new is None:
+                log.info("vmc: slot %d (%s:%d) free (track %s lost)", slot, host, port, old)
+            else:
+                self._last[slot] = None  # never the previous owner's pose for the new track
+                log.info("vmc: slot %d (%s:%d) <- track %d", slot, host, port, new)
+        now = time.monotonic()
+        if self.settings.rate > 0 and now - self._last_send < 1.0 / self.settings.rate:
+            self.stats["skipped_rate"] += 1
+            return 0
+        self._last_send = now
+        by_track = {p.track_id: p for p in frame.persons}
+        measured = []  # (slot, person) with a fresh measurement and a mesh
+        for slot, tid in enumerate(self.assigner.owner):
+            p = by_track.get(tid) if tid is not None else None
+            if p is not None and not p.predicted and p.state != "coasting" and p.vertices is not None:
+                measured.append((slot, p))
+        t = float(now - self._t0)
+        sent = 0
+        if measured:
+            pose = hu.solve_persons([p for _, p in measured], scale=self.settings.scale,
+                                    use_rotmat=self.settings.use_rotmat)
+            for i, (slot, _) in enumerate(measured):
+                self._last[slot] = unity_pose(pose, i, self.settings.root_motion)
+                sent += self._send(slot, t, *self._last[slot], tracking=True)
+        fresh = {slot for slot, _ in measured}
+        for slot, tid in enumerate(self.assigner.owner):
+            if slot in fresh or self._last[slot] is None:
+                continue
+            p = by_track.get(tid) if tid is not None else None
+            if p is not None and not p.predicted and p.state != "coasting":
+                sent += self._send(slot, t, *self._last[slot], tracking=True)  # a frame without vertices
+            elif self.settings.lost == "hold":
+                self.stats["held"] += 1
+                sent += self._send(slot, t, *self._last[slot], tracking=False)
+            elif self.settings.lost == "tpose":
+                self.stats["tposes"] += 1
+                root, pos, rot = self._last[slot]
+                sent += self._send(slot, t, root, pos, np.tile([0.0, 0.0, 0.0, 1.0], (len(rot), 1)), tracking=False)
+        return sent
+
+    def _send(self, slot: int, t: float, root, pos, rot, tracking: bool) -> int:
+        try:
+            self.clients[slot].send(_Datagram(self.packer.pack(t, root, pos, rot, tracking)))
+        except OSError:  # a full buffer (non-blocking) or the system's "port unreachable": drop it
+            self.stats["send_errors"] += 1
+            return 0
+        self.stats["sent"] += 1
+        return 1
+
+    def status(self) -> str:
+        owners = ", ".join(f"{h}:{p}=" + ("-" if o is None else f"track {o}")
+                           for (h, p), o in zip(self.targets, self.assigner.owner))
+        return owners
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+def run(settings: VmcSettings, duration: Optional[float] = None, frames: Optional[int] = None,
+        interval: float = 1.0, out=sys.stderr) -> dict:
+    """Subscribe and send until the stream ends (or duration / frames); prints a status line every interval."""
+    sender = VmcSender(settings)
+    sub = Subscriber(settings.endpoint, stream=settings.stream, mode=settings.mode)
+    start = last = time.monotonic()
+    last_frames = last_sent = 0
+    try:
+        while True:
+            now = time.monotonic()
+            if duration is not None and now - start >= duration:
+                break
+            msg = sub.recv(timeout_s=0.1)
+            if msg is not None and msg.kind == "end":
+                break
+            if msg is not None and msg.kind == "frame":
+                sender.send_frame(msg)
+                if frames is not None and sender.stats["frames"] >= frames:
+                    break
+            now = time.monotonic()
+            if interval > 0 and now - last >= interval:
+                s = sender.stats
+                print(f"vmc: {(s['frames'] - last_frames) / (now - last):5.1f} fps in, "
+                      f"{(s['sent'] - last_sent) / (now - last):6.1f} bundles/s out, errors {s['send_errors']}; "
+                      f"{sender.status()}", file=out, flush=True)
+                last, last_frames, last_sent = now, s["frames"], s["sent"]
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+        sender.close()
+    return dict(sender.stats)
+
+
+def vmc_command(args: argparse.Namespace) -> int:
+    try:
+        settings = VmcSettings(
+            endpoint=args.endpoint, mode=args.mode, stream=args.stream, host=args.host, port=args.port,
+            destinations=args.to or [], slots=len(args.to) if args.to else args.slots, select=args.select,
+            track_id=args.track, rate=args.rate, root_motion=not args.in_place, scale=args.scale,
+            lost=args.lost, use_rotmat=not args.mesh_rotations,
+        )
+        settings.targets()
+    except ValidationError as e:
+        why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}" for x in e.errors())
+        print(f"error: vmc: {why}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: vmc: {e}", file=sys.stderr)
+        return 2
+    try:
+        import pythonosc  # noqa: F401
+    except ImportError:
+        print("error: vmc: python-osc is not installed: pip install 'fastmetro-stream[vmc]'", file=sys.stderr)
+        return 2
+    dests = ", ".join(f"{h}:{p}" for h, p in settings.targets())
+    print(f"vmc: {settings.endpoint} ({settings.mode}) -> {dests}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    stats = run(settings, duration=args.duration, frames=args.frames, interval=args.interval)
+    print(f"vmc: {stats['frames']} frames, {stats['sent']} bundles sent, {stats['send_errors']} send errors",
+          file=sys.stderr)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("vmc", help="drive avatars in game engines over the VMC protocol (OSC/UDP)")
+    p.add_argument("--endpoint", default=VmcSettings.model_fields["endpoint"].default, help="stream endpoint")
+    p.add_argument("--mode", choices=["latest", "lossless"], default="latest", help="how the stream is published")
+    p.add_argument("--stream", default=None, help="only this stream id")
+    p.add_argument("--host", default="127.0.0.1", help="where the avatar application runs (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"its VMC port (default {DEFAULT_PORT}); slot i -> port+i")
+    p.add_argument("--slots", type=int, default=1, help="persons sent at once, one destination each (default 1)")
+    p.add_argument("--to", action="append", metavar="HOST:PORT", help="explicit destination per slot (repeatable)")
+    p.add_argument("--select", choices=["largest", "first", "track"], default="largest",
+                   help="who gets the slots: largest boxes, earliest tracks, or --track ID")
+    p.add_argument("--track", type=int, default=None, help="the track id for --select track")
+    p.add_argument("--rate", type=float, default=0.0, help="sends per second at most (default 0: every frame)")
+    p.add_argument("--in-place", action="store_true", help="no root motion: the avatar stays at the origin")
+    p.add_argument("--scale", type=float, default=1.0, help="length factor (default 1: the person's metres)")
+    p.add_argument("--lost", choices=["hold", "tpose", "stop"], default="hold",
+                   help="while a track coasts or after it is lost: hold the last pose, T-pose, or send nothing")
+    p.add_argument("--mesh-rotations", action="store_true", help="solve rotations from the mesh even with the SMPL head")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between status lines (0: none)")
+    p.set_defaults(func=vmc_command)
