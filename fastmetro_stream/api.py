@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -105,11 +105,13 @@ def summary_notes(summary: RunSummary) -> list[str]:
 
 
 def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None,
-        export: Optional[tuple] = None) -> RunSummary:
+        export: Optional[tuple] = None,
+        on_progress: Optional[Callable[[dict[str, StageMetrics]], None]] = None) -> RunSummary:
     """Run the pipeline to the end of its source (or a stop signal); returns its summary.
 
     export: (DIR, tools.export.ExportOptions): once the run ends, its recording (publish.record, required)
-    is exported to per-track files in DIR; a failed export makes the exit code 1."""
+    is exported to per-track files in DIR; a failed export makes the exit code 1.
+    on_progress: also called with every stage's metrics, about twice a second (e.g. a batch's counter)."""
     config = config.resolved()
     console = console or Console(stderr=True)
     if config.infer.checkpoint is None:
@@ -126,8 +128,14 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
         log.info("frame ring: %d slots (ring_slots %d), frames stay in it until drawn (overlay.path)",
                  settings.ring_slots, config.ring_slots)
     progress = _Progress(console, [s.name for s in stages], config.progress and console.is_terminal)
+
+    def observe(metrics: dict[str, StageMetrics]) -> None:
+        progress(metrics)
+        if on_progress is not None:
+            on_progress(metrics)
+
     try:
-        summary = Supervisor(settings, stages, on_progress=progress, measure=count_persons).run()
+        summary = Supervisor(settings, stages, on_progress=observe, measure=count_persons).run()
     finally:
         progress.stop()
     summary.untrained = any(m.counters.get("untrained_weights") for m in summary.stages)
