@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from . import build_model, normalize_crops
+from .crops import CROP_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Engine:
         if o.compile or o.cuda_graphs:
             self._sizes = tuple(sorted({int(b) for b in sizes if b <= o.max_batch} | ({o.max_batch} if cuda else {1})))
 
-        self._host = torch.empty((o.max_batch, 224, 224, 3), dtype=torch.uint8, pin_memory=cuda)
+        self._host = torch.empty((o.max_batch, CROP_SIZE, CROP_SIZE, 3), dtype=torch.uint8, pin_memory=cuda)
         self._graphs: dict[int, tuple] = {}
         if o.compile:
             self._compile()
@@ -265,7 +266,7 @@ class Engine:
         t0 = time.perf_counter()
         with torch.inference_mode():
             for b in self._sizes:
-                self._run(torch.zeros((b, 224, 224, 3), dtype=torch.uint8, device=self.device))
+                self._run(torch.zeros((b, CROP_SIZE, CROP_SIZE, 3), dtype=torch.uint8, device=self.device))
         log.info("compiled in %.0f s", time.perf_counter() - t0)
 
     def _capture_graphs(self) -> None:
@@ -274,7 +275,7 @@ class Engine:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode():
             for b in sizes:
-                static_in = torch.zeros((b, 224, 224, 3), dtype=torch.uint8, device=self.device)
+                static_in = torch.zeros((b, CROP_SIZE, CROP_SIZE, 3), dtype=torch.uint8, device=self.device)
                 with torch.cuda.stream(stream):
                     for _ in range(3):  # warm-up (cuDNN autotuning, allocator) before capture
                         self._run(static_in)

@@ -1,10 +1,10 @@
 """Runs the stages, one OS process each, joined by bounded queues, and stops them all cleanly.
 
-    decode -> q -> detect -> q -> infer -> q -> smooth -> q -> publish
+    source -> q -> stage -> q -> ... -> last stage       (pixels in a FrameStore ring, pipeline/shm.py)
 
-The application tells it what it needs (RunSettings: mode, queue size, the frame ring's size; a `measure`
-of each message, e.g. its persons; a progress observer) and knows every stage; the runtime knows none.
-Pixels: the last stage that declares `needs_pixels` gets `releases_pixels` (pipeline/stage.py).
+It knows no stage: the application tells it what it needs (RunSettings: mode, queue size, the ring's
+size; a `measure` of each message; a progress observer). The last stage that declares `needs_pixels`
+gets `releases_pixels` (pipeline/stage.py).
 
 Policies between stages (RunSettings.mode):
   offline  a full queue blocks the producer: back-pressure slows decoding; nothing is ever dropped.
@@ -12,8 +12,8 @@ Policies between stages (RunSettings.mode):
            wins; the next message through carries the count in Frame.dropped. No item is processed twice.
 
 Shutdown:
-  end of stream   decode emits EndOfStream, each stage flushes and forwards it; the run ends, exit 0, when
-                  publish has handled it.
+  end of stream   the source emits EndOfStream, each stage flushes and forwards it; the run ends, exit 0,
+                  when the last stage has handled it.
   an exception    the failing stage reports its traceback (a StageError: its message only); every stage
                   is stopped; exit 1.
   a dead stage    (e.g. SIGKILL) seen by its exit code: every stage is stopped; exit 1.

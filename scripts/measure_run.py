@@ -4,9 +4,10 @@
     python scripts/measure_run.py [--cli MODULE] [-- extra run arguments]
 
 Runs `python -m MODULE run --set progress=false ...` (default MODULE: the project's CLI module) on the
-shipped sample, samples the resident memory (RSS) of the parent and of every process it starts every
-50 ms, and prints per process: its role (the stage processes are spawned in pipeline order, so the
-k-th spawned child is the k-th stage), peak RSS in MB; then the wall time of the whole run and the time
+shipped sample, samples the resident memory (RSS) and CPU time of the parent and of every process it
+starts every 50 ms, and prints per process: its role (the stage processes are spawned in pipeline order,
+so the k-th spawned child is the k-th stage), peak RSS in MB, CPU seconds (user + system, less sensitive
+than wall time to other load on the machine); then the wall time of the whole run and the time
 until the first frame was published (start-up: imports, the stages' processes, models loaded), read
 from the run's recording (`--record`, kept with --keep FILE).
 """
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     parent = psutil.Process(proc.pid)
     peak: dict[int, int] = {}
+    cpu: dict[int, float] = {}  # user + system CPU seconds, last sample
     order: dict[int, tuple[float, str]] = {}
     while proc.poll() is None:
         try:
@@ -56,6 +58,8 @@ def main(argv=None) -> int:
         for p in procs:
             try:
                 rss = p.memory_info().rss
+                t = p.cpu_times()
+                cpu[p.pid] = t.user + t.system
                 if p.pid not in order:
                     cmdline = " ".join(p.cmdline())
                     order[p.pid] = (p.create_time(), cmdline)
@@ -81,7 +85,8 @@ def main(argv=None) -> int:
     for pid in [proc.pid, *children]:
         mb = peak.get(pid, 0) / 2**20
         total += mb
-        print(f"{names.get(pid, 'other: ' + order[pid][1][:60]):22s} peak RSS {mb:8.1f} MB")
+        print(f"{names.get(pid, 'other: ' + order[pid][1][:60]):22s} peak RSS {mb:8.1f} MB   "
+              f"CPU {cpu.get(pid, 0.0):7.1f} s")
     print(f"{'all processes':22s} sum of peaks {total:8.1f} MB")
     m = re.search(r"(\d+) frames in ([\d.]+) s", out)
     print(f"wall time of the run: {wall:.2f} s")
