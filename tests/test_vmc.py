@@ -321,3 +321,49 @@ def test_cli(capsys):
     assert "host:port" in capsys.readouterr().err
     assert main(["vmc", "--select", "track", "--duration", "0.1"]) == 2
     assert "track_id" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_pipeline_drives_avatars(tmp_path):
+    """The real pipeline on the shipped sample (untrained weights: odd shapes, real frames) into the sender:
+    every bundle received lands on the published joints of the person its slot belongs to."""
+    from pipeline.api import run as run_pipeline
+    from pipeline.config import load_config
+    from pipeline.subscriber import to_message
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    rec = tmp_path / "run.msgpack"
+    config = load_config(None, [f"publish.endpoint={endpoint}", "publish.mode=lossless", f"publish.record={rec}",
+                                "detect.detector=hog", "progress=false", "decode.max_frames=20"])
+    receivers = [Receiver(), Receiver()]
+    try:
+        settings = VmcSettings(endpoint=endpoint, mode="lossless", select="first", lost="stop",
+                               destinations=[f"127.0.0.1:{r.port}" for r in receivers], slots=2)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(run(settings, duration=600, interval=0)), daemon=True)
+        t.start()
+        summary = run_pipeline(config)
+        t.join(120)
+        time.sleep(0.5)
+    finally:
+        for r in receivers:
+            r.close()
+    assert summary.exit_code == 0 and result["frames"] == 20
+    frames = [to_message(m, None) for m in (wire.decode(x.payload) for x in wire.read_recording(rec))
+              if m["kind"] == "frame"]
+    slots = SlotAssigner(2, "first")
+    expected: list[list] = [[], []]  # per slot: the person each bundle shows
+    for f in frames:
+        slots.update(f.persons, f.lost)
+        by_track = {p.track_id: p for p in f.persons}
+        for s, tid in enumerate(slots.owner):
+            p = by_track.get(tid)
+            if p is not None and not p.predicted and p.state != "coasting":
+                expected[s].append(p)
+    assert expected[0], "no person found in the sample"
+    for r, want in zip(receivers, expected):
+        assert len(r.bundles) == len(want)
+        for bundle, p in zip(r.bundles, want):
+            assert_on_joints(bundle, p.joints_h36m, p.cam_t)
