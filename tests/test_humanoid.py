@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from fastmetro import humanoid as hu
-from tests.humanoid_data import PosedTemplate, load_template, random_rotations, to_camera
+from tests.humanoid_data import PosedTemplate, random_rotations, to_camera
 
 B = {name: i for i, name in enumerate(hu.BONES)}
 
