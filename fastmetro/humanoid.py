@@ -29,7 +29,7 @@ import numpy as np
 __all__ = [
     "BONES", "PARENTS", "SMPL_JOINT", "MARKERS", "HumanoidPose", "solve", "solve_persons", "solve_points",
     "key_points", "forward_kinematics", "rest_height", "CAMERA_TO_YUP", "quat_from_matrix", "quat_to_matrix",
-    "quat_multiply", "quat_rotate", "quat_conjugate",
+    "quat_multiply", "quat_rotate", "quat_conjugate", "KEYPOINT_BONE",
 ]
 
 BONES: tuple[str, ...] = (

@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from fastmetro import humanoid as hu
-from tests.humanoid_data import PosedTemplate, load_template, random_rotations, to_camera
+from tests.humanoid_data import PosedTemplate, random_rotations, to_camera
 
 B = {name: i for i, name in enumerate(hu.BONES)}
 
@@ -213,3 +213,20 @@ def test_scale_and_persons(template):
         hu.solve_persons([person(0, with_vertices=False)])
     with pytest.raises(ValueError, match="expected vertices"):
         hu.solve(np.zeros((1, 431, 3)), np.zeros((1, 17, 3)))
+
+
+def test_smpl_joint_numbers_by_hand(template):
+    """SMPL rotations written by hand, in SMPL's own numbering (16 = left shoulder, 5 = right knee),
+    not derived from our mapping: a left arm raised 90 degrees about +Z and a right knee bent 90 degrees
+    about +X (heel back)."""
+    rotmat = np.tile(np.eye(3), (1, 24, 1, 1))
+    rotmat[0, 0] = np.diag([1.0, -1.0, -1.0])  # upright, facing the camera
+    rotmat[0, 16] = Rotation.from_euler("z", 90, degrees=True).as_matrix()
+    rotmat[0, 5] = Rotation.from_euler("x", 90, degrees=True).as_matrix()
+    verts, joints = to_camera(template.v)[None], to_camera(template.regressor @ template.v)[None]
+    _, rot = hu.forward_kinematics(hu.solve(verts, joints, rotmat=rotmat))
+    world = hu.quat_to_matrix(rot[0])
+    assert (world[B["LeftUpperArm"]] @ [1.0, 0, 0])[1] > 0.95  # the left arm points up
+    assert (world[B["RightUpperArm"]] @ [-1.0, 0, 0])[0] < -0.95  # the right arm still sideways
+    assert (world[B["RightLowerLeg"]] @ [0, -1.0, 0])[2] < -0.9  # the right shin points backwards
+    assert (world[B["LeftLowerLeg"]] @ [0, -1.0, 0])[1] < -0.95  # the left one still down

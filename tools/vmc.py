@@ -17,6 +17,7 @@ UDP: a receiver that is not there costs nothing, nothing blocks, nothing queues.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import struct
 import sys
@@ -337,9 +338,7 @@ def vmc_command(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: vmc: {e}", file=sys.stderr)
         return 2
-    try:
-        import pythonosc  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pythonosc") is None:
         print("error: vmc: python-osc is not installed: pip install 'fastmetro-stream[vmc]'", file=sys.stderr)
         return 2
     dests = ", ".join(f"{h}:{p}" for h, p in settings.targets())
