@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Union
+from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
 import zmq
@@ -159,10 +159,15 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
     )
 
 
+MAX_LIVE_STREAMS = 4096  # streams frames() waits to see end (bounded: stream ids come from the network)
+
+
 class Subscriber:
     """Connects to a publisher and hands out decoded messages.
 
-    endpoint: where the publisher binds. stream: only this stream id (None = all).
+    endpoint: where the publisher binds, or a list of endpoints: one socket connects to every publisher and
+    their streams arrive merged, told apart by stream id (give each publisher its own `publish.stream`).
+    stream: only this stream id (None = all).
     mode: "latest" (SUB, pairs with the publisher's latest mode) or "lossless" (PULL).
     server_key / client_key: CurveZMQ, the server's public key file and this client's secret key
     file (without client_key an ephemeral key pair is used, enough when clients are not authenticated).
@@ -172,7 +177,7 @@ class Subscriber:
 
     def __init__(
         self,
-        endpoint: str = "tcp://127.0.0.1:5555",
+        endpoint: Union[str, Sequence[str]] = "tcp://127.0.0.1:5555",
         stream: Optional[str] = None,
         mode: Literal["latest", "lossless"] = "latest",
         server_key: Optional[PathLike] = None,
@@ -183,7 +188,11 @@ class Subscriber:
     ) -> None:
         if mode not in ("latest", "lossless"):
             raise ValueError(f"Subscriber mode must be 'latest' or 'lossless', got {mode!r}")
-        self.endpoint, self.stream, self.mode = endpoint, stream, mode
+        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        if not self.endpoints:
+            raise ValueError("Subscriber needs at least one endpoint")
+        self.endpoint = ", ".join(self.endpoints)  # for messages
+        self.stream, self.mode = stream, mode
         self.max_message_bytes = max_message_bytes
         self.require_topology = require_topology
         self.topology: dict[str, Topology] = {}
@@ -211,7 +220,8 @@ class Subscriber:
                 sock.curve_secretkey = secret
             if mode == "latest":
                 sock.setsockopt(zmq.SUBSCRIBE, f"{stream}/".encode() if stream else b"")
-            sock.connect(endpoint)
+            for e in self.endpoints:
+                sock.connect(e)
         except BaseException:
             sock.close(0)
             raise
@@ -282,16 +292,24 @@ class Subscriber:
         return msg
 
     def frames(self, idle_timeout_s: Optional[float] = None, stop_at_end: bool = True) -> Iterator[FrameData]:
-        """Frames as they come; ends at an end message (stop_at_end) or after idle_timeout_s of silence."""
+        """Frames as they come, of every stream merged; ends after idle_timeout_s of silence, or (stop_at_end)
+        once every stream that sent frames has sent its end message and at least one end per endpoint has
+        come (one publisher: its end message)."""
+        live: set[str] = set()  # streams that sent frames and have not ended
+        ended = 0
         while True:
             msg = self.recv(idle_timeout_s)
             if msg is None:
                 return
             if isinstance(msg, EndData):
-                if stop_at_end:
+                live.discard(msg.stream)
+                ended += 1
+                if stop_at_end and not live and ended >= len(self.endpoints):
                     return
                 continue
             if isinstance(msg, FrameData):
+                if len(live) < MAX_LIVE_STREAMS:
+                    live.add(msg.stream)
                 yield msg
 
     def __iter__(self) -> Iterator[FrameData]:

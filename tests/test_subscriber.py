@@ -1,6 +1,8 @@
 """The Python subscriber against a raw socket: garbage, oversized messages, sequence gaps, streams."""
 from __future__ import annotations
 
+import time
+
 import msgpack
 import numpy as np
 import pytest
@@ -148,3 +150,40 @@ def test_topology_type(raw_pub):
     (t,) = drain(sub)
     assert isinstance(t, Topology) and t.num_vertices == 30 and t.coordinates["y"] == "down"
     sub.close()
+
+
+def test_one_subscriber_merges_the_streams_of_two_publishers_by_stream_id():
+    """Two publishers (as two runs, two cameras) into one Subscriber: every frame of each, told apart by
+    stream id, and the iteration ends once both streams have ended, not at the first end."""
+    from pipeline.publisher import Publisher, PublisherSettings
+
+    pubs = [Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:*", hwm=100)) for _ in range(2)]
+    for p in pubs:
+        p.open()
+    sub = Subscriber([p.endpoint for p in pubs])
+    try:
+        deadline = time.monotonic() + 10
+        waiting = set(range(2))
+        while waiting and time.monotonic() < deadline:  # each publisher sees the subscription
+            waiting = {i for i in waiting if not pubs[i].wait_subscriber(0.1)}
+        assert not waiting, "a publisher never saw the subscriber"
+        for name, pub, n in (("cam0", pubs[0], 3), ("cam1", pubs[1], 5)):
+            pub.send(wire.topic(name, "topology"), topology(name))
+            for seq in range(n):
+                pub.send(wire.topic(name, "frame"), frame(seq, stream=name))
+        pubs[0].send(wire.topic("cam0", "end"), wire.encode_end(EndOfStream("cam0", 3), "cam0", 3))
+        frames = []
+        it = sub.frames(idle_timeout_s=10)
+        for f in it:
+            frames.append(f)
+            if len(frames) == 8:
+                break
+        pubs[1].send(wire.topic("cam1", "end"), wire.encode_end(EndOfStream("cam1", 5), "cam1", 5))
+        frames += list(it)  # nothing more: it stops at cam1's end, the last live stream
+        by_stream = {s: [f.seq for f in frames if f.stream == s] for s in ("cam0", "cam1")}
+        assert by_stream == {"cam0": [0, 1, 2], "cam1": [0, 1, 2, 3, 4]}
+        assert sub.stats["ends"] == 2 and sub.stats["gaps"] == 0 and set(sub.topology) == {"cam0", "cam1"}
+    finally:
+        sub.close()
+        for p in pubs:
+            p.close()

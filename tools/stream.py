@@ -15,15 +15,20 @@ from pipeline import wire
 from pipeline.publisher import DEFAULT_ENDPOINT, Publisher, PublisherSettings, PublishError, replay
 
 
-def _add_socket_args(p: argparse.ArgumentParser, default_mode: str = "latest") -> None:
-    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
+def _add_socket_args(p: argparse.ArgumentParser, default_mode: str = "latest", subscriber: bool = False) -> None:
+    if subscriber:  # repeatable: the streams of several publishers, merged by stream id
+        p.add_argument("--endpoint", action="append", default=None,
+                       help=f"publisher to subscribe to (repeatable: several publishers, their streams merged by "
+                            f"id; default {DEFAULT_ENDPOINT})")
+    else:
+        p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
     p.add_argument("--mode", choices=["latest", "lossless"], default=default_mode,
                    help="latest: PUB/SUB, drops for slow consumers; lossless: PUSH/PULL, one consumer, no loss")
 
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("listen", help="subscribe to a stream and show live stats (fps, persons, bytes/s, gaps)")
-    _add_socket_args(p)
+    _add_socket_args(p, subscriber=True)
     p.add_argument("--stream", default=None, help="only this stream id (default: every stream)")
     p.add_argument("--curve-server-key", type=Path, default=None, help="server public key file (DIR/server.key)")
     p.add_argument("--curve-client-key", type=Path, default=None, help="client secret key file (DIR/client.key_secret)")
@@ -116,9 +121,10 @@ def replay_command(args: argparse.Namespace) -> int:
 def listen_command(args: argparse.Namespace) -> int:
     from pipeline.subscriber import Subscriber
 
-    sub = Subscriber(args.endpoint, stream=args.stream, mode=args.mode,
+    endpoints = args.endpoint or [DEFAULT_ENDPOINT]
+    sub = Subscriber(endpoints, stream=args.stream, mode=args.mode,
                      server_key=args.curve_server_key, client_key=args.curve_client_key)
-    print(f"listening on {args.endpoint} ({args.mode}); Ctrl-C to stop", file=sys.stderr, flush=True)
+    print(f"listening on {', '.join(endpoints)} ({args.mode}); Ctrl-C to stop", file=sys.stderr, flush=True)
     start = last = time.monotonic()
     frames = persons = 0
     last_stats = dict(sub.stats)
