@@ -1,4 +1,4 @@
-"""Cost of drawing meshes over a frame (pipeline/render.py): milliseconds per person, painter vs z-buffer.
+"""Cost of drawing meshes over a frame (draw/raster.py): milliseconds per person, painter vs z-buffer.
 
     python scripts/bench_render.py            # needs the SMPL mesh data files (FASTMETRO_ASSETS)
 
@@ -80,7 +80,7 @@ def main() -> None:
         print(f"  {method:8s} 1 person {one:7.1f} ms   {len(items)} persons {alls:7.1f} ms "
               f"({alls / len(items):.1f} ms per person)")
     print(f"  z-buffer / painter time: {res['zbuffer'] / res['painter']:.2f}")
-    # publish.overlay_mesh: coarse (the 1723-vertex mesh: what a live overlay draws by default)
+    # overlay.mesh: coarse (the 1723-vertex mesh: what a live overlay draws by default)
     coarse = MeshRenderer(mesh.coarse_faces)
     c = timed(lambda: coarse.draw(rgb, [dataclasses.replace(it, vertices=mesh.downsample @ it.vertices)
                                         for it in items], f))

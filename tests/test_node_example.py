@@ -55,7 +55,7 @@ def recording(tmp_path_factory, assets_dir) -> Path:
 def test_node_subscriber_decodes_a_replayed_recording(recording, mode):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     replay = subprocess.Popen(
-        [sys.executable, "-m", "fastmetro_stream.cli", "replay", str(recording), "--endpoint", endpoint, "--mode", mode,
+        [sys.executable, "-m", "tools.stream", "replay", str(recording), "--endpoint", endpoint, "--mode", mode,
          "--fast", "--wait", "20", "--hwm", "100"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -1,4 +1,4 @@
-"""The overlay renderer and the `render` / `image` commands (pipeline/render.py, docs/render.md)."""
+"""The overlay renderer and the `render` / `image` commands (draw/, tools/render.py, fastmetro_stream/image.py, docs/render.md)."""
 from __future__ import annotations
 
 import os
@@ -262,7 +262,7 @@ def test_video_writer_gives_the_same_video_from_a_thread_pinned_to_one_cpu(tmp_p
 
 
 def test_the_coarse_mesh_keeps_the_outline_of_the_fine_one(assets_dir):
-    # publish.overlay_mesh coarse draws D[0] @ vertices with F[1]: the two must belong together
+    # overlay.mesh coarse draws D[0] @ vertices with F[1]: the two must belong together
     import fastmetro
     from scripts.bench_render import smooth_surface
 

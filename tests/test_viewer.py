@@ -1,4 +1,4 @@
-"""The live 3D viewer (pipeline/viewer.py): a subscriber that draws the newest frame's meshes in a browser.
+"""The live 3D viewer (tools/viewer.py): a subscriber that draws the newest frame's meshes in a browser.
 
 The fast tests drive MeshViewer against a real publisher and read its scene state; the slow one replays a
 recording to the viewer, loads its page in headless Chromium (Debian's chromium package, driven by
