@@ -200,11 +200,23 @@ class HumanoidPose:
 
 
 def _frames(a: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Orthonormal frames (..., 3, 3), columns (primary, secondary, their cross), from two directions."""
-    e1 = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    """Orthonormal frames (..., 3, 3), columns (primary, secondary, their cross), from two directions.
+    Always orthonormal, so forward kinematics lands on the joints whatever the mesh: a zero primary
+    becomes +X, a secondary along the primary (or zero) the axis least along the primary."""
+    na = np.linalg.norm(a, axis=-1, keepdims=True)
+    e1 = np.where(na > 1e-9, a / np.maximum(na, 1e-300), _AXES[0])
     s = s - (s * e1).sum(-1, keepdims=True) * e1
-    e2 = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-12)
+    ns = np.linalg.norm(s, axis=-1, keepdims=True)
+    if not np.all(ns > 1e-9):
+        helper = _AXES[np.argmin(np.abs(e1), axis=-1)]
+        helper = helper - (helper * e1).sum(-1, keepdims=True) * e1
+        s = np.where(ns > 1e-9, s, helper)
+        ns = np.linalg.norm(s, axis=-1, keepdims=True)
+    e2 = s / ns
     return np.stack([e1, e2, _cross(e1, e2)], -1)
+
+
+_AXES = np.eye(3)
 
 
 def _joint_weights() -> np.ndarray:

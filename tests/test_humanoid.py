@@ -230,3 +230,21 @@ def test_smpl_joint_numbers_by_hand(template):
     assert (world[B["RightUpperArm"]] @ [-1.0, 0, 0])[0] < -0.95  # the right arm still sideways
     assert (world[B["RightLowerLeg"]] @ [0, -1.0, 0])[2] < -0.9  # the right shin points backwards
     assert (world[B["LeftLowerLeg"]] @ [0, -1.0, 0])[1] < -0.95  # the left one still down
+
+
+def test_degenerate_meshes_still_give_rotations_and_land_on_the_joints():
+    """An untrained network's meshes can collapse: a marker pair on one point, a bone of zero length.
+    The frames stay orthonormal, so the rotations are unit quaternions and forward kinematics still lands
+    on the joints."""
+    rng = np.random.default_rng(0)
+    verts = rng.normal(scale=0.3, size=(3, 6890, 3))
+    joints = rng.normal(scale=0.3, size=(3, 17, 3))
+    verts[0] = 0.01  # everything on one point
+    joints[0] = 0.01
+    verts[1, hu.MARKERS["lindex"]] = verts[1, hu.MARKERS["lpinky"]]  # a twist pair on one point
+    joints[2, 12] = joints[2, 11]  # a zero-length upper arm
+    pose = hu.solve(verts, joints, np.tile([0.0, 0.0, 3.0], (3, 1)))
+    assert np.all(np.isfinite(pose.rotations)) and np.allclose(np.linalg.norm(pose.rotations, axis=-1), 1)
+    pos, _ = hu.forward_kinematics(pose)
+    want = hu.key_points(to_camera(verts), to_camera(joints))[:, : len(hu.BONES)] + [0.0, 0.0, -3.0]
+    np.testing.assert_allclose(pos, want, atol=1e-9)
