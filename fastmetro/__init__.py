@@ -27,7 +27,7 @@ _LAZY = {
     "VARIANTS": "model", "FastMETROBody": "model", "Variant": "model", "get_variant": "model",
     "variant_from_official": "model",
 }
-_SUBMODULES = ("assets", "backbones", "build", "camera", "checkpoints", "cli", "engine", "hand_crops", "model",
+_SUBMODULES = ("assets", "backbones", "build", "camera", "checkpoints", "cli", "crops", "engine", "hand_crops", "model",
                "onnx_export", "transformer")
 
 __all__ = [
@@ -35,8 +35,12 @@ __all__ = [
     "variant_from_official", "FastMETROBody", "FastMETROHand", "Variant", "VARIANTS", "CHECKPOINTS", "MeshData",
     "HandMeshData", "load_hand_mesh_data", "AssetError", "CheckpointError", "UntrainedWeightsWarning",
     "JOINT_NAMES", "H36M_JOINT_NAMES", "HAND_JOINT_NAMES",
-    "IMAGENET_MEAN", "IMAGENET_STD", "UNTRAINED_MESSAGE",
+    "IMAGENET_MEAN", "IMAGENET_STD", "UNTRAINED_MESSAGE", "CROP_SIZE",
 ]
+
+# The network's input: square RGB crops of this side (the crop contract: fastmetro/crops.py). Here, not in
+# crops.py, so that the message types can name it without importing OpenCV.
+CROP_SIZE = 224
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

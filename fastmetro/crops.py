@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional, Sequence
 import cv2
 import numpy as np
 
-CROP_SIZE = 224  # FastMETRO's input resolution (pixels, square)
+from . import CROP_SIZE
 
 
 def crop_square(box: Sequence[float], scale: float = 1.25) -> tuple[tuple[float, float], float]:

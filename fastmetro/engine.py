@@ -36,8 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import build_model, normalize_crops
-from .crops import CROP_SIZE
+from . import CROP_SIZE, build_model, normalize_crops
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from fastmetro import crops as _crops
+from fastmetro import CROP_SIZE as _CROP_SIZE
 
 TrackState = Literal["new", "tracked", "coasting", "lost"]
 
-CROP_SIZE = _crops.CROP_SIZE  # the network's input side (the crop contract: fastmetro/crops.py)
+CROP_SIZE = _CROP_SIZE  # the network's input side (the crop contract: fastmetro/crops.py)
 
 
 def now() -> float:
