@@ -136,7 +136,9 @@ def pipeline_fps(source, overrides) -> tuple[float, int, dict]:
 def hands_on_off(args) -> int:
     rates = {}
     for hands in (False, True):
-        overrides = [f"decode.max_frames={args.frames}", f"infer.hands={str(hands).lower()}", *args.overrides]
+        # smooth.offline=none: the RTS window would hold a short run's frames and publish them at once
+        overrides = [f"decode.max_frames={args.frames}", "smooth.offline=none", f"infer.hands={str(hands).lower()}",
+                     *args.overrides]
         rates[hands], n, infer = pipeline_fps(args.source, overrides)
         extra = f", hand crops {infer.get('hand_crops', 0)}" if hands and infer else ""
         print(f"pipeline, hands {'on ' if hands else 'off'}: {rates[hands]:7.2f} frames/s ({n} frames{extra})")
