@@ -5,6 +5,9 @@ painter's algorithm) into a layer that is alpha-blended over the frame.
 
     overlay = MeshRenderer(faces).draw(rgb, [MeshItem(vertices, cam_t, track_id, box)], focal)
 
+An item may bring its own triangles (`MeshItem.faces`): the hands (MANO topology; a left hand's with the
+winding reversed, its mesh being a mirror image) drawn with the bodies, depth-sorted together.
+
 Camera: the stream's (fastmetro.camera): perspective, focal f in frame pixels, principal point at the frame
 centre, body translated by cam_t; x = f (X + cam_t.x) / (Z + cam_t.z) + W / 2, frame coordinates continuous
 (the frame spans [0, W] x [0, H]).
@@ -41,6 +44,8 @@ class MeshItem:
     track_id: int = 0
     box: Optional[Sequence[float]] = None  # x1, y1, x2, y2 frame pixels; None = no box, no label
     colour: Optional[tuple[int, int, int]] = None  # RGB; None = track_colour(track_id)
+    faces: Optional[np.ndarray] = None  # its own (F, 3) triangles (a hand's); None = the renderer's
+    part: str = "body"  # "body", or the hand's side "left" / "right"
 
 
 class MeshRenderer:
@@ -69,22 +74,25 @@ class MeshRenderer:
 
     # --- one mesh -> screen triangles ---------------------------------------------------------------
     def triangles(self, vertices: np.ndarray, cam_t: np.ndarray, focal: float, frame_wh: tuple[int, int],
-                  colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Visible triangles of one mesh: (corners (T, 3, 2) in continuous frame coordinates, their depths
-        z (T, 3) in metres, colours (T, 4) RGB + 255 uint8), in no particular order."""
+                  colour: tuple[int, int, int], faces: Optional[np.ndarray] = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Visible triangles of one mesh (with `faces`, or the renderer's): (corners (T, 3, 2) in continuous
+        frame coordinates, their depths z (T, 3) in metres, colours (T, 4) RGB + 255 uint8), in no
+        particular order."""
         w, h = frame_wh
+        faces = self.faces if faces is None else np.asarray(faces, np.int64)
         v = np.asarray(vertices, np.float64)
-        if v.ndim != 2 or v.shape[1] != 3 or len(v) <= self.faces.max():
-            raise RenderError(f"vertices of shape {v.shape} do not fit faces indexing {self.faces.max() + 1}")
+        if v.ndim != 2 or v.shape[1] != 3 or len(v) <= faces.max():
+            raise RenderError(f"vertices of shape {v.shape} do not fit faces indexing {faces.max() + 1}")
         p = v + np.asarray(cam_t, np.float64).reshape(1, 3)
-        tri = p[self.faces]  # (F, 3, 3) camera frame
+        tri = p[faces]  # (F, 3, 3) camera frame
         a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
         normal = np.cross(b - a, c - a)
         length = np.linalg.norm(normal, axis=1)
         keep = (length > 0) & np.isfinite(length) & (np.minimum(np.minimum(a[:, 2], b[:, 2]), c[:, 2]) > self.near)
         # Orientation of the surface: with outward normals the enclosed volume is positive.
         # Taken about the mesh's own centre: exact for a closed mesh, zero for a flat one.
-        rel = v[self.faces] - v.mean(axis=0)
+        rel = v[faces] - v.mean(axis=0)
         volume = np.einsum("ij,ij->", rel[:, 0], np.cross(rel[:, 1], rel[:, 2])) / 6.0
         outward = -1.0 if volume < -1e-12 else 1.0
         if self.cull:
@@ -123,7 +131,7 @@ class MeshRenderer:
             if it.vertices is None:
                 continue
             colour = it.colour or track_colour(it.track_id)
-            parts.append(self.triangles(it.vertices, it.cam_t, f, (w, h), colour))
+            parts.append(self.triangles(it.vertices, it.cam_t, f, (w, h), colour, it.faces))
         out = img.copy()
         if parts:
             uv = np.concatenate([p[0] for p in parts])
@@ -236,12 +244,18 @@ class MeshRenderer:
 
 
 
-def mesh_items(persons, last_vertices: dict, lost: Sequence[int] = ()) -> list[MeshItem]:
+def mesh_items(persons, last_vertices: dict, lost: Sequence[int] = (),
+               hand_faces: Optional[np.ndarray] = None) -> list[MeshItem]:
     """MeshItems of one frame's persons (pipeline.subscriber.PersonData: the subscriber's, a recording's, the
     overlay's). A person sent without vertices (`publish.vertices_every`) gets its track's last ones from
     `last_vertices` (track id -> vertices), which this keeps up to date: every frame's vertices go in, and
-    the tracks in `lost` (ended at this frame) are forgotten after it."""
+    the tracks in `lost` (ended at this frame) are forgotten after it. With `hand_faces` (the right-hand
+    MANO triangles: the topology's hand.faces_right) each hand seen with its vertices is an item of its
+    own after its body, in the body's colour; a left hand gets the triangles with the winding reversed."""
+    from fastmetro.hand_crops import mirror_faces
+
     items = []
+    left_faces = None if hand_faces is None else mirror_faces(hand_faces)
     for p in persons:
         tid, v = p.track_id, p.vertices
         if v is not None:
@@ -249,6 +263,12 @@ def mesh_items(persons, last_vertices: dict, lost: Sequence[int] = ()) -> list[M
         else:
             v = last_vertices.get(tid)
         items.append(MeshItem(v, p.cam_t, tid, p.box))
+        if hand_faces is None:
+            continue
+        for side, h in sorted(getattr(p, "hands", {}).items()):
+            if h.vertices is not None:
+                items.append(MeshItem(h.vertices, h.cam_t, tid, None, faces=left_faces if side == "left" else hand_faces,
+                                      part=side))
     for tid in lost:
         last_vertices.pop(tid, None)
     return items

@@ -330,6 +330,16 @@ def load_hand_mesh_data(assets_dir: Optional[PathLike] = None) -> HandMeshData:
     return _load_hand_mesh_data(str(assets_dir) if assets_dir else None)
 
 
+@lru_cache(maxsize=4)
+def _load_hand_faces(assets_dir: Optional[str]) -> np.ndarray:
+    return np.asarray(read_mesh_downsampling(find_asset("mano_downsampling.npz", assets_dir))["F"][0], dtype=np.int64)
+
+
+def load_hand_faces(assets_dir: Optional[PathLike] = None) -> np.ndarray:
+    """The (1538, 3) triangles of the right-hand MANO mesh alone (load_hand_mesh_data's faces), no torch."""
+    return _load_hand_faces(str(assets_dir) if assets_dir else None)
+
+
 def copy_assets(src: PathLike, dst: Optional[PathLike] = None) -> Path:
     """Copy the mesh data files from a directory into the user cache (for offline machines): every SMPL
     file, and the MANO files too where src holds them."""

@@ -92,6 +92,8 @@ def person_data(pm: Any) -> PersonData:
         predicted=pm.predicted, center=np.asarray(p.center, np.float64), size=p.size, cam=pm.cam,
         cam_t=pm.cam_t, joints3d=pm.joints3d, joints2d=pm.joints2d, joints_h36m=pm.joints_h36m,
         vertices=pm.vertices, rotmat=pm.rotmat, betas=pm.betas,
+        hands={s: HandData(side=h.side, cam=h.cam, cam_t=h.cam_t, joints3d=h.joints3d, vertices=h.vertices,
+                           center=np.asarray(h.center, np.float64), size=h.size) for s, h in pm.hands.items()},
     )
 
 

@@ -10,6 +10,11 @@
    batches of infer.max_batch crops across frames; the better of the two is the reference.
 The ratio pipeline / bare model is the figure of merit: the runtime must not be the bottleneck (>= 0.9).
 On a machine where detection and the model share the same few CPU cores, detection's cost shows in it.
+
+    python scripts/bench_pipeline.py --hands [--frames 24] [--set key=value ...]
+
+runs the pipeline twice on the same frames instead, hands off (infer.hands=false) and on, and prints both
+steady-state rates and their ratio (hands on / off).
 """
 from __future__ import annotations
 
@@ -44,7 +49,11 @@ def main(argv=None) -> int:
     ap.add_argument("--source", default=None, help="video (default: the shipped sample)")
     ap.add_argument("--repeat", type=int, default=3, help="play the source this many times (longer steady state)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--hands", action="store_true", help="the pipeline with hands off against on (no bare model)")
+    ap.add_argument("--frames", type=int, default=24, help="with --hands: frames per run")
     args = ap.parse_args(argv)
+    if args.hands:
+        return hands_on_off(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         rec = Path(tmp) / "bench.msgpack"
@@ -105,6 +114,35 @@ def main(argv=None) -> int:
     print(f"bare model, one batch per frame:              {per_frame_fps:7.2f} frames/s")
     print(f"bare model, batches of {c.max_batch:3d} crops across frames: {batched_fps:7.2f} frames/s")
     print(f"ratio pipeline / best bare model:             {pipe_fps / model_fps:7.2f}")
+    return 0
+
+
+def pipeline_fps(source, overrides) -> tuple[float, int, dict]:
+    """Steady-state frames/s of one offline run (publish times of the recorded frames, start-up not
+    counted), the frames recorded and the infer stage's counters."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = Path(tmp) / "bench.msgpack"
+        config = load_config(None, ["mode=offline", "progress=false", f"publish.endpoint={free_endpoint()}",
+                                    f"publish.record={rec}", *overrides], source=source).resolved()
+        summary = run(config)
+        if summary.exit_code != 0:
+            raise SystemExit(f"pipeline failed: {summary.reason}")
+        walls = [m["wall"] for m in (wire.decode(r.payload) for r in wire.read_recording(rec)) if m["kind"] == "frame"]
+    n = len(walls)
+    infer = next((dict(m.counters) for m in summary.stages if m.name == "infer"), {})
+    return ((n - 1) / (walls[-1] - walls[0]) if n > 1 else float("nan")), n, infer
+
+
+def hands_on_off(args) -> int:
+    rates = {}
+    for hands in (False, True):
+        # smooth.offline=none: the RTS window would hold a short run's frames and publish them at once
+        overrides = [f"decode.max_frames={args.frames}", "smooth.offline=none", f"infer.hands={str(hands).lower()}",
+                     *args.overrides]
+        rates[hands], n, infer = pipeline_fps(args.source, overrides)
+        extra = f", hand crops {infer.get('hand_crops', 0)}" if hands and infer else ""
+        print(f"pipeline, hands {'on ' if hands else 'off'}: {rates[hands]:7.2f} frames/s ({n} frames{extra})")
+    print(f"ratio hands on / off:       {rates[True] / rates[False]:7.2f}")
     return 0
 
 

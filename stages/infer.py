@@ -10,6 +10,10 @@ crops are copied out of shared memory on arrival and, when this is the last stag
 runtime says so: `releases_pixels`), its slot is released at once, so batching never holds the frame ring.
 The network itself runs in fastmetro.engine.Engine (device, precision, buffers); results are placed in the
 frame's camera by fastmetro.crops.place.
+
+Hands (`hands`, off by default on a CPU, where a 5-person frame costs 2.75x with them): a frame's pixels
+are copied out with its crops, and after the body pass the hand pass (stages/infer_hands.py) cuts each
+visible hand from them and runs a second engine, the hand network, on all of a batch's hand crops.
 """
 from __future__ import annotations
 
@@ -65,6 +69,27 @@ class InferConfig(BaseModel):
     # Focal length (frame pixels) of the perspective camera results are expressed in; None = frame
     # diagonal (fastmetro.camera.default_focal). Set it when you know your camera.
     focal: Optional[float] = Field(None, gt=0)
+    # A hand mesh on every person (stages/infer_hands.py): None = on where the body network runs on CUDA,
+    # off on a CPU (there hands cost 2.75x a 5-person frame's time). Needs the MANO mesh data files.
+    hands: Optional[bool] = None
+    # The hand network: a registry name (fastmetro-hand-l-h64-freihand) or a path; None runs UNTRAINED
+    # hand weights (loud warning). hand_variant None = the checkpoint's, or fastmetro-hand-s-r50 without one.
+    hand_checkpoint: Optional[str] = None
+    hand_variant: Optional[str] = None
+    # Directory of the MANO mesh data files; None = $FASTMETRO_MANO_ASSETS, $FASTMETRO_ASSETS, the cache.
+    hand_assets_dir: Optional[str] = None
+    # A hand crop is hand_scale x the projected hand's extent; hands spanning fewer pixels than
+    # hand_min_px get none (counted as hands_skipped_too_small).
+    hand_scale: float = Field(2.0, gt=1.0)
+    hand_min_px: float = Field(16.0, ge=1.0)
+
+    def hand_engine_options(self):
+        """The EngineOptions of the hand network: the body's speed settings, the hand's weights and data."""
+        import dataclasses
+
+        return dataclasses.replace(self.engine_options(), variant=self.hand_variant or (
+            None if self.hand_checkpoint else "fastmetro-hand-s-r50"), checkpoint=self.hand_checkpoint,
+            assets_dir=self.hand_assets_dir, backend="torch")
 
     def engine_options(self):
         """The fastmetro.engine.EngineOptions these settings describe (every field the two share), so
@@ -80,6 +105,7 @@ class _Pending:
     det: Detections
     crops: np.ndarray  # (n, 224, 224, 3) uint8, copied out of shared memory
     arrived: float  # time.monotonic()
+    pixels: Optional[np.ndarray] = None  # (H, W, 3) uint8 copy of the frame, kept for the hand pass
 
 
 class DynamicBatcher:
@@ -128,6 +154,7 @@ class InferStage(Stage):
         wait = self.cfg.max_wait_ms if self.cfg.max_wait_ms is not None else (10.0 if live else 500.0)
         self.batcher = DynamicBatcher(self.cfg.max_batch, wait / 1000.0)
         self.engine = None
+        self.hands = None  # stages.infer_hands.HandPass when hands are on
         self.store = None  # set by the runtime
         # The last stage that reads pixels gives the slot back; the runtime sets this again before a run
         # (False when a later stage, the overlay, still needs the pixels).
@@ -152,8 +179,36 @@ class InferStage(Stage):
             raise StageError(str(e)) from e
         if not self.engine.pretrained:
             self.count("untrained_weights")
+        hands = c.hands if c.hands is not None else self.engine.device.type == "cuda"
+        if hands:
+            self._setup_hands()
         log.info("infer: %s on %s (%s), max_batch %d", self.engine.model.variant.name, self.engine.device,
                  c.precision, c.max_batch)
+
+    def _setup_hands(self) -> None:
+        from fastmetro.assets import AssetError, load_mesh_data
+        from fastmetro.checkpoints import CheckpointError
+        from fastmetro.engine import Engine, EngineError
+        from fastmetro.hand_crops import smpl_hand_vertices
+
+        from stages.infer_hands import HandPass
+
+        c = self.cfg
+        try:
+            engine = Engine(c.hand_engine_options())
+            mesh = load_mesh_data(c.assets_dir)
+        except (AssetError, CheckpointError, EngineError) as e:
+            raise StageError(f"infer.hands: {e}") from e
+        if not engine.hand:
+            raise StageError(f"infer.hand_variant/hand_checkpoint: {engine.model.variant.name} is a body network; "
+                             f"give a hand one (fastmetro-hand-*)")
+        if not engine.pretrained:
+            self.count("untrained_hand_weights")
+            log.warning("infer: hands run UNTRAINED weights (set infer.hand_checkpoint, e.g. "
+                        "fastmetro-hand-l-h64-freihand): hand meshes are meaningless")
+        self.hands = HandPass(engine, smpl_hand_vertices(mesh.faces, mesh.j_regressor_h36m), self.count,
+                              scale=c.hand_scale, min_hand_px=c.hand_min_px)
+        log.info("infer: hands with %s on %s", engine.model.variant.name, engine.device)
 
     # --- per item ---------------------------------------------------------------------------------
     def process(self, msg):
@@ -166,9 +221,10 @@ class InferStage(Stage):
             crops = np.array(self.store.crops(det.frame)[idx])  # a copy: the slot is released next
         else:
             crops = np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        pixels = np.array(self.store.frame(det.frame)) if n and self.hands is not None else None
         if self.releases_pixels:
             self.store.release(det.frame)
-        self.batcher.add(_Pending(det, crops, time.monotonic()))
+        self.batcher.add(_Pending(det, crops, time.monotonic(), pixels))
         return self._run(self.batcher.take())
 
     def next_deadline(self) -> Optional[float]:
@@ -188,12 +244,15 @@ class InferStage(Stage):
             result = self.engine(crops) if crops is not None and len(crops) else None
             self.count("forwards", result is not None)
             self.count("crops", 0 if crops is None else len(crops))
-            row = 0
+            row, frames = 0, []
             for p in batch:
                 k = len(p.crops)
                 part = {key: v[row : row + k] for key, v in result.items()} if k else {}
                 row += k
-                out.append(self._mesh_frame(p.det, part))
+                frames.append(self._mesh_frame(p.det, part))
+            if self.hands is not None:
+                self.hands.run(frames, [p.pixels for p in batch])
+            out += frames
         return out
 
     def _mesh_frame(self, det: Detections, r: dict[str, np.ndarray]) -> MeshFrame:

@@ -68,6 +68,7 @@ class OverlayRecorder:
         self.writer = VideoWriter(path, rate)
         self.renderer = MeshRenderer(faces, alpha=alpha)
         self.downsample = downsample
+        self.hand_faces: Optional[np.ndarray] = None  # set once frames carry hands: they are drawn too
         self.block = block
         self.written = 0
         self.skipped = 0
@@ -108,9 +109,10 @@ class OverlayRecorder:
                 continue
             rgb, persons, focal, t, lost = item
             try:
-                items = mesh_items(persons, last_vertices, lost)
-                if self.downsample is not None:
-                    items = [it if it.vertices is None else dataclasses.replace(it, vertices=self.downsample @ it.vertices)
+                items = mesh_items(persons, last_vertices, lost, self.hand_faces)
+                if self.downsample is not None:  # the bodies' (hands keep their own faces)
+                    items = [it if it.vertices is None or it.faces is not None
+                             else dataclasses.replace(it, vertices=self.downsample @ it.vertices)
                              for it in items]
                 self.writer.write(self.renderer.draw(rgb, items, focal) if items else rgb, t)
                 self.written += 1
@@ -181,6 +183,13 @@ class OverlayStage(Stage):
             rgb = np.array(self.store.frame(f))
         if self.releases_pixels:
             self.store.release(f)
+        if rgb is not None and self.overlay.hand_faces is None and any(p.hands for p in msg.persons):
+            import fastmetro.assets
+
+            try:
+                self.overlay.hand_faces = fastmetro.assets.load_hand_faces(None)
+            except fastmetro.assets.AssetError as e:
+                raise StageError(str(e)) from e
         if rgb is not None:
             t = f.pts if f.pts is not None else f.times.get("decode")
             if not self.overlay.submit(rgb, [person_data(p) for p in msg.persons], msg.focal, t, msg.lost):

@@ -100,6 +100,8 @@ class PublishStage(Stage):
         self.publisher: Optional[Publisher] = None
         self.seq = 0  # frame messages published so far (the next frame message's seq)
         self._faces = None
+        self._hand_faces = None  # the MANO faces, read when the first frame with hands comes
+        self._hand_joint_names: tuple = ()
         self._last_topology: Optional[float] = None  # monotonic time of the last topology sent
 
     # -- runtime protocol
@@ -133,11 +135,24 @@ class PublishStage(Stage):
     def endpoint(self) -> Optional[str]:
         return self.publisher.endpoint if self.publisher else None
 
+    def _start_hands(self) -> None:
+        """The first frame with hands: the topology gains the hand mesh and goes out again before it."""
+        import fastmetro
+        import fastmetro.assets
+
+        try:
+            self._hand_faces = fastmetro.assets.load_hand_faces(None)
+        except fastmetro.assets.AssetError as e:
+            raise StageError(str(e)) from e
+        self._hand_joint_names = tuple(fastmetro.HAND_JOINT_NAMES)
+        self._last_topology = None  # due now
+
     def send_topology(self) -> None:
         assert self.publisher is not None and self._faces is not None
         payload = wire.encode_topology(
             self.stream, self.seq, self._faces, self._joint_names, self._h36m_names,
             self.cfg.vertices_dtype, self.cfg.vertices_every,
+            hand_faces=self._hand_faces, hand_joint_names=self._hand_joint_names if self._hand_faces is not None else None,
         )
         self.publisher.send(wire.topic(self.stream, "topology"), payload)
         self._last_topology = time.monotonic()
@@ -155,6 +170,8 @@ class PublishStage(Stage):
     def process(self, msg: Any) -> Iterable[Any]:
         if self.publisher is None:
             raise RuntimeError("PublishStage.setup() must run before process()")
+        if isinstance(msg, MeshFrame) and self._hand_faces is None and any(p.hands for p in msg.persons):
+            self._start_hands()
         self._maybe_topology()
         if isinstance(msg, MeshFrame):
             every = self.cfg.vertices_every

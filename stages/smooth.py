@@ -12,6 +12,7 @@ their noise settings:
     rotation    with the SMPL head: the 24 rotations as 6D (first two matrix columns), re-orthonormalised
                 on output (Gram-Schmidt) -- never raw axis-angle
     betas       with the SMPL head: the 10 shape coefficients
+    hands       each hand, per track and side (stages/smooth_hands.py); a hand not seen resets its filters
 
 Live mode filters causally and emits at once. Offline mode (Kalman + `offline: rts`) also keeps a bounded
 window of forward steps per track and emits each frame after a Rauch-Tung-Striebel backward pass that saw at
@@ -37,6 +38,7 @@ from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh,
 from pipeline.stage import Stage, StageContext, config_section
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
+from .smooth_hands import HandFilters, smooth_hand_runs
 
 __all__ = ["NoiseConfig", "OneEuroConfig", "SmoothConfig", "SmoothStage", "rotmat_to_6d", "rot6d_to_rotmat"]
 
@@ -200,8 +202,9 @@ def _like(a: np.ndarray, template: np.ndarray) -> np.ndarray:
     return np.asarray(a).reshape(t.shape).astype(dtype, copy=False)
 
 
-def _compose(template: PersonMesh, v: dict[str, np.ndarray], person: Person, predicted: bool) -> PersonMesh:
-    """Filtered group values -> a PersonMesh shaped (and typed) like the template."""
+def _compose(template: PersonMesh, v: dict[str, np.ndarray], person: Person, predicted: bool,
+             hands: Optional[dict] = None) -> PersonMesh:
+    """Filtered group values (and filtered hands) -> a PersonMesh shaped (and typed) like the template."""
     root = v["root"]
     body = v["body"]
     out: dict[str, Any] = {}
@@ -219,6 +222,10 @@ def _compose(template: PersonMesh, v: dict[str, np.ndarray], person: Person, pre
         out["rotmat"] = _like(rot6d_to_rotmat(v["rotation"].reshape(n, 6)), template.rotmat)
     if template.betas is not None:
         out["betas"] = _like(v["betas"], template.betas)
+    out["hands"] = dict(hands or {})
+    out["hand_skips"] = dict(template.hand_skips)
+    if predicted and (template.hands or template.hand_skips):  # a coasting body has no hands
+        out["hand_skips"] = {"left": "body_coasting", "right": "body_coasting"}
     return dataclasses.replace(template, person=person, predicted=predicted, **out)
 
 
@@ -241,6 +248,7 @@ class _Entry:
     predicted: bool
     pending: _Pending
     slot: int
+    hands: dict = dataclasses.field(default_factory=dict)  # side -> (HandMesh, steps): HandFilters.record()
 
 
 class _Track:
@@ -256,6 +264,8 @@ class _Track:
         self.history: list[_Entry] = []
         z = _measure(pm, cfg.root)
         self.banks = {name: self._bank(name, values) for name, values in z.items()}
+        self.hands = HandFilters(self._bank)
+        self.hands.update(pm)
 
     def _bank(self, name: str, z0: np.ndarray):
         cfg = self.cfg
@@ -279,10 +289,12 @@ class _Track:
         self.last_index, self.last_pts = frame.index, frame.pts
         for bank in self.banks.values():
             bank.predict(dt)
+        self.hands.predict(dt)
 
     def update(self, pm: PersonMesh) -> None:
         for name, z in _measure(pm, self.cfg.root).items():
             self.banks[name].update(z)
+        self.hands.update(pm)
         self.template = pm
         self.coast = 0
 
@@ -389,6 +401,7 @@ class SmoothStage(Stage):
                 self.count("tracks_expired")
                 continue
             self.count("coasted")
+            track.hands.drop()
             person = dataclasses.replace(track.template.person, state="coasting")
             out.persons.append(None)  # type: ignore[arg-type]
             self._put(track, pending, len(out.persons) - 1, track.template, person, predicted=True)
@@ -398,10 +411,10 @@ class SmoothStage(Stage):
              predicted: bool) -> None:
         """Fill the output slot now (online) or record the step for the backward pass (offline)."""
         if not track.record:
-            pending.msg.persons[slot] = _compose(template, track.values(), person, predicted)
+            pending.msg.persons[slot] = _compose(template, track.values(), person, predicted, track.hands.compose())
             return
         pending.missing += 1
-        track.history.append(_Entry(track.steps(), template, person, predicted, pending, slot))
+        track.history.append(_Entry(track.steps(), template, person, predicted, pending, slot, track.hands.record()))
         cfg = self.cfg
         if len(track.history) >= cfg.rts_lag + cfg.rts_window:
             self._smooth(track, cfg.rts_window)
@@ -413,10 +426,11 @@ class SmoothStage(Stage):
             return
         names = list(hist[0].steps)
         smoothed = {name: rts_backward([e.steps[name] for e in hist]) for name in names}
+        hands = smooth_hand_runs([e.hands for e in hist])
         for i in range(min(count, len(hist))):
             e = hist[i]
             values = {name: smoothed[name][i][0] for name in names}
-            e.pending.msg.persons[e.slot] = _compose(e.template, values, e.person, e.predicted)
+            e.pending.msg.persons[e.slot] = _compose(e.template, values, e.person, e.predicted, hands[i])
             e.pending.missing -= 1
         del hist[:count]
 

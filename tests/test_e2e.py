@@ -121,3 +121,32 @@ def test_run_export_writes_per_track_files_when_the_run_ends(tmp_path):
         assert t["files"] == [f"{t['name']}.npz", f"{t['name']}.bvh", f"{t['name']}.glb"]
         assert all((out / f).is_file() for f in t["files"])
     assert f"export: {len(index['tracks'])} tracks" in r.stdout
+
+
+@pytest.mark.slow
+def test_run_with_hands_gives_persons_hands_and_the_recording_decodes_alone(tmp_path):
+    rec, overlay = tmp_path / "hands.msgpack", tmp_path / "hands.mp4"
+    r = cli("run", "--record", str(rec), "--overlay", str(overlay), "--set", f"publish.endpoint={free_endpoint()}",
+            "--set", "detect.detector=hog", "--set", "infer.hands=true", "--set", "decode.max_frames=6",
+            "--set", "progress=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "hands run UNTRAINED weights" in r.stderr  # said loudly, like the body's
+    msgs = [wire.decode(x.payload) for x in wire.read_recording(rec)]  # the wire module alone
+    frames = [m for m in msgs if m["kind"] == "frame"]
+    assert [f["index"] for f in frames] == list(range(6))
+    first = next(i for i, m in enumerate(msgs) if m["kind"] == "frame" and any(p["hands"] for p in m["persons"]))
+    topology = [m for m in msgs[:first] if m["kind"] == "topology"][-1]  # the topology before it knows hands
+    assert topology["hand"]["faces_right"].shape == (1538, 3) and topology["hand"]["num_vertices"] == 778
+    assert len(topology["hand"]["joint_names"]) == 21
+    hands = 0
+    for f in frames:
+        for p in f["persons"]:
+            # every side has a hand or the reason it has none
+            assert set(p["hands"]) | set(p["hand_skips"]) == {"left", "right"}, p["hand_skips"]
+            for side, h in p["hands"].items():
+                assert h["vertices"].shape == (778, 3) and h["joints3d"].shape == (21, 3)
+                assert h["cam"].shape == (3,) and h["cam_t"].shape == (3,) and np.isfinite(h["vertices"]).all()
+                hands += 1
+    assert hands > 0
+    with av.open(str(overlay)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 6

@@ -96,13 +96,14 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
                         rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
                     if renderer is None or renderer.faces.shape != faces.shape:
                         renderer = MeshRenderer(faces, alpha=alpha, method=method)
-                    items = mesh_items(m.persons, last_vertices, m.lost)
+                    hand = current.topology.hand
+                    items = mesh_items(m.persons, last_vertices, m.lost, hand.faces_right if hand else None)
                 if items:
                     t0 = time.perf_counter()
                     rgb = renderer.draw(rgb, items, focal or current.focal)
                     stats["draw_s"] += time.perf_counter() - t0
                     stats["frames_with_meshes"] += 1
-                    stats["persons"] += sum(it.vertices is not None for it in items)
+                    stats["persons"] += sum(it.vertices is not None and it.part == "body" for it in items)
                 dst.write(rgb)
                 stats["frames"] += 1
                 bar.advance(task)

@@ -63,6 +63,8 @@ class MeshViewer:
         self._faces: dict[str, np.ndarray] = {}  # stream -> its topology's faces, as viser takes them
         self._newest_items: list[MeshItem] = []  # the newest frame's persons, vertices filled in
         self._meshes: dict[int, Any] = {}  # track id -> viser MeshHandle
+        self._hand_faces: dict[str, np.ndarray] = {}  # stream -> the right hand's faces, when it sends hands
+        self._hand_meshes: dict[tuple[int, str], Any] = {}  # (track id, side) -> viser MeshHandle
         self._labels: dict[int, Any] = {}
         self._last_vertices: dict[int, np.ndarray] = {}  # frames sent without vertices reuse these
         self._rate: list[float] = []  # arrival times of recent frames, for the fps figure
@@ -118,13 +120,16 @@ class MeshViewer:
             taken += 1
             if isinstance(msg, Topology):
                 self._faces[msg.stream] = np.asarray(msg.faces, dtype=np.uint32)
+                if msg.hand is not None:
+                    self._hand_faces[msg.stream] = np.asarray(msg.hand.faces_right)
                 self.state = "streaming"
             elif isinstance(msg, FrameData):
                 self.frames_received += 1
                 self._rate.append(time.monotonic())
                 self.state, self.end = "streaming", None
                 # every frame's vertices are kept (frames that are never drawn too), lost tracks forgotten
-                self._newest_items = mesh_items(msg.persons, self._last_vertices, msg.lost)
+                self._newest_items = mesh_items(msg.persons, self._last_vertices, msg.lost,
+                                                self._hand_faces.get(msg.stream))
                 newest = msg
             elif isinstance(msg, EndData):
                 self.state, self.end = "ended", msg
@@ -156,10 +161,25 @@ class MeshViewer:
     # ---------------------------------------------------------------------------------------- drawing
     def _draw(self, frame: FrameData, items: list[MeshItem]) -> None:
         faces = self._faces.get(frame.stream)
-        present = set()
+        present, hands_present = set(), set()
         with self.server.atomic():
             for it in items:
                 if it.vertices is None or faces is None:
+                    continue
+                if it.part != "body":  # a hand: its own mesh, its own triangles, the body's colour
+                    key = (it.track_id, it.part)
+                    hands_present.add(key)
+                    world = (np.asarray(it.vertices, np.float32) + np.asarray(it.cam_t, np.float32)) * _TO_WORLD
+                    hand_faces = np.asarray(it.faces, dtype=np.uint32)
+                    mesh = self._hand_meshes.get(key)
+                    if mesh is not None and mesh.faces.shape == hand_faces.shape:
+                        mesh.vertices = world
+                    else:
+                        if mesh is not None:
+                            mesh.remove()
+                        self._hand_meshes[key] = self.server.scene.add_mesh_simple(
+                            f"/hands/{it.track_id}_{it.part}", vertices=world, faces=hand_faces,
+                            color=track_colour(it.track_id), side="double", cast_shadow=False, receive_shadow=False)
                     continue
                 cam_t = np.asarray(it.cam_t, np.float32)
                 world = (np.asarray(it.vertices, np.float32) + cam_t) * _TO_WORLD
@@ -183,9 +203,12 @@ class MeshViewer:
             for tid in [t for t in self._meshes if t not in present]:
                 self._meshes.pop(tid).remove()
                 self._labels.pop(tid).remove()
+            for key in [k for k in self._hand_meshes if k not in hands_present]:
+                self._hand_meshes.pop(key).remove()
             if present and not self._camera_set:
                 # look at the people of the first frame drawn, from the camera that filmed them
-                centre = np.mean([np.asarray(it.cam_t, np.float32) * _TO_WORLD for it in items], axis=0)
+                centre = np.mean([np.asarray(it.cam_t, np.float32) * _TO_WORLD for it in items if it.part == "body"],
+                                 axis=0)
                 self.server.initial_camera.look_at = tuple(float(c) for c in centre)
                 for client in self.server.get_clients().values():
                     client.camera.look_at = tuple(float(c) for c in centre)
