@@ -47,10 +47,16 @@ def build_model(
                 f"use variant={found.name!r} (or leave the variant out)"
             )
     v = get_variant(variant or "fastmetro-s-r50")
-    if v.network == "hand":
-        model = FastMETROHand(v, load_hand_mesh_data(assets_dir))
+    mesh = load_hand_mesh_data(assets_dir) if v.network == "hand" else load_mesh_data(assets_dir)
+    network = FastMETROHand if v.network == "hand" else FastMETROBody
+    if state_dict is None:
+        # untrained: the same weights every run (seed 0), so runs without a checkpoint can be compared and
+        # tests on them repeat; the caller's random state is left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = network(v, mesh)
     else:
-        model = FastMETROBody(v, load_mesh_data(assets_dir))
+        model = network(v, mesh)
     if state_dict is not None:
         load_into(model, state_dict, source)
         log.info("loaded %s weights from %s", v.name, source)
