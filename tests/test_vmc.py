@@ -363,8 +363,8 @@ def test_cli(capsys):
 def test_the_pipeline_drives_avatars(tmp_path):
     """The real pipeline on the shipped sample (untrained weights: odd shapes, real frames) into the sender:
     every bundle received lands on the published joints of the person its slot belongs to."""
-    from pipeline.api import run as run_pipeline
-    from pipeline.config import load_config
+    from fastmetro_stream.api import run as run_pipeline
+    from fastmetro_stream.config import load_config
     from pipeline.subscriber import to_message
 
     with socket.socket() as s:
