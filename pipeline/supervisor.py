@@ -92,8 +92,9 @@ class _Child:
     """The loop that runs one stage inside its process."""
 
     def __init__(self, stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure=None,
-                 source_name=None):
+                 source_name=None, end_reason=None):
         self.stage, self.spec, self.in_q, self.out_q = stage, spec, in_q, out_q
+        self.end_reason = end_reason  # shared bytes: why the supervisor stopped the run (see _stop_reason)
         self.events, self.drain, self.abort, self.go = events, drain, abort, go
         self.parent_pid, self.live = parent_pid, live
         self.measure, self.source_name = measure, source_name
@@ -209,6 +210,8 @@ class _Child:
         except BaseException:
             status, detail = "error", traceback.format_exc()
         finally:
+            if status != "done":  # stopped before the end of stream: say why, for an end message
+                self.stage.stop_reason = self._stop_reason(status, detail)
             try:
                 self.stage.close()
             except Exception:
@@ -223,6 +226,17 @@ class _Child:
             if status != "done" and self.out_q is not None:
                 self.out_q.cancel_join_thread()  # nobody may read what is still buffered
         return 0 if status == "done" else 1
+
+    def _stop_reason(self, status: str, detail: Optional[str]) -> str:
+        """The end-of-stream reason when this stage stops early: its own error, else the one the
+        supervisor wrote before stopping every stage, else "stopped" (Ctrl-C, SIGTERM, stop timeout)."""
+        if status == "error" and detail:
+            return end_reason(self.stage.name, detail)
+        if self.end_reason is not None:
+            text = self.end_reason.value.decode("utf-8", "replace")
+            if text:
+                return text
+        return "stopped"
 
     def _run_source(self) -> None:
         frames = 0
@@ -285,9 +299,24 @@ class _Child:
                 return
 
 
-def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name) -> None:
+def end_reason(name: str, error: str) -> str:
+    """ "error: <stage>: <one line>" from a stage's error: a StageError's "<stage>: message", a
+    traceback (its last line), or the supervisor's "stage <name> killed by SIGKILL"."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "failed"
+    if len(lines) == 1 and (last.startswith(f"{name}: ") or last.startswith("stage ")):
+        return f"error: {last}"[:END_REASON_BYTES // 2]
+    return f"error: {name}: {last}"[:END_REASON_BYTES // 2]
+
+
+END_REASON_BYTES = 1024
+
+
+def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name,
+                end_reason=None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(levelname)s %(message)s")
-    code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name).run()
+    code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name,
+                  end_reason).run()
     sys.exit(code)
 
 
@@ -341,6 +370,7 @@ class Supervisor:
         assign_pixel_release(self.stages)
         self.store = FrameStore.create(self.ctx, cfg.ring_slots, cfg.max_pixels, cfg.max_persons)
         self.drain, self.abort, self.go = self.ctx.Event(), self.ctx.Event(), self.ctx.Event()
+        self.end_reason = self.ctx.Array(ctypes.c_char, END_REASON_BYTES)  # why the run stopped, for the end message
         events = self.ctx.Queue()
         queues = [self.ctx.Queue(maxsize=cfg.queue_size) for _ in self.stages[1:]]
         old_handlers = {}
@@ -355,12 +385,15 @@ class Supervisor:
                 p = self.ctx.Process(
                     target=_child_main, name=f"fastmetro-{stage.name}",
                     args=(stage, self.store.spec, in_q, out_q, events, self.drain, self.abort, self.go,
-                          os.getpid(), live, self.measure, self.stages[0].name),
+                          os.getpid(), live, self.measure, self.stages[0].name, self.end_reason),
                     daemon=True,
                 )
                 p.start()
                 self.procs.append(p)
             exit_code, reason = self._watch(events)
+            if self.errors:  # before every stage is stopped: the publisher's end message says why
+                name, error = next(iter(self.errors.items()))
+                self.end_reason.value = end_reason(name, error).encode("utf-8")[:END_REASON_BYTES - 1]
         finally:
             self._stop_all(events)
             for sig, h in old_handlers.items():

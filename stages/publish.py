@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
+import zmq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.messages import EndOfStream, MeshFrame
@@ -101,6 +102,8 @@ class PublishStage(Stage):
         self.seq = 0  # frame messages published so far (the next frame message's seq)
         self._faces = None
         self._last_topology: Optional[float] = None  # monotonic time of the last topology sent
+        self.end_sent = False
+        self.stop_reason: Optional[str] = None  # set by the runtime when the run stops before its end
 
     # -- runtime protocol
     def check(self) -> None:
@@ -168,6 +171,7 @@ class PublishStage(Stage):
             self.count("published_bytes", len(payload))
         elif isinstance(msg, EndOfStream):
             self.publisher.send(wire.topic(self.stream, "end"), wire.encode_end(msg, self.stream, self.seq), reliable=True)
+            self.end_sent = True
             self.count("end_sent")
         else:
             raise TypeError(f"publish stage got {type(msg).__name__}; expected MeshFrame or EndOfStream")
@@ -192,7 +196,26 @@ class PublishStage(Stage):
             self._maybe_topology()
         return []
 
+    def _send_last_end(self) -> None:
+        """The run stopped before its end of stream (an error, a killed stage, Ctrl-C twice, a stop
+        timeout): still tell subscribers, with the reason, so none waits forever. Bounded by linger_ms."""
+        pub = self.publisher
+        if pub is None or pub.sock is None or self.end_sent:
+            return
+        reason = self.stop_reason or "stopped"
+        payload = wire.encode_end(EndOfStream(self.stream, self.seq, reason), self.stream, self.seq)
+        try:
+            if self.cfg.mode == "lossless" and not pub.sock.poll(self.cfg.linger_ms, zmq.POLLOUT):
+                log.warning("no consumer took the end message within %d ms", self.cfg.linger_ms)
+                return
+            pub.send(wire.topic(self.stream, "end"), payload, reliable=True)
+            self.end_sent = True
+            self.count("end_sent")
+        except (zmq.ZMQError, OSError) as e:
+            log.warning("could not send the end message: %s", e)
+
     def close(self) -> None:
         if self.publisher is not None:
+            self._send_last_end()
             self.publisher.close()
             self.publisher = None

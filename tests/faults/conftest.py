@@ -22,7 +22,8 @@ def free_port() -> int:
 
 def child_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), str(REPO / "tests" / "faults"),
+                                   env.get("PYTHONPATH", "")])
     return env
 
 
