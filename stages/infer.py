@@ -48,7 +48,7 @@ class InferConfig(BaseModel):
     max_batch: int = Field(16, ge=1, le=512)
     # How long the oldest waiting frame may wait for its batch to fill. None: 10 ms live (bounded latency),
     # 500 ms offline (full batches).
-    max_wait_ms: Optional[float] = Field(None, ge=0)
+    max_wait_ms: Optional[float] = Field(None, ge=0, le=60000)
     # Speed settings of the engine (fastmetro.engine.EngineOptions); defaults are exact and work anywhere.
     channels_last: bool = True
     fold_batchnorm: bool = True
@@ -57,14 +57,14 @@ class InferConfig(BaseModel):
     compile: bool = False
     cuda_graphs: bool = False
     quantize: Literal["none", "int8-dynamic"] = "none"
-    threads: Optional[int] = Field(None, ge=1)  # CPU threads for torch; None = all cores
+    threads: Optional[int] = Field(None, ge=1, le=4096)  # CPU threads for torch; None = all cores
     # torch runs the network in PyTorch (every setting above); onnxruntime runs it exported to ONNX (fp32,
     # CPU, exported once per checkpoint into the user cache; needs `pip install onnxruntime onnx`).
     # Default torch: exact, no extra package, and honours every setting above.
     backend: Literal["torch", "onnxruntime"] = "torch"
     # Focal length (frame pixels) of the perspective camera results are expressed in; None = frame
     # diagonal (fastmetro.camera.default_focal). Set it when you know your camera.
-    focal: Optional[float] = Field(None, gt=0)
+    focal: Optional[float] = Field(None, gt=0, le=1e7)
 
     def engine_options(self):
         """The fastmetro.engine.EngineOptions these settings describe (every field the two share), so

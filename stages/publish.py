@@ -39,16 +39,16 @@ class PublishConfig(BaseModel):
     mode: Literal["latest", "lossless"] = "latest"
     # Messages queued per consumer before latest mode drops / lossless mode blocks: 4 frames is about
     # 130 ms at 30 fps, enough to ride out a hiccup without letting a slow consumer fall far behind.
-    hwm: int = Field(4, ge=1)
+    hwm: int = Field(4, ge=1, le=100000)
     # How long close() waits to deliver what is still queued; bounded so shutdown never hangs.
-    linger_ms: int = Field(2000, ge=0)
+    linger_ms: int = Field(2000, ge=0, le=60000)
     # float32 is exact; float16 (~0.5 mm error at 1 m) and int16 (scale / 2 error) halve the bytes.
     vertices_dtype: Literal["float32", "float16", "int16"] = "float32"
     # Send vertices in every Nth frame message (1 = every frame, 0 = never: joints and camera only).
-    vertices_every: int = Field(1, ge=0)
+    vertices_every: int = Field(1, ge=0, le=100000)
     # Topology re-sent every this many seconds (0 = only at start and on subscription): 2 s bounds
     # the wait of a subscriber that missed the on-subscription copy, at ~165 KB per copy.
-    topology_interval_s: float = Field(2.0, ge=0)
+    topology_interval_s: float = Field(2.0, ge=0, le=3600)
     # Re-send the topology whenever a subscriber joins (latest mode), so it can decode at once.
     topology_on_subscribe: bool = True
     # --record FILE: every published message with its time (one msgpack [t, topic, payload] each).
@@ -60,6 +60,13 @@ class PublishConfig(BaseModel):
     # Directory of client public keys allowed in (DIR/authorized_clients); None = any client that
     # knows the server's public key (encryption without client authentication).
     curve_clients: Optional[Path] = None
+
+    @field_validator("topology_interval_s")
+    @classmethod
+    def _topology_interval(cls, v: float) -> float:
+        if 0 < v < 0.1:  # below that the stage does little but send topologies (165 KB each)
+            raise ValueError("publish.topology_interval_s: use 0 (never again) or at least 0.1 s")
+        return v
 
     @field_validator("endpoint")
     @classmethod
