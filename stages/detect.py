@@ -167,9 +167,11 @@ class DetectStage(Stage):
         for source in dict.fromkeys(f.source for f in frames):  # per source, in arrival order
             mine = [(i, f) for i, f in enumerate(frames) if f.source == source]
             tracker = self.tracker_for(source)
-            before = tracker.detector_runs
+            before, small = tracker.detector_runs, tracker.too_small
             outs = tracker.update_batch([self.store.frame(f) for _, f in mine])
             self.count("detector_runs", tracker.detector_runs - before)
+            if tracker.too_small > small:
+                self.count("too_small", tracker.too_small - small)
             for (i, _), r in zip(mine, outs):
                 results[i] = r
         out = []
