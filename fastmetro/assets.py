@@ -35,7 +35,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -83,8 +83,11 @@ def sha256_of(path: PathLike) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[str] = None) -> Path:
-    """Download url to dest atomically (temporary file, then rename), checking sha256 if given."""
+def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[str] = None,
+             check: Optional[Callable[[Path], None]] = None) -> Path:
+    """Download url to dest atomically (temporary file, then rename), checking sha256 if given and
+    `check(tmp_path)` (raises AssetError, e.g. for an HTML page where a file was expected) before the
+    file takes its name: a bad download never lands in the cache."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s -> %s", url, dest)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
@@ -104,6 +107,8 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
             got = sha256_of(tmp)
             if got != sha256:
                 raise AssetError(f"{url}: SHA-256 {got} does not match the pinned {sha256}")
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, dest)
     except AssetError:
         raise
