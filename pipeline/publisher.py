@@ -89,6 +89,7 @@ class Publisher:
         self.sent = 0
         self.bytes = 0
         self.full_at: Optional[float] = None  # latest mode: when a send last found a subscriber full
+        self.record_failed = False  # the recording stopped early (a write failed)
 
     def open(self) -> None:
         cfg = self.cfg
@@ -202,7 +203,17 @@ class Publisher:
         self.sent += 1
         self.bytes += len(payload) + len(topic)
         if self.recorder is not None:
-            self.recorder.write(wire.now() if t is None else t, topic, payload)
+            try:
+                self.recorder.write(wire.now() if t is None else t, topic, payload)
+            except OSError as e:  # a full disk, a removed drive: stop only the recording, the stream goes on
+                log.error("recording stopped (%s): %s holds the %d messages before it; the stream goes on",
+                          e.strerror or e, self.cfg.record, self.recorder.count)
+                self.record_failed = True
+                try:
+                    self.recorder.close()
+                except OSError:
+                    pass  # what was buffered could not be written either; the file ends at a record
+                self.recorder = None
 
     def _stop_auth(self) -> None:
         if self.auth is not None:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline.messages import EndOfStream, MeshFrame
 from pipeline import wire
 from pipeline.publisher import DEFAULT_ENDPOINT, Publisher, PublishError, check_endpoint
-from pipeline.stage import Stage, StageContext, StageError, config_section
+from pipeline.stage import Stage, StageContext, StageError, check_output_file, config_section
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class PublishStage(Stage):
             check_endpoint(self.cfg.endpoint)
         except PublishError as e:
             raise StageError(str(e)) from e
+        if self.cfg.record is not None:
+            check_output_file(self.cfg.record, "publish.record")
 
     def setup(self) -> None:
         import fastmetro
@@ -176,6 +178,8 @@ class PublishStage(Stage):
             self.seq += 1
             self.count("published")
             self.count("published_bytes", len(payload))
+            if self.publisher.record_failed and not self.counters.get("record_failed"):
+                self.count("record_failed")
         elif isinstance(msg, EndOfStream):
             self.publisher.send(wire.topic(self.stream, "end"), wire.encode_end(msg, self.stream, self.seq), reliable=True)
             self.end_sent = True
