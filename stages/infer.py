@@ -186,6 +186,15 @@ class InferStage(Stage):
         for batch in batches:
             crops = np.concatenate([p.crops for p in batch]) if batch else None
             result = self.engine(crops) if crops is not None and len(crops) else None
+            if result is not None and not all(np.isfinite(v).all() for v in result.values()):
+                # said here, naming the weights, rather than by a later stage choking on NaN
+                from fastmetro.checkpoints import DOWNLOAD_DOC
+
+                bad = int(sum(~np.isfinite(v.reshape(len(crops), -1)).all(1) for v in result.values()).astype(bool).sum())
+                raise StageError(
+                    f"the network's outputs are not finite (NaN or infinity) for {bad} of {len(crops)} crops: "
+                    f"checkpoint {self.cfg.checkpoint or '(untrained weights)'} is likely damaged; download it "
+                    f"again ({DOWNLOAD_DOC})")
             self.count("forwards", result is not None)
             self.count("crops", 0 if crops is None else len(crops))
             row = 0
