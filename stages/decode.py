@@ -223,10 +223,15 @@ class DecodeStage(SourceStage):
         while True:
             source.open()
             first_raw, last_raw, duration = None, None, None  # source pts of this pass
+            base, corrupt = self._index, self.counters.get("corrupt_frames", 0)
             try:
                 for raw, to_rgb in source.pictures():
                     index = self._index
-                    self._index += 1
+                    if self.counters.get("corrupt_frames", 0) > corrupt and raw is not None and source.rate:
+                        # frames were lost to damage: the index is the frame's position in the source (from
+                        # its PTS and the frame rate), not a count of frames decoded, so time order holds
+                        index = max(index, base + int(round((raw - source.start) * source.rate)))
+                    self._index = index + 1
                     pts = None if raw is None else raw + offset
                     if raw is not None:
                         if first_raw is None:
