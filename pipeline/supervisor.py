@@ -113,6 +113,10 @@ class _Child:
             raise SystemExit(143)
 
         signal.signal(signal.SIGTERM, on_term)
+        # the supervisor started us with SIGINT blocked (so a Ctrl-C during start-up could not kill us
+        # with a traceback); ignored now, it can be let through
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def parent_alive(self) -> bool:
         return os.getppid() == self.parent_pid
@@ -243,6 +247,17 @@ class _Child:
         it = self.stage.frames()
         reason = "end of stream"
         t0 = time.monotonic()
+        finished = threading.Event()
+
+        def stop_on_request() -> None:
+            # Ctrl-C while the source waits inside frames() (a camera or URL opening, a reconnect delay)
+            # must not wait for its next frame to be noticed
+            while not finished.wait(0.1):
+                if self.drain.is_set() or self.abort.is_set() or not self.parent_alive():
+                    self.stage.stop()
+                    return
+
+        threading.Thread(target=stop_on_request, name="stop-watch", daemon=True).start()
         for item in it:
             self.latencies.append(time.monotonic() - t0)  # time to produce the item (not to queue it)
             self.m.items_in += 1
@@ -255,6 +270,7 @@ class _Child:
             if self.drain.is_set():
                 self.stage.stop()
                 reason = "stopped"
+        finished.set()
         if self.drain.is_set():
             reason = "stopped"
         source = getattr(self.stage, "source_id", None) or "default"
@@ -378,6 +394,11 @@ class Supervisor:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old_handlers[sig] = signal.signal(sig, self._on_signal)
         reason, exit_code = "end of stream", 0
+        # children inherit a blocked SIGINT through exec and unblock it once they ignore it: a Ctrl-C
+        # during start-up reaches only this process (which drains) instead of killing a child mid-import
+        masked = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+        if masked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for i, stage in enumerate(self.stages):
                 in_q = queues[i - 1] if i > 0 else None
@@ -390,11 +411,16 @@ class Supervisor:
                 )
                 p.start()
                 self.procs.append(p)
+            if masked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+                masked = False
             exit_code, reason = self._watch(events)
             if self.errors:  # before every stage is stopped: the publisher's end message says why
                 name, error = next(iter(self.errors.items()))
                 self.end_reason.value = end_reason(name, error).encode("utf-8")[:END_REASON_BYTES - 1]
         finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             self._stop_all(events)
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)

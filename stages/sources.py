@@ -110,6 +110,11 @@ def open_av(src: str, **kw):
 
     try:
         return av.open(src, mode="r", **kw)
+    except av.error.ExitError as e:  # FFmpeg's "Immediate exit requested": PyAV's open timeout fired
+        timeout = kw.get("timeout")
+        limit = timeout[0] if isinstance(timeout, tuple) else timeout
+        raise SourceError(f"cannot open source {src!r}: no answer within decode.open_timeout_s="
+                          f"{limit:g} s (check the address, or raise the timeout)") from e
     except (av.error.FFmpegError, OSError) as e:
         raise SourceError(f"cannot open source {src!r}: {e} (check that it is a readable video file, "
                           f"image folder, camera or URL)") from e
