@@ -196,7 +196,7 @@ class Subscriber:
         self.topology: dict[str, Topology] = {}
         self.stats: dict[str, int] = dict(
             messages=0, frames=0, topologies=0, ends=0, persons=0, bytes=0, malformed=0, oversized=0,
-            gaps=0, missed=0, before_topology=0, restarts=0, streams_forgotten=0,
+            gaps=0, missed=0, before_topology=0, restarts=0, streams_forgotten=0, vertex_count_mismatch=0,
         )
         self.max_streams = max(1, int(max_streams))
         self._streams: "OrderedDict[str, None]" = OrderedDict()  # streams with state, least recent first
@@ -290,6 +290,9 @@ class Subscriber:
             if self.stream is not None and m["stream"] != self.stream:
                 return None  # another stream (lossless mode receives every stream)
             msg = to_message(m, self.topology.get(m["stream"]))
+            if isinstance(msg, FrameData) and msg.topology is not None and any(
+                    p.vertices is not None and p.vertices.shape[0] != msg.topology.num_vertices for p in msg.persons):
+                self.stats["vertex_count_mismatch"] += 1  # docs/schema.md: counted, the frame still delivered
         except Exception as e:  # never crash on input: count and skip
             self._bad("malformed", f"{type(e).__name__}: {e}")
             return None

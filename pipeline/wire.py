@@ -57,6 +57,9 @@ MAX_DEPTH = 16
 # Integers the schema counts with (seq, index, dropped, frames) lie in [0, 2**53]: exact as a double,
 # so a JavaScript subscriber reads them exactly too.
 MAX_COUNT = 2**53
+# Stream ids: the first part of the topic "<stream>/<kind>", so never holding "/" (a subscription to
+# "a/" would also match a stream "a/b"), never empty.
+MAX_STREAM_ID = 256
 
 
 class WireError(ValueError):
@@ -341,6 +344,8 @@ def _shaped(obj: Any, shape: tuple, name: str) -> np.ndarray:
     arr = unpack_array(obj, name)
     if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
         raise WireError(f"{name}: shape {arr.shape} does not match {shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise WireError(f"{name}: holds NaN or infinity (arrays on the wire are finite)")
     return arr.astype(np.float32, copy=False)
 
 
@@ -380,7 +385,7 @@ def _decode_person(p: Any, i: int) -> dict:
     if not isinstance(p, dict):
         raise WireError(f"{where} is not a map")
     out = {
-        "track_id": _req(p, "track_id", int, where),
+        "track_id": _count(p, "track_id", where),
         "state": _req(p, "state", str, where),
         "box": _numbers(_req(p, "box", list, where), 4, f"{where}.box"),
         "score": float(_req(p, "score", _NUM, where)),
@@ -388,6 +393,8 @@ def _decode_person(p: Any, i: int) -> dict:
         "center": _numbers(p.get("center", [np.nan, np.nan]), 2, f"{where}.center"),
         "size": float(_req(p, "size", _NUM, where)) if "size" in p else float("nan"),
     }
+    if not np.isfinite(out["box"]).all() or not math.isfinite(out["score"]):
+        raise WireError(f"{where}: box and score must be finite")
     if out["state"] not in TRACK_STATES:
         raise WireError(f"{where}: unknown state {out['state']!r}")
     for key, shape in (("cam", (3,)), ("cam_t", (3,)), ("joints3d", (None, 3)), ("joints2d", (None, 2)),
@@ -420,11 +427,17 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     kind = m.get("kind")
     if kind not in KINDS:
         raise WireError(f"unknown message kind {kind!r}")
-    _req(m, "stream", str, kind)
+    stream = _req(m, "stream", str, kind)
+    if not stream or len(stream) > MAX_STREAM_ID or "/" in stream:
+        raise WireError(f"{kind} message: stream id must be 1 to {MAX_STREAM_ID} characters without '/'")
     _count(m, "seq", kind)
-    _req(m, "wall", _NUM, kind)
+    if not math.isfinite(_req(m, "wall", _NUM, kind)):
+        raise WireError(f"{kind} message: wall must be finite")
     if kind == "topology":
-        m["faces"] = _faces(_req(m, "faces", dict, kind), "topology.faces")
+        faces = m["faces"] = _faces(_req(m, "faces", dict, kind), "topology.faces")
+        nv = _count(m, "num_vertices", kind)
+        if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= nv):
+            raise WireError(f"topology.faces: indices must lie in [0, num_vertices={nv})")
         for key in ("joint_names", "h36m_joint_names"):
             names = _req(m, key, list, kind)
             if not all(isinstance(n, str) for n in names):
@@ -451,7 +464,7 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
         persons = _req(m, "persons", list, kind)
         m["persons"] = [_decode_person(p, i) for i, p in enumerate(persons)]
         lost = m.get("lost", [])
-        if not isinstance(lost, list) or not all(isinstance(t, int) for t in lost):
+        if not isinstance(lost, list) or not all(isinstance(t, int) and 0 <= t <= MAX_COUNT for t in lost):
             raise WireError("frame message: lost must be a list of track ids")
         m["lost"] = lost
     else:

@@ -114,6 +114,9 @@ class PublishStage(Stage):
 
     # -- runtime protocol
     def check(self) -> None:
+        if not self.stream or len(self.stream) > wire.MAX_STREAM_ID or "/" in self.stream:
+            raise StageError(f"stream id {self.stream!r} (publish.stream or source_id): use 1 to "
+                             f"{wire.MAX_STREAM_ID} characters without '/' (it is the first part of every topic)")
         try:
             check_endpoint(self.cfg.endpoint)
         except PublishError as e:

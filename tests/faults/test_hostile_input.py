@@ -37,12 +37,12 @@ def _peak_mb(fn) -> float:
     msgpack.packb({"v": 1, "kind": "frame", "x": [None] * 2_000_000}),
 ])
 def test_msgpack_amplification_is_refused_before_building_objects(bomb):
-    t0 = time.monotonic()
     peak = _peak_mb(lambda: wire.decode(bomb))
     assert peak < 10 * len(bomb) / 1e6 + 5, f"{peak:.0f} MB built from a {len(bomb) / 1e6:.1f} MB message"
-    assert time.monotonic() - t0 < 2.0
+    t0 = time.monotonic()
     with pytest.raises(wire.WireError):
         wire.decode(bomb)
+    assert time.monotonic() - t0 < 3.0  # refused after at most MAX_OBJECTS headers
 
 
 def test_deep_nesting_is_a_wire_error():
