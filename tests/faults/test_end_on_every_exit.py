@@ -111,6 +111,7 @@ SUPERVISED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["latest", "lossless"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_drains_and_the_consumer_gets_every_frame_and_the_end(assets_dir, port, mode, sig):

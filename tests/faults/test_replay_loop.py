@@ -58,6 +58,7 @@ def replay_once(path, mode: str = "lossless", sleep_s: float = 0.002):
     return proc.returncode, seqs, end, err
 
 
+@pytest.mark.slow
 def test_lossless_replays_in_a_row_all_complete(recording):
     for i in range(8):
         code, seqs, end, err = replay_once(recording)
