@@ -35,7 +35,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -83,8 +83,11 @@ def sha256_of(path: PathLike) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[str] = None) -> Path:
-    """Download url to dest atomically (temporary file, then rename), checking sha256 if given."""
+def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[str] = None,
+             check: Optional[Callable[[Path], None]] = None) -> Path:
+    """Download url to dest atomically (temporary file, then rename), checking sha256 if given and
+    `check(tmp_path)` (raises AssetError, e.g. for an HTML page where a file was expected) before the
+    file takes its name: a bad download never lands in the cache."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s -> %s", url, dest)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
@@ -104,6 +107,8 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
             got = sha256_of(tmp)
             if got != sha256:
                 raise AssetError(f"{url}: SHA-256 {got} does not match the pinned {sha256}")
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, dest)
     except AssetError:
         raise
@@ -178,14 +183,30 @@ def _read_pickled_npy(data: bytes):
     return _RestrictedUnpickler(f, encoding="latin1").load()
 
 
+# The official file's members are under 1 MB each (A.npy, the largest, 0.7 MB) and its meshes have 6,890
+# vertices at most: anything much larger is refused before it is decompressed or allocated (a 2 MB
+# zip bomb otherwise made every stage that loads the mesh allocate gigabytes).
+MAX_NPZ_MEMBER_BYTES = 32 * 1024 * 1024
+MAX_MESH_SIDE = 100_000
+
+
 def read_mesh_downsampling(path: PathLike) -> dict[str, list]:
     """A, U, D (scipy sparse) and F (int arrays) of mesh_downsampling.npz (or mano_downsampling.npz),
-    without arbitrary pickles."""
+    without arbitrary pickles, without decompressing a member over MAX_NPZ_MEMBER_BYTES, and refusing
+    absurd matrix shapes."""
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
             for key in ("A", "U", "D", "F"):
-                out[key] = list(_read_pickled_npy(z.read(key + ".npy")))
+                info = z.getinfo(key + ".npy")
+                if info.file_size > MAX_NPZ_MEMBER_BYTES:  # zipfile reads no more than this declared size
+                    raise ValueError(f"{key}.npy unpacks to {info.file_size} bytes (at most "
+                                     f"{MAX_NPZ_MEMBER_BYTES} expected): not the mesh data file")
+                out[key] = list(_read_pickled_npy(z.read(info)))
+                for m in out[key]:
+                    shape = getattr(m, "shape", ())
+                    if len(shape) > 2 or any(not 0 <= int(n) <= MAX_MESH_SIDE for n in shape):
+                        raise ValueError(f"{key}.npy holds a matrix of shape {shape}: not the mesh data file")
     except (zipfile.BadZipFile, KeyError, pickle.UnpicklingError, EOFError, ValueError) as e:
         raise AssetError(f"{path} is not a valid {Path(path).name}: {e}") from e
     return out

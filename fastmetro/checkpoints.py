@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from .assets import cache_dir, download
+from .assets import AssetError, cache_dir, download
 from .model import VARIANTS, Variant, get_variant
 
 log = logging.getLogger(__name__)
@@ -87,17 +87,44 @@ def find_checkpoint(name: str) -> Optional[Path]:
     return None
 
 
+# Every official checkpoint is over 100 MB; a PyTorch file starts with a zip header (torch.save since
+# 1.6) or, in the legacy format, with a pickled magic number.
+MIN_CHECKPOINT_BYTES = 1 << 20
+_CHECKPOINT_MAGICS = (b"PK\x03\x04", b"\x80\x02\x8a\x0a")
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """AssetError unless `path` looks like a PyTorch checkpoint: a download that returned an HTML page
+    (Google Drive's quota or virus-scan notice) or was cut short is refused before it is cached."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head.startswith(_CHECKPOINT_MAGICS):
+        what = "an HTML page" if head.lstrip().lower().startswith((b"<!doctype", b"<html")) else "not a PyTorch file"
+        raise AssetError(f"the download is {what} ({size} bytes), not a checkpoint")
+    if size < MIN_CHECKPOINT_BYTES:
+        raise AssetError(f"the download is {size} bytes, too small for a checkpoint (cut short?)")
+
+
 def fetch_checkpoint(name: str) -> Path:
-    """Local path of a registry checkpoint, downloading it into the cache if needed."""
+    """Local path of a registry checkpoint, downloading it into the cache if needed (checked before it
+    is cached; a bad file an older version cached is replaced)."""
     if name not in CHECKPOINTS:
         raise CheckpointError(f"unknown checkpoint {name!r}; known: {', '.join(CHECKPOINTS)}")
-    found = find_checkpoint(name)
-    if found:
-        return found
     ckpt = CHECKPOINTS[name]
     dest = cache_dir() / "checkpoints" / ckpt.filename
+    found = find_checkpoint(name)
+    if found and found == dest:
+        try:
+            check_checkpoint_file(found)
+        except AssetError as e:
+            log.warning("cached checkpoint %s is bad (%s): downloading it again", found, e)
+            found.unlink()
+            found = None
+    if found:
+        return found
     try:
-        return download(ckpt.url, dest, desc=ckpt.filename)
+        return download(ckpt.url, dest, desc=ckpt.filename, check=check_checkpoint_file)
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {name} ({ckpt.filename}) is not on this machine and could not be downloaded "

@@ -51,7 +51,7 @@ class Config(BaseModel):
     # Show a progress line while running (frames, fps, persons, drops).
     progress: bool = True
     # Seconds to wait for stages to stop on their own before they are terminated.
-    stop_timeout_s: float = Field(10.0, gt=0)
+    stop_timeout_s: float = Field(10.0, gt=0, le=3600)
 
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
@@ -92,6 +92,21 @@ class Config(BaseModel):
                            stop_timeout_s=self.stop_timeout_s)
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader without anchors and aliases: settings never need them, and a few hundred bytes of
+    nested aliases ("billion laughs") expand to gigabytes. An alias is a ConfigError at once."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"YAML aliases (*{event.anchor}) are not accepted in settings{event.start_mark}")
+        return super().compose_node(parent, index)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
@@ -111,7 +126,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -152,7 +167,7 @@ def load_config(
         if not p.is_file():
             raise ConfigError(f"config file {p} not found (shipped: {', '.join(shipped_configs()) or 'none'})")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = _yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):

@@ -1,7 +1,7 @@
 """The sending side of the wire: a ZeroMQ socket that publishes [topic, payload] messages, records them,
 notices new subscribers, and replays recordings (the counterpart of pipeline/subscriber.py).
 
-Sockets (one ZeroMQ context per process, explicit high-water mark and linger):
+Sockets (a ZeroMQ context of its own per Publisher, explicit high-water mark and linger):
   mode "latest"   XPUB bound at `endpoint`. A subscriber that falls behind loses messages (at most
                   `hwm` queue for it), the sender never waits. Every new subscription is reported
                   (`new_subscribers`), so the sender can send the topology again.
@@ -82,16 +82,24 @@ class Publisher:
     def __init__(self, cfg: PublisherSettings) -> None:
         self.cfg = cfg
         self.sock: Optional[zmq.Socket] = None
+        self.ctx: Optional[zmq.Context] = None
         self.auth = None
         self.recorder: Optional[wire.RecordWriter] = None
         self.endpoint: Optional[str] = None  # the endpoint actually bound (a wildcard port resolved)
         self.sent = 0
         self.bytes = 0
+        self.full_at: Optional[float] = None  # latest mode: when a send last found a subscriber full
+        self.record_failed = False  # the recording stopped early (a write failed)
 
     def open(self) -> None:
         cfg = self.cfg
-        ctx = zmq.Context.instance()
+        # A context of its own, terminated in close(): its I/O thread is done with every queued message
+        # (delivered, or given up after linger_ms) before the process may exit and free memory under it.
+        ctx = self.ctx = zmq.Context()
         sock = ctx.socket(zmq.XPUB if cfg.mode == "latest" else zmq.PUSH)
+        # Copy every payload into ZeroMQ (pyzmq otherwise sends messages over 64 KB zero-copy, borrowing
+        # the Python buffer until the I/O thread is done with it: at exit that buffer can be gone first).
+        sock.copy_threshold = 2**31 - 1
         try:
             sock.setsockopt(zmq.SNDHWM, cfg.hwm)
             sock.setsockopt(zmq.LINGER, cfg.linger_ms)
@@ -117,6 +125,8 @@ class Publisher:
         except BaseException:
             sock.close(0)
             self._stop_auth()
+            ctx.term()
+            self.ctx = None
             raise
         self.sock = sock
         log.info("publishing (%s) on %s%s", cfg.mode, self.endpoint, f", recording to {cfg.record}" if cfg.record else "")
@@ -151,32 +161,59 @@ class Publisher:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
             deadline = time.monotonic() + self.cfg.linger_ms / 1000
             try:
+                # A subscriber whose queue filled up is left out of every send, NODROP ones too, until
+                # it has read half its queue and this socket has handled the notice: give it that time.
+                while self.full_at is not None and time.monotonic() < deadline:
+                    self.sock.getsockopt(zmq.EVENTS)  # handles pending notices, e.g. "room again"
+                    if time.monotonic() - self.full_at >= self.cfg.linger_ms / 2000:
+                        break
+                    time.sleep(0.005)
                 while True:
                     try:
-                        self.sock.send_multipart([topic, payload], flags=zmq.NOBLOCK, copy=False)
+                        self.sock.send_multipart([topic, payload], flags=zmq.NOBLOCK)
                         break
                     except zmq.Again:
                         if time.monotonic() >= deadline:
                             log.warning("a subscriber stayed full for %d ms: it misses the %s message",
                                         self.cfg.linger_ms, topic.decode(errors="replace"))
                             self.sock.setsockopt(zmq.XPUB_NODROP, 0)
-                            self.sock.send_multipart([topic, payload], copy=False)
+                            self.sock.send_multipart([topic, payload])
                             break
                         time.sleep(0.005)
             finally:
                 self.sock.setsockopt(zmq.XPUB_NODROP, 0)
         elif self.cfg.mode == "latest":
-            self.sock.send_multipart([topic, payload], copy=False)
+            # Try without dropping first, only to learn whether a subscriber is full (then send as usual,
+            # dropped for that one): the end message then waits for it to catch up.
+            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+            try:
+                self.sock.send_multipart([topic, payload], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self.full_at = time.monotonic()
+                self.sock.setsockopt(zmq.XPUB_NODROP, 0)
+                self.sock.send_multipart([topic, payload])
+            finally:
+                self.sock.setsockopt(zmq.XPUB_NODROP, 0)
         else:
             waited = 0.0
             while not self.sock.poll(5000, zmq.POLLOUT):
                 waited += 5.0
                 log.warning("lossless mode: waited %.0f s for a consumer to read from %s", waited, self.endpoint)
-            self.sock.send_multipart([topic, payload], copy=False)
+            self.sock.send_multipart([topic, payload])
         self.sent += 1
         self.bytes += len(payload) + len(topic)
         if self.recorder is not None:
-            self.recorder.write(wire.now() if t is None else t, topic, payload)
+            try:
+                self.recorder.write(wire.now() if t is None else t, topic, payload)
+            except OSError as e:  # a full disk, a removed drive: stop only the recording, the stream goes on
+                log.error("recording stopped (%s): %s holds the %d messages before it; the stream goes on",
+                          e.strerror or e, self.cfg.record, self.recorder.count)
+                self.record_failed = True
+                try:
+                    self.recorder.close()
+                except OSError:
+                    pass  # what was buffered could not be written either; the file ends at a record
+                self.recorder = None
 
     def _stop_auth(self) -> None:
         if self.auth is not None:
@@ -184,6 +221,7 @@ class Publisher:
             self.auth = None
 
     def close(self) -> None:
+        """Deliver what is queued (up to linger_ms), then release the socket, its context and the recording."""
         if self.sock is not None:
             self.sock.close(self.cfg.linger_ms)
             self.sock = None
@@ -191,6 +229,9 @@ class Publisher:
             self.recorder.close()
             self.recorder = None
         self._stop_auth()
+        if self.ctx is not None:
+            self.ctx.term()  # returns once every queued message is sent or linger_ms has passed
+            self.ctx = None
 
 
 def replay(pub: Publisher, path: Path, fast: bool = False, speed: float = 1.0) -> int:

@@ -101,6 +101,10 @@ class FrameStore:
     def unlink(self) -> None:
         """Remove the segment (supervisor only); safe to call more than once."""
         if self._owner:
+            # the free-slot numbers still queued are nobody's now: do not let the process wait at exit
+            # for its feeder thread to push them into a pipe no one reads (a ring of thousands of slots
+            # fills the pipe, and the run finished but never exited)
+            self.spec.free.cancel_join_thread()
             try:
                 self._shm.unlink()
             except FileNotFoundError:

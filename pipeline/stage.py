@@ -43,6 +43,22 @@ class StageError(RuntimeError):
     message names what is wrong and what to do. The runtime reports its message, not a traceback."""
 
 
+def check_output_file(path: Any, setting: str) -> None:
+    """StageError unless a file can be written at `path` (for a stage's check(), before any model loads):
+    a directory, or a place that takes no new file, is named with its setting. Leaves nothing behind."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise StageError(f"{setting} {path} is a directory; give a file name in it")
+    existed = Path(path).exists()
+    try:  # opened for appending and let go
+        open(path, "ab").close()
+    except OSError as e:
+        raise StageError(f"{setting} {path} cannot be written ({e.strerror or e})") from None
+    if not existed:
+        Path(path).unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class StageContext:
     """The run-wide facts every stage may read, resolved once by the application (never "auto")."""

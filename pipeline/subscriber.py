@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Sequence, Union
@@ -175,7 +176,12 @@ class Subscriber:
     file (without client_key an ephemeral key pair is used, enough when clients are not authenticated).
     max_message_bytes: larger messages are counted as oversized and skipped.
     require_topology: hold back frames until a topology message for their stream has arrived.
+    max_streams: per-stream state (topology, last seq) is kept for this many streams, the least recently
+    heard of forgotten first (counted in stats["streams_forgotten"]), so fake stream ids cannot grow it.
     """
+
+    # A jump in seq larger than this is a publisher restart (or a lie), not frames missed: ~6 days at 30 fps.
+    MAX_GAP = 2**24
 
     def __init__(
         self,
@@ -187,6 +193,7 @@ class Subscriber:
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         rcvhwm: int = 16,
         require_topology: bool = True,
+        max_streams: int = 64,
     ) -> None:
         if mode not in ("latest", "lossless"):
             raise ValueError(f"Subscriber mode must be 'latest' or 'lossless', got {mode!r}")
@@ -200,8 +207,10 @@ class Subscriber:
         self.topology: dict[str, Topology] = {}
         self.stats: dict[str, int] = dict(
             messages=0, frames=0, topologies=0, ends=0, persons=0, bytes=0, malformed=0, oversized=0,
-            gaps=0, missed=0, before_topology=0,
+            gaps=0, missed=0, before_topology=0, restarts=0, streams_forgotten=0, vertex_count_mismatch=0,
         )
+        self.max_streams = max(1, int(max_streams))
+        self._streams: "OrderedDict[str, None]" = OrderedDict()  # streams with state, least recent first
         self.last_error: Optional[str] = None
         self._last_seq: dict[str, int] = {}
         ctx = zmq.Context.instance()
@@ -209,6 +218,10 @@ class Subscriber:
         try:
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
+            # ZeroMQ refuses a frame past twice the limit as it arrives (dropping that connection)
+            # instead of buffering it whole first; one between the two is received, counted as
+            # oversized and skipped, and the connection stays
+            sock.setsockopt(zmq.MAXMSGSIZE, 2 * max_message_bytes + 4096)
             if server_key is not None:
                 server_public, _ = _key(server_key, "server_key")
                 if client_key is not None:
@@ -230,6 +243,29 @@ class Subscriber:
         self.sock = sock
 
     # -- receiving
+    def _touch(self, stream: str) -> None:
+        """Note that `stream` has state; forget the least recently heard streams beyond max_streams, and
+        beyond max_message_bytes of topology in all (fake stream ids cannot grow memory)."""
+        self._streams[stream] = None
+        self._streams.move_to_end(stream)
+        while len(self._streams) > 1 and (
+            len(self._streams) > self.max_streams
+            or sum(t.faces.nbytes for t in self.topology.values()) > self.max_message_bytes
+        ):
+            old, _ = self._streams.popitem(last=False)
+            self.topology.pop(old, None)
+            self._last_seq.pop(old, None)
+            self.stats["streams_forgotten"] += 1
+
+    def _gap(self, stream: str, seq: int, last: Optional[int]) -> None:
+        if last is None:
+            return
+        if seq < last or seq - last - 1 > self.MAX_GAP:
+            self.stats["restarts"] += 1
+        elif seq > last + 1:
+            self.stats["gaps"] += 1
+            self.stats["missed"] += seq - last - 1
+
     def _bad(self, key: str, why: str) -> None:
         self.stats[key] += 1
         self.last_error = why
@@ -266,26 +302,27 @@ class Subscriber:
             if self.stream is not None and m["stream"] != self.stream:
                 return None  # another stream (lossless mode receives every stream)
             msg = to_message(m, self.topology.get(m["stream"]))
+            if isinstance(msg, FrameData) and msg.topology is not None and any(
+                    p.vertices is not None and p.vertices.shape[0] != msg.topology.num_vertices for p in msg.persons):
+                self.stats["vertex_count_mismatch"] += 1  # docs/schema.md: counted, the frame still delivered
         except Exception as e:  # never crash on input: count and skip
             self._bad("malformed", f"{type(e).__name__}: {e}")
             return None
         if isinstance(msg, Topology):
             self.stats["topologies"] += 1
             self.topology[msg.stream] = msg
+            self._touch(msg.stream)
             return msg
         if isinstance(msg, EndData):
             self.stats["ends"] += 1
             last = self._last_seq.pop(msg.stream, None)
             if last is not None and msg.seq > last + 1:
-                self.stats["gaps"] += 1
-                self.stats["missed"] += msg.seq - last - 1
+                self._gap(msg.stream, msg.seq, last)
             return msg
         msg.nbytes = len(payload)
-        last = self._last_seq.get(msg.stream)
-        if last is not None and msg.seq > last + 1:
-            self.stats["gaps"] += 1
-            self.stats["missed"] += msg.seq - last - 1
+        self._gap(msg.stream, msg.seq, self._last_seq.get(msg.stream))
         self._last_seq[msg.stream] = msg.seq  # a lower seq means the publisher restarted: start over
+        self._touch(msg.stream)
         if msg.topology is None and self.require_topology:
             self.stats["before_topology"] += 1
             return None

@@ -92,8 +92,9 @@ class _Child:
     """The loop that runs one stage inside its process."""
 
     def __init__(self, stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure=None,
-                 source_name=None):
+                 source_name=None, end_reason=None):
         self.stage, self.spec, self.in_q, self.out_q = stage, spec, in_q, out_q
+        self.end_reason = end_reason  # shared bytes: why the supervisor stopped the run (see _stop_reason)
         self.events, self.drain, self.abort, self.go = events, drain, abort, go
         self.parent_pid, self.live = parent_pid, live
         self.measure, self.source_name = measure, source_name
@@ -112,6 +113,10 @@ class _Child:
             raise SystemExit(143)
 
         signal.signal(signal.SIGTERM, on_term)
+        # the supervisor started us with SIGINT blocked (so a Ctrl-C during start-up could not kill us
+        # with a traceback); ignored now, it can be let through
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def parent_alive(self) -> bool:
         return os.getppid() == self.parent_pid
@@ -209,6 +214,8 @@ class _Child:
         except BaseException:
             status, detail = "error", traceback.format_exc()
         finally:
+            if status != "done":  # stopped before the end of stream: say why, for an end message
+                self.stage.stop_reason = self._stop_reason(status, detail)
             try:
                 self.stage.close()
             except Exception:
@@ -224,11 +231,33 @@ class _Child:
                 self.out_q.cancel_join_thread()  # nobody may read what is still buffered
         return 0 if status == "done" else 1
 
+    def _stop_reason(self, status: str, detail: Optional[str]) -> str:
+        """The end-of-stream reason when this stage stops early: its own error, else the one the
+        supervisor wrote before stopping every stage, else "stopped" (Ctrl-C, SIGTERM, stop timeout)."""
+        if status == "error" and detail:
+            return end_reason(self.stage.name, detail)
+        if self.end_reason is not None:
+            text = self.end_reason.value.decode("utf-8", "replace")
+            if text:
+                return text
+        return "stopped"
+
     def _run_source(self) -> None:
         frames = 0
         it = self.stage.frames()
         reason = "end of stream"
         t0 = time.monotonic()
+        finished = threading.Event()
+
+        def stop_on_request() -> None:
+            # Ctrl-C while the source waits inside frames() (a camera or URL opening, a reconnect delay)
+            # must not wait for its next frame to be noticed
+            while not finished.wait(0.1):
+                if self.drain.is_set() or self.abort.is_set() or not self.parent_alive():
+                    self.stage.stop()
+                    return
+
+        threading.Thread(target=stop_on_request, name="stop-watch", daemon=True).start()
         for item in it:
             self.latencies.append(time.monotonic() - t0)  # time to produce the item (not to queue it)
             self.m.items_in += 1
@@ -241,6 +270,7 @@ class _Child:
             if self.drain.is_set():
                 self.stage.stop()
                 reason = "stopped"
+        finished.set()
         if self.drain.is_set():
             reason = "stopped"
         source = getattr(self.stage, "source_id", None) or "default"
@@ -285,9 +315,24 @@ class _Child:
                 return
 
 
-def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name) -> None:
+def end_reason(name: str, error: str) -> str:
+    """ "error: <stage>: <one line>" from a stage's error: a StageError's "<stage>: message", a
+    traceback (its last line), or the supervisor's "stage <name> killed by SIGKILL"."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "failed"
+    if len(lines) == 1 and (last.startswith(f"{name}: ") or last.startswith("stage ")):
+        return f"error: {last}"[:END_REASON_BYTES // 2]
+    return f"error: {name}: {last}"[:END_REASON_BYTES // 2]
+
+
+END_REASON_BYTES = 1024
+
+
+def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name,
+                end_reason=None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(levelname)s %(message)s")
-    code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name).run()
+    code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name,
+                  end_reason).run()
     sys.exit(code)
 
 
@@ -341,6 +386,7 @@ class Supervisor:
         assign_pixel_release(self.stages)
         self.store = FrameStore.create(self.ctx, cfg.ring_slots, cfg.max_pixels, cfg.max_persons)
         self.drain, self.abort, self.go = self.ctx.Event(), self.ctx.Event(), self.ctx.Event()
+        self.end_reason = self.ctx.Array(ctypes.c_char, END_REASON_BYTES)  # why the run stopped, for the end message
         events = self.ctx.Queue()
         queues = [self.ctx.Queue(maxsize=cfg.queue_size) for _ in self.stages[1:]]
         old_handlers = {}
@@ -348,6 +394,11 @@ class Supervisor:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old_handlers[sig] = signal.signal(sig, self._on_signal)
         reason, exit_code = "end of stream", 0
+        # children inherit a blocked SIGINT through exec and unblock it once they ignore it: a Ctrl-C
+        # during start-up reaches only this process (which drains) instead of killing a child mid-import
+        masked = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+        if masked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for i, stage in enumerate(self.stages):
                 in_q = queues[i - 1] if i > 0 else None
@@ -355,13 +406,21 @@ class Supervisor:
                 p = self.ctx.Process(
                     target=_child_main, name=f"fastmetro-{stage.name}",
                     args=(stage, self.store.spec, in_q, out_q, events, self.drain, self.abort, self.go,
-                          os.getpid(), live, self.measure, self.stages[0].name),
+                          os.getpid(), live, self.measure, self.stages[0].name, self.end_reason),
                     daemon=True,
                 )
                 p.start()
                 self.procs.append(p)
+            if masked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+                masked = False
             exit_code, reason = self._watch(events)
+            if self.errors:  # before every stage is stopped: the publisher's end message says why
+                name, error = next(iter(self.errors.items()))
+                self.end_reason.value = end_reason(name, error).encode("utf-8")[:END_REASON_BYTES - 1]
         finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             self._stop_all(events)
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)

@@ -21,6 +21,7 @@ import msgpack
 import numpy as np
 
 from .messages import EndOfStream, MeshFrame, PersonMesh, now
+from .wire_limits import StructureError, check_structure
 
 SCHEMA_VERSION = 1
 KINDS = ("topology", "frame", "end")
@@ -49,6 +50,12 @@ _INT16_MAX = 32767
 # (83 KB per array) and a few hundred persons, small enough that a hostile message cannot make the
 # decoder allocate more than its own size.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Integers the schema counts with (seq, index, dropped, frames) lie in [0, 2**53]: exact as a double,
+# so a JavaScript subscriber reads them exactly too.
+MAX_COUNT = 2**53
+# Stream ids: the first part of the topic "<stream>/<kind>", so never holding "/" (a subscription to
+# "a/" would also match a stream "a/b"), never empty.
+MAX_STREAM_ID = 256
 
 
 class WireError(ValueError):
@@ -224,10 +231,15 @@ def encode_end(eos: EndOfStream, stream: str, seq: int, wall: Optional[float] = 
 
 # ------------------------------------------------------------------------------------------ decode
 def unpackb(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Any:
-    """msgpack with every size limit set to the payload's own length (never more than ``max_bytes``)."""
+    """msgpack with every size limit set to the payload's own length (never more than ``max_bytes``),
+    after `check_structure` (object count and depth bounded, so memory stays near the payload's size)."""
     if len(payload) > max_bytes:
         raise WireError(f"message of {len(payload)} bytes is over the limit of {max_bytes}")
     n = len(payload)
+    try:
+        check_structure(payload)
+    except StructureError as e:
+        raise WireError(str(e)) from None
     try:
         return msgpack.unpackb(
             payload, raw=False, strict_map_key=True, max_bin_len=n, max_str_len=n,
@@ -250,6 +262,14 @@ def _req(m: dict, key: str, types, kind: str):
 _NUM = (int, float)
 
 
+def _count(m: dict, key: str, kind: str) -> int:
+    """A count field (seq, index, dropped, frames): an int in [0, MAX_COUNT]."""
+    val = _req(m, key, int, kind)
+    if not 0 <= val <= MAX_COUNT:
+        raise WireError(f"{kind} message: {key!r} = {val} is outside [0, 2**53]")
+    return val
+
+
 def _numbers(values: Any, n: int, name: str) -> np.ndarray:
     if not isinstance(values, list) or len(values) != n or not all(
         isinstance(v, _NUM) and not isinstance(v, bool) for v in values
@@ -263,6 +283,8 @@ def _shaped(obj: Any, shape: tuple, name: str) -> np.ndarray:
     arr = unpack_array(obj, name)
     if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
         raise WireError(f"{name}: shape {arr.shape} does not match {shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise WireError(f"{name}: holds NaN or infinity (arrays on the wire are finite)")
     return arr.astype(np.float32, copy=False)
 
 
@@ -302,7 +324,7 @@ def _decode_person(p: Any, i: int) -> dict:
     if not isinstance(p, dict):
         raise WireError(f"{where} is not a map")
     out = {
-        "track_id": _req(p, "track_id", int, where),
+        "track_id": _count(p, "track_id", where),
         "state": _req(p, "state", str, where),
         "box": _numbers(_req(p, "box", list, where), 4, f"{where}.box"),
         "score": float(_req(p, "score", _NUM, where)),
@@ -310,6 +332,8 @@ def _decode_person(p: Any, i: int) -> dict:
         "center": _numbers(p.get("center", [np.nan, np.nan]), 2, f"{where}.center"),
         "size": float(_req(p, "size", _NUM, where)) if "size" in p else float("nan"),
     }
+    if not np.isfinite(out["box"]).all() or not math.isfinite(out["score"]):
+        raise WireError(f"{where}: box and score must be finite")
     if out["state"] not in TRACK_STATES:
         raise WireError(f"{where}: unknown state {out['state']!r}")
     for key, shape in (("cam", (3,)), ("cam_t", (3,)), ("joints3d", (None, 3)), ("joints2d", (None, 2)),
@@ -342,11 +366,17 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     kind = m.get("kind")
     if kind not in KINDS:
         raise WireError(f"unknown message kind {kind!r}")
-    _req(m, "stream", str, kind)
-    _req(m, "seq", int, kind)
-    _req(m, "wall", _NUM, kind)
+    stream = _req(m, "stream", str, kind)
+    if not stream or len(stream) > MAX_STREAM_ID or "/" in stream:
+        raise WireError(f"{kind} message: stream id must be 1 to {MAX_STREAM_ID} characters without '/'")
+    _count(m, "seq", kind)
+    if not math.isfinite(_req(m, "wall", _NUM, kind)):
+        raise WireError(f"{kind} message: wall must be finite")
     if kind == "topology":
-        m["faces"] = _faces(_req(m, "faces", dict, kind), "topology.faces")
+        faces = m["faces"] = _faces(_req(m, "faces", dict, kind), "topology.faces")
+        nv = _count(m, "num_vertices", kind)
+        if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= nv):
+            raise WireError(f"topology.faces: indices must lie in [0, num_vertices={nv})")
         for key in ("joint_names", "h36m_joint_names"):
             names = _req(m, key, list, kind)
             if not all(isinstance(n, str) for n in names):
@@ -361,23 +391,23 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
             if not all(isinstance(n, str) for n in _req(hand, "joint_names", list, "topology.hand")):
                 raise WireError("topology.hand.joint_names: must be a list of strings")
     elif kind == "frame":
-        _req(m, "index", int, kind)
+        _count(m, "index", kind)
         if m.get("pts") is not None and not isinstance(m["pts"], _NUM):
             raise WireError("frame message: pts must be a number or nil")
         times = _req(m, "times", dict, kind)
         if not all(isinstance(k, str) and isinstance(v, _NUM) for k, v in times.items()):
             raise WireError("frame message: times must map stage names to numbers")
-        _req(m, "dropped", int, kind)
+        _count(m, "dropped", kind)
         if m.get("focal") is not None and (not isinstance(m["focal"], _NUM) or not m["focal"] > 0):
             raise WireError("frame message: focal must be a positive number")
         persons = _req(m, "persons", list, kind)
         m["persons"] = [_decode_person(p, i) for i, p in enumerate(persons)]
         lost = m.get("lost", [])
-        if not isinstance(lost, list) or not all(isinstance(t, int) for t in lost):
+        if not isinstance(lost, list) or not all(isinstance(t, int) and 0 <= t <= MAX_COUNT for t in lost):
             raise WireError("frame message: lost must be a list of track ids")
         m["lost"] = lost
     else:
-        _req(m, "frames", int, kind)
+        _count(m, "frames", kind)
         _req(m, "reason", str, kind)
     return m
 

@@ -40,7 +40,7 @@ class DecodeConfig(BaseModel):
     realtime: bool = False
     # frames with more pixels are downscaled (aspect kept) to fit; the FrameStore slots are sized from this
     # (the runtime passes it to FrameStore.create), so 1080p fits and a 4K source costs no 4x memory
-    max_pixels: int = Field(1920 * 1080, ge=64 * 64)
+    max_pixels: int = Field(1920 * 1080, ge=64 * 64, le=7680 * 4320)
     # start over at the end of a file or image folder (demo loops); pts and index keep increasing
     loop: bool = False
     # skip this many frames at the start of the source (decode order): jump past an intro
@@ -48,28 +48,28 @@ class DecodeConfig(BaseModel):
     # stop after this many frames from start_frame on (None = to the end): quick trials on long files
     max_frames: Optional[int] = Field(None, ge=1)
     # camera capture size and rate; None = the device's own default, which always opens
-    camera_width: Optional[int] = Field(None, ge=1)
-    camera_height: Optional[int] = Field(None, ge=1)
-    camera_fps: Optional[float] = Field(None, gt=0)
+    camera_width: Optional[int] = Field(None, ge=1, le=16384)
+    camera_height: Optional[int] = Field(None, ge=1, le=16384)
+    camera_fps: Optional[float] = Field(None, gt=0, le=1000)
     # camera pixel format asked of V4L2 (e.g. "mjpeg": most USB cameras reach their full rate only in
     # MJPEG); None = the device default
     camera_format: Optional[str] = None
     # RTSP over TCP: no lost UDP packets (smeared frames) behind NAT and firewalls, at a little latency
     rtsp_transport: Literal["tcp", "udp", "http", "udp_multicast"] = "tcp"
     # seconds to wait for a network source or camera to open; long enough for a slow RTSP handshake
-    open_timeout_s: float = Field(10.0, gt=0)
+    open_timeout_s: float = Field(10.0, gt=0, le=600)
     # seconds without data from a network source before it counts as lost (and reconnects)
-    read_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0, le=600)
     # live sources (cameras, URLs): tries to reopen after the stream is lost before giving up; a few
     # cover a camera or RTSP server restarting
-    reconnect_attempts: int = Field(5, ge=0)
+    reconnect_attempts: int = Field(5, ge=0, le=100000)
     # seconds between reconnect tries: enough for a server to come back, short enough to lose little
-    reconnect_delay_s: float = Field(2.0, ge=0)
+    reconnect_delay_s: float = Field(2.0, ge=0, le=600)
     # image-folder files taken (case-insensitive, sorted by name): the common still-image formats
     image_glob: list[str] = Field(
         default_factory=lambda: ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp"])
     # frame rate given to image folders (pts = i / image_fps, and realtime pacing): a typical camera rate
-    image_fps: float = Field(30.0, gt=0)
+    image_fps: float = Field(30.0, gt=0, le=1000)
 
     @model_validator(mode="after")
     def _check(self) -> "DecodeConfig":
@@ -223,10 +223,15 @@ class DecodeStage(SourceStage):
         while True:
             source.open()
             first_raw, last_raw, duration = None, None, None  # source pts of this pass
+            base, corrupt = self._index, self.counters.get("corrupt_frames", 0)
             try:
                 for raw, to_rgb in source.pictures():
                     index = self._index
-                    self._index += 1
+                    if self.counters.get("corrupt_frames", 0) > corrupt and raw is not None and source.rate:
+                        # frames were lost to damage: the index is the frame's position in the source (from
+                        # its PTS and the frame rate), not a count of frames decoded, so time order holds
+                        index = max(index, base + int(round((raw - source.start) * source.rate)))
+                    self._index = index + 1
                     pts = None if raw is None else raw + offset
                     if raw is not None:
                         if first_raw is None:

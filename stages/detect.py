@@ -48,15 +48,15 @@ class DetectConfig(BaseModel):
     # first use, or give a path to a .pt/.onnx file
     yolo_model: str = "yolo11n.pt"
     # YOLO input size (pixels, long side): Ultralytics' default, what the model was trained at
-    yolo_imgsz: int = Field(640, ge=32)
+    yolo_imgsz: int = Field(640, ge=32, le=4096)
     # lowest detection confidence kept: 0.1 is what Ultralytics' track mode uses, so the tracker's second
     # (low-score) association stage still sees weak boxes; new tracks need the tracker's own higher threshold
     confidence: float = Field(0.1, ge=0.0, le=1.0)
     # smallest box height kept (frame pixels): a person under ~40 px tall upsampled to 224 gives the
     # network nothing to work with
-    min_box_size: float = Field(40.0, ge=0.0)
+    min_box_size: float = Field(40.0, ge=0.0, le=100000.0)
     # at most this many persons per frame: the FrameStore crop area holds 8 crops per frame
-    max_persons: int = Field(8, ge=1)
+    max_persons: int = Field(8, ge=1, le=128)
     # which persons win when there are more: the largest (closest) boxes, or the most confident
     keep: Literal["largest", "confident"] = "largest"
     # Ultralytics tracker: a name of its cfg/trackers/*.yaml (bytetrack, botsort, ocsort) or a path to
@@ -64,31 +64,31 @@ class DetectConfig(BaseModel):
     tracker: str = "bytetrack"
     # run the detector on every k-th frame of a source and let the tracker's Kalman filter carry the boxes
     # in between (also whenever no track is live, see redetect_below); 1 = every frame, the most accurate
-    detect_every: int = Field(1, ge=1)
+    detect_every: int = Field(1, ge=1, le=100000)
     # with detect_every > 1, also detect on the next frame when a live track's last detection scored below
     # this (a weak match drifts when carried); ByteTrack/BoT-SORT's own high-score threshold by default
     redetect_below: float = Field(0.25, ge=0.0, le=1.0)
     # crop side = this x the longer side of the tight box: METRO/FastMETRO training crops are the person's
     # box scaled by 1.2-1.3 (scale 1.25 x the 200 px box convention)
-    crop_scale: float = Field(1.25, gt=0.0)
+    crop_scale: float = Field(1.25, gt=0.0, le=10.0)
     # "auto": CUDA when present (YOLO only; HOG and the trackers run on the CPU)
     device: str = "auto"
     # frames detected in one detector call (offline mode only; live mode always sends each frame at
     # once): 1 = no waiting; YOLO on a GPU gains from 4-8. The tracker's results do not depend on it
-    batch_frames: int = Field(1, ge=1)
+    batch_frames: int = Field(1, ge=1, le=256)
     # the longest a frame waits for its batch to fill (ms), so a slow source is not held up
-    batch_wait_ms: float = Field(50.0, ge=0.0)
+    batch_wait_ms: float = Field(50.0, ge=0.0, le=60000.0)
     # HOG: the frame is shrunk to this long side first: the detector's 64x128 window then covers people
     # from about a third of the frame height up, and a 1080p frame costs ~0.15 s instead of ~0.4 s
-    hog_max_side: int = Field(400, ge=128)
+    hog_max_side: int = Field(400, ge=128, le=4096)
     # HOG: window step (pixels of the shrunk frame): 8 is OpenCV's default, 4x cheaper than 4
-    hog_stride: int = Field(8, ge=1)
+    hog_stride: int = Field(8, ge=1, le=64)
     # HOG: black rows added below the frame, as a fraction of its height: people cut by the bottom edge
     # (upper bodies, close-ups) still fit the full-body window
-    hog_pad_bottom: float = Field(0.5, ge=0.0)
+    hog_pad_bottom: float = Field(0.5, ge=0.0, le=4.0)
     # HOG: SVM margin a window needs; OpenCV's default 0 misses half the people in Ultralytics' sample
     # images at an 8-pixel window stride, -0.3 finds them (tests/test_detect.py) with a few more false boxes
-    hog_hit_threshold: float = -0.3
+    hog_hit_threshold: float = Field(-0.3, ge=-100.0, le=100.0)
 
     @field_validator("tracker")
     @classmethod
@@ -167,9 +167,11 @@ class DetectStage(Stage):
         for source in dict.fromkeys(f.source for f in frames):  # per source, in arrival order
             mine = [(i, f) for i, f in enumerate(frames) if f.source == source]
             tracker = self.tracker_for(source)
-            before = tracker.detector_runs
+            before, small = tracker.detector_runs, tracker.too_small
             outs = tracker.update_batch([self.store.frame(f) for _, f in mine])
             self.count("detector_runs", tracker.detector_runs - before)
+            if tracker.too_small > small:
+                self.count("too_small", tracker.too_small - small)
             for (i, _), r in zip(mine, outs):
                 results[i] = r
         out = []

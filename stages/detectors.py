@@ -66,6 +66,11 @@ class HogDetector:
         h, w = rgb.shape[:2]
         f = min(1.0, self.max_side / max(h, w))
         img = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1.0 else rgb
+        win_w, win_h = self.hog.winSize
+        if img.shape[1] < win_w or img.shape[0] < win_h:
+            # smaller than the detection window (64 x 128): nothing to find, and OpenCV's HOG reads out of
+            # bounds on such images (tiny frames crashed it)
+            return Dets.empty()
         pad = int(round(self.pad_bottom * img.shape[0]))
         if pad:
             img = cv2.copyMakeBorder(img, 0, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))

@@ -52,7 +52,7 @@ class InferConfig(BaseModel):
     max_batch: int = Field(16, ge=1, le=512)
     # How long the oldest waiting frame may wait for its batch to fill. None: 10 ms live (bounded latency),
     # 500 ms offline (full batches).
-    max_wait_ms: Optional[float] = Field(None, ge=0)
+    max_wait_ms: Optional[float] = Field(None, ge=0, le=60000)
     # Speed settings of the engine (fastmetro.engine.EngineOptions); defaults are exact and work anywhere.
     channels_last: bool = True
     fold_batchnorm: bool = True
@@ -61,14 +61,14 @@ class InferConfig(BaseModel):
     compile: bool = False
     cuda_graphs: bool = False
     quantize: Literal["none", "int8-dynamic"] = "none"
-    threads: Optional[int] = Field(None, ge=1)  # CPU threads for torch; None = all cores
+    threads: Optional[int] = Field(None, ge=1, le=4096)  # CPU threads for torch; None = all cores
     # torch runs the network in PyTorch (every setting above); onnxruntime runs it exported to ONNX (fp32,
     # CPU, exported once per checkpoint into the user cache; needs `pip install onnxruntime onnx`).
     # Default torch: exact, no extra package, and honours every setting above.
     backend: Literal["torch", "onnxruntime"] = "torch"
     # Focal length (frame pixels) of the perspective camera results are expressed in; None = frame
     # diagonal (fastmetro.camera.default_focal). Set it when you know your camera.
-    focal: Optional[float] = Field(None, gt=0)
+    focal: Optional[float] = Field(None, gt=0, le=1e7)
     # A hand mesh on every person (stages/infer_hands.py): None = on where the body network runs on CUDA,
     # off on a CPU (there hands cost 2.75x a 5-person frame's time). Needs the MANO mesh data files.
     hands: Optional[bool] = None
@@ -80,8 +80,8 @@ class InferConfig(BaseModel):
     hand_assets_dir: Optional[str] = None
     # A hand crop is hand_scale x the projected hand's extent; hands spanning fewer pixels than
     # hand_min_px get none (counted as hands_skipped_too_small).
-    hand_scale: float = Field(2.0, gt=1.0)
-    hand_min_px: float = Field(16.0, ge=1.0)
+    hand_scale: float = Field(2.0, gt=1.0, le=10.0)
+    hand_min_px: float = Field(16.0, ge=1.0, le=10000.0)
 
     def hand_engine_options(self):
         """The EngineOptions of the hand network: the body's speed settings, the hand's weights and data."""
@@ -242,6 +242,15 @@ class InferStage(Stage):
         for batch in batches:
             crops = np.concatenate([p.crops for p in batch]) if batch else None
             result = self.engine(crops) if crops is not None and len(crops) else None
+            if result is not None and not all(np.isfinite(v).all() for v in result.values()):
+                # said here, naming the weights, rather than by a later stage choking on NaN
+                from fastmetro.checkpoints import DOWNLOAD_DOC
+
+                bad = int(sum(~np.isfinite(v.reshape(len(crops), -1)).all(1) for v in result.values()).astype(bool).sum())
+                raise StageError(
+                    f"the network's outputs are not finite (NaN or infinity) for {bad} of {len(crops)} crops: "
+                    f"checkpoint {self.cfg.checkpoint or '(untrained weights)'} is likely damaged; download it "
+                    f"again ({DOWNLOAD_DOC})")
             self.count("forwards", result is not None)
             self.count("crops", 0 if crops is None else len(crops))
             row, frames = 0, []

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from draw.raster import MeshRenderer, mesh_items
 from draw.video import VideoWriter
 from pipeline.messages import EndOfStream, MeshFrame
-from pipeline.stage import Stage, StageContext, StageError
+from pipeline.stage import Stage, StageContext, StageError, check_output_file
 from pipeline.subscriber import person_data
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,9 @@ class OverlayStage(Stage):
         self.releases_pixels = True  # the last stage that reads pixels (the runtime says so again)
         self.store: Any = None  # set by the runtime
         self.overlay: Optional[OverlayRecorder] = None
+
+    def check(self) -> None:
+        check_output_file(self.cfg.path, "overlay.path")
 
     def setup(self) -> None:
         import fastmetro.assets

@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
+import zmq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.messages import EndOfStream, MeshFrame
 from pipeline import wire
 from pipeline.publisher import DEFAULT_ENDPOINT, Publisher, PublishError, check_endpoint
-from pipeline.stage import Stage, StageContext, StageError, config_section
+from pipeline.stage import Stage, StageContext, StageError, check_output_file, config_section
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,16 @@ class PublishConfig(BaseModel):
     mode: Literal["latest", "lossless"] = "latest"
     # Messages queued per consumer before latest mode drops / lossless mode blocks: 4 frames is about
     # 130 ms at 30 fps, enough to ride out a hiccup without letting a slow consumer fall far behind.
-    hwm: int = Field(4, ge=1)
+    hwm: int = Field(4, ge=1, le=100000)
     # How long close() waits to deliver what is still queued; bounded so shutdown never hangs.
-    linger_ms: int = Field(2000, ge=0)
+    linger_ms: int = Field(2000, ge=0, le=60000)
     # float32 is exact; float16 (~0.5 mm error at 1 m) and int16 (scale / 2 error) halve the bytes.
     vertices_dtype: Literal["float32", "float16", "int16"] = "float32"
     # Send vertices in every Nth frame message (1 = every frame, 0 = never: joints and camera only).
-    vertices_every: int = Field(1, ge=0)
+    vertices_every: int = Field(1, ge=0, le=100000)
     # Topology re-sent every this many seconds (0 = only at start and on subscription): 2 s bounds
     # the wait of a subscriber that missed the on-subscription copy, at ~165 KB per copy.
-    topology_interval_s: float = Field(2.0, ge=0)
+    topology_interval_s: float = Field(2.0, ge=0, le=3600)
     # Re-send the topology whenever a subscriber joins (latest mode), so it can decode at once.
     topology_on_subscribe: bool = True
     # --record FILE: every published message with its time (one msgpack [t, topic, payload] each).
@@ -59,6 +60,13 @@ class PublishConfig(BaseModel):
     # Directory of client public keys allowed in (DIR/authorized_clients); None = any client that
     # knows the server's public key (encryption without client authentication).
     curve_clients: Optional[Path] = None
+
+    @field_validator("topology_interval_s")
+    @classmethod
+    def _topology_interval(cls, v: float) -> float:
+        if 0 < v < 0.1:  # below that the stage does little but send topologies (165 KB each)
+            raise ValueError("publish.topology_interval_s: use 0 (never again) or at least 0.1 s")
+        return v
 
     @field_validator("endpoint")
     @classmethod
@@ -103,13 +111,20 @@ class PublishStage(Stage):
         self._hand_faces = None  # the MANO faces, read when the first frame with hands comes
         self._hand_joint_names: tuple = ()
         self._last_topology: Optional[float] = None  # monotonic time of the last topology sent
+        self.end_sent = False
+        self.stop_reason: Optional[str] = None  # set by the runtime when the run stops before its end
 
     # -- runtime protocol
     def check(self) -> None:
+        if not self.stream or len(self.stream) > wire.MAX_STREAM_ID or "/" in self.stream:
+            raise StageError(f"stream id {self.stream!r} (publish.stream or source_id): use 1 to "
+                             f"{wire.MAX_STREAM_ID} characters without '/' (it is the first part of every topic)")
         try:
             check_endpoint(self.cfg.endpoint)
         except PublishError as e:
             raise StageError(str(e)) from e
+        if self.cfg.record is not None:
+            check_output_file(self.cfg.record, "publish.record")
 
     def setup(self) -> None:
         import fastmetro
@@ -183,8 +198,11 @@ class PublishStage(Stage):
             self.seq += 1
             self.count("published")
             self.count("published_bytes", len(payload))
+            if self.publisher.record_failed and not self.counters.get("record_failed"):
+                self.count("record_failed")
         elif isinstance(msg, EndOfStream):
             self.publisher.send(wire.topic(self.stream, "end"), wire.encode_end(msg, self.stream, self.seq), reliable=True)
+            self.end_sent = True
             self.count("end_sent")
         else:
             raise TypeError(f"publish stage got {type(msg).__name__}; expected MeshFrame or EndOfStream")
@@ -209,7 +227,26 @@ class PublishStage(Stage):
             self._maybe_topology()
         return []
 
+    def _send_last_end(self) -> None:
+        """The run stopped before its end of stream (an error, a killed stage, Ctrl-C twice, a stop
+        timeout): still tell subscribers, with the reason, so none waits forever. Bounded by linger_ms."""
+        pub = self.publisher
+        if pub is None or pub.sock is None or self.end_sent:
+            return
+        reason = self.stop_reason or "stopped"
+        payload = wire.encode_end(EndOfStream(self.stream, self.seq, reason), self.stream, self.seq)
+        try:
+            if self.cfg.mode == "lossless" and not pub.sock.poll(self.cfg.linger_ms, zmq.POLLOUT):
+                log.warning("no consumer took the end message within %d ms", self.cfg.linger_ms)
+                return
+            pub.send(wire.topic(self.stream, "end"), payload, reliable=True)
+            self.end_sent = True
+            self.count("end_sent")
+        except (zmq.ZMQError, OSError) as e:
+            log.warning("could not send the end message: %s", e)
+
     def close(self) -> None:
         if self.publisher is not None:
+            self._send_last_end()
             self.publisher.close()
             self.publisher = None

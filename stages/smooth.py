@@ -56,13 +56,13 @@ class NoiseConfig(BaseModel):
 
     # standard deviation of the random acceleration (units/s^2) of the constant-velocity model; with
     # constant acceleration, of the acceleration's change per step
-    process: float = Field(10.0, gt=0)
+    process: float = Field(10.0, gt=0, le=1e9)
     # standard deviation of the per-frame error of the network's value (units)
-    measurement: float = Field(0.01, gt=0)
+    measurement: float = Field(0.01, gt=0, le=1e9)
     # standard deviation of the speed at birth (units/s): the first frames settle the velocity
-    initial_speed: float = Field(1.0, gt=0)
+    initial_speed: float = Field(1.0, gt=0, le=1e9)
     # standard deviation of the acceleration at birth (units/s^2), constant-acceleration model only
-    initial_accel: float = Field(10.0, gt=0)
+    initial_accel: float = Field(10.0, gt=0, le=1e9)
 
 
 class OneEuroConfig(BaseModel):
@@ -72,12 +72,12 @@ class OneEuroConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # cutoff (Hz) at rest: 1 Hz removes most per-frame jitter of a still person (the paper's default)
-    min_cutoff: float = Field(1.0, gt=0)
+    min_cutoff: float = Field(1.0, gt=0, le=1e6)
     # cutoff increase per (noise std / s) of speed: at 0.1 a limb moving 1 m/s (100 noise stds of 1 cm
     # per second) gets an 11 Hz cutoff; bench_smooth: 2.1x less jitter at 0.7 frame lag (0.05: 1.2 frames)
-    beta: float = Field(0.1, ge=0)
+    beta: float = Field(0.1, ge=0, le=1e6)
     # cutoff (Hz) of the speed estimate: the paper's default
-    d_cutoff: float = Field(1.0, gt=0)
+    d_cutoff: float = Field(1.0, gt=0, le=1e6)
 
 
 def _noise(process: float, measurement: float, initial_speed: float, initial_accel: float) -> Any:
@@ -117,18 +117,18 @@ class SmoothConfig(BaseModel):
     betas: NoiseConfig = _noise(0.01, 0.1, 0.01, 0.01)
     # frames a missing track coasts (predicted) before it is dropped and reported lost: 5 frames
     # (1/6 s at 30 fps) bridges a missed detection without extrapolating a limb far
-    max_coast: int = Field(5, ge=0)
+    max_coast: int = Field(5, ge=0, le=3000)
     # offline (file) mode: the RTS backward pass; "none" runs the online filter in both modes
     offline: Literal["rts", "none"] = "rts"
     # each offline output has seen at least this many later frames of its track: 15 (0.5 s at 30 fps) is
     # several time constants of the default filter, beyond which later frames change nothing visible
-    rts_lag: int = Field(15, ge=0)
+    rts_lag: int = Field(15, ge=0, le=3000)
     # frames emitted per backward pass (1 = classic fixed-lag smoother): memory per track is
     # rts_lag + rts_window steps (~0.33 MB each for a 6,890-vertex mesh); 15 does 2 backward steps per
     # frame where fixed-lag does rts_lag + 1
-    rts_window: int = Field(15, ge=1)
+    rts_window: int = Field(15, ge=1, le=3000)
     # frame rate assumed for the time step when the container gives no PTS (most cameras are 30 fps)
-    fps: float = Field(30.0, gt=0)
+    fps: float = Field(30.0, gt=0, le=1000)
     one_euro: OneEuroConfig = Field(default_factory=OneEuroConfig)
 
     def holds_frames(self, mode: Optional[str]) -> int:
@@ -454,6 +454,12 @@ class SmoothStage(Stage):
         while q and q[0].missing == 0:
             msg = q.popleft().msg
             if isinstance(msg, MeshFrame):
+                if msg.persons and msg.focal:  # joints2d: the projection of the published joints3d + cam_t
+                    from fastmetro import camera  # (smoothed apart they disagreed by up to 173 px)
+
+                    j2d = camera.project(np.stack([p.joints3d for p in msg.persons]), np.stack(
+                        [p.cam_t for p in msg.persons]), msg.focal, (msg.frame.width, msg.frame.height))
+                    msg.persons = [dataclasses.replace(p, joints2d=j.astype(np.float32)) for p, j in zip(msg.persons, j2d)]
                 msg.frame.times[self.name] = now()  # when it left this stage (offline: after smoothing)
             out.append(msg)
         return out

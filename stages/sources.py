@@ -11,7 +11,9 @@
     source.open(); for pts, to_rgb in source.pictures(): ...; source.close()     one pass
 
 `pictures()` yields, per picture in decode order, its time in seconds (None if unknown) and `to_rgb(max_pixels)`
-that decodes it to (H, W, 3) uint8 RGB fitted to max_pixels (None: unreadable, counted). Slots, pacing,
+that decodes it to (H, W, 3) uint8 RGB fitted to max_pixels (None: unreadable, counted). A file source also
+sets `rate` and `start` (its frame rate and first time), by which the stage numbers frames after damaged data,
+and counts a file that ends before the frames its index lists (truncated, frames_missing). Slots, pacing,
 start/max frames, looping and reconnects are the decode stage's.
 """
 from __future__ import annotations
@@ -108,6 +110,11 @@ def open_av(src: str, **kw):
 
     try:
         return av.open(src, mode="r", **kw)
+    except av.error.ExitError as e:  # FFmpeg's "Immediate exit requested": PyAV's open timeout fired
+        timeout = kw.get("timeout")
+        limit = timeout[0] if isinstance(timeout, tuple) else timeout
+        raise SourceError(f"cannot open source {src!r}: no answer within decode.open_timeout_s="
+                          f"{limit:g} s (check the address, or raise the timeout)") from e
     except (av.error.FFmpegError, OSError) as e:
         raise SourceError(f"cannot open source {src!r}: {e} (check that it is a readable video file, "
                           f"image folder, camera or URL)") from e
@@ -121,19 +128,28 @@ def video_stream(container, src: str):
     return stream
 
 
-def decoded(container, stream, live: bool, stop: threading.Event, count: Callable[[str], None]) -> Iterator[Any]:
+def decoded(container, stream, live: bool, stop: threading.Event, count: Callable[..., None]) -> Iterator[Any]:
     """Decoded av.VideoFrames; packets the decoder or demuxer rejects are counted and skipped.
     Live: an I/O error (lost connection, timeout) is raised for the caller to reconnect."""
     import av
 
     demux = container.demux(stream)
     errors_in_row = 0
+
+    def flushed():  # frames the decoder still holds when the data ends early (a cut file)
+        try:
+            return [vf for vf in stream.codec_context.decode(None) if not vf.is_corrupt]
+        except (av.error.FFmpegError, ValueError):
+            return []
+
     while not stop.is_set():
         try:
             packet = next(demux)
         except StopIteration:
+            yield from flushed()
             return
         except av.error.EOFError:
+            yield from flushed()
             return
         except av.error.InvalidDataError as e:
             count("corrupt_frames")
@@ -149,6 +165,7 @@ def decoded(container, stream, live: bool, stop: threading.Event, count: Callabl
                 raise
             count("corrupt_frames")
             log.error("decode: read error, the rest of the file is skipped (%s)", e)
+            yield from flushed()
             return
         try:
             frames = packet.decode()
@@ -175,8 +192,10 @@ class Source:
     kind: ClassVar[str] = "source"
     live: ClassVar[bool] = False
     period: Optional[float] = None
+    rate: Optional[float] = None  # frames per second the source declares (None: unknown), set by pictures()
+    start: float = 0.0  # the time of the source's first frame, set by pictures()
 
-    def __init__(self, src: str, cfg: Any, stop: threading.Event, count: Callable[[str], None]) -> None:
+    def __init__(self, src: str, cfg: Any, stop: threading.Event, count: Callable[..., None]) -> None:
         self.src, self.cfg, self.stop, self.count = src, cfg, stop, count
         self.finite = True
 
@@ -206,8 +225,19 @@ class FileSource(Source):
 
     def pictures(self) -> Iterator[Picture]:
         stream = video_stream(self.container, self.src)
+        rate = stream.average_rate or stream.guessed_rate
+        self.rate = float(rate) if rate else None
+        self.start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        seen = 0
         for vf in decoded(self.container, stream, False, self.stop, self.count):
+            seen += 1
             yield (None if vf.time is None else float(vf.time)), (lambda mp, vf=vf: _to_rgb(vf, mp))
+        declared = stream.frames or 0  # frames the container's index lists (0: unknown)
+        if declared and seen < declared and not self.stop.is_set():
+            self.count("truncated")
+            self.count("frames_missing", declared - seen)
+            log.warning("decode: %s ended after %d of the %d frames its index lists (truncated or damaged file)",
+                        self.src, seen, declared)
 
     def close(self) -> None:
         self.container.close()
@@ -216,7 +246,7 @@ class FileSource(Source):
 class ImageFolderSource(Source):
     kind = "images"
 
-    def __init__(self, src: str, cfg: Any, stop: threading.Event, count: Callable[[str], None]) -> None:
+    def __init__(self, src: str, cfg: Any, stop: threading.Event, count: Callable[..., None]) -> None:
         super().__init__(src, cfg, stop, count)
         self.period = 1.0 / cfg.image_fps
 
@@ -284,7 +314,7 @@ class CameraSource(UrlSource):
 
     kind = "camera"
 
-    def __init__(self, src: str, cfg: Any, stop: threading.Event, count: Callable[[str], None]) -> None:
+    def __init__(self, src: str, cfg: Any, stop: threading.Event, count: Callable[..., None]) -> None:
         super().__init__(src, cfg, stop, count)
         self.capture = None
         self.t_start = time.monotonic()
@@ -358,6 +388,6 @@ SOURCES: dict[str, type[Source]] = {
     "file": FileSource, "images": ImageFolderSource, "camera": CameraSource, "url": UrlSource}
 
 
-def make_source(src: str, cfg: Any, stop: threading.Event, count: Callable[[str], None]) -> Source:
+def make_source(src: str, cfg: Any, stop: threading.Event, count: Callable[..., None]) -> Source:
     """The Source for what `src` names (see source_kind)."""
     return SOURCES[source_kind(src)](src, cfg, stop, count)

@@ -138,6 +138,12 @@ class PersonTracker:
         self.frames = 0  # frames seen
         self._reported: set[int] = set()  # ids ever sent downstream
         self.detector_runs = 0
+        self.too_small = 0  # frames too small to hold a person: not given to the detector
+
+    def holds_person(self, rgb: np.ndarray) -> bool:
+        """Whether a frame is large enough to hold a person the filter would keep (min_box_size tall)."""
+        h, w = rgb.shape[:2]
+        return h >= max(self.cfg.min_box_size, 16.0) and w >= 8
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -157,8 +163,11 @@ class PersonTracker:
 
     def update_batch(self, frames: Sequence[np.ndarray]) -> list[tuple[list[Person], list[int]]]:
         first = self.frames
-        planned = [k for k in range(len(frames)) if self._scheduled(first + k)]
+        small = {k for k, rgb in enumerate(frames) if not self.holds_person(rgb)}
+        self.too_small += len(small)
+        planned = [k for k in range(len(frames)) if self._scheduled(first + k) and k not in small]
         dets = dict(zip(planned, self.detector.detect([frames[k] for k in planned]))) if planned else {}
+        dets.update({k: Dets.empty() for k in small})  # skipped: no detection, tracks age as usual
         self.detector_runs += len(planned)
         out = []
         for k, rgb in enumerate(frames):

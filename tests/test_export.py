@@ -199,7 +199,9 @@ def test_skeleton_only_in_frames_sent_with_vertices(tmp_path):
     assert all(t["files"] == [f"{t['name']}.npz"] and "no skeleton" in t["note"] for t in summary.tracks)
 
 
-def test_a_degenerate_mesh_gets_no_skeleton(tmp_path):
+def test_a_frame_with_nan_vertices_stops_the_export_where_it_is(tmp_path):
+    # arrays on the wire are finite (docs/schema.md): the decoder refuses such a frame, and the export
+    # keeps the frames before it and says where it stopped, with no NaN in what it wrote
     rec = tmp_path / "run.msgpack"
     w = wire.RecordWriter(rec)
     w.write(0.0, b"s/topology", wire.encode_topology("s", 0, FACES, ["j"] * 14, ["h"] * 17))
@@ -209,7 +211,8 @@ def test_a_degenerate_mesh_gets_no_skeleton(tmp_path):
             mf.persons[0].vertices[:] = np.nan
         w.write(0.0, b"s/frame", wire.encode_frame(mf, "s", i))
     w.close()
-    export_recording(rec, tmp_path / "out", ExportOptions(formats=("npz", "bvh")))
+    summary = export_recording(rec, tmp_path / "out", ExportOptions(formats=("npz", "bvh")))
     z = np.load(tmp_path / "out" / "track_0001.npz")
-    assert z["frame_index"].tolist() == [0, 1, 2, 3] and z["humanoid_frame"].tolist() == [0, 1, 3]
+    assert z["frame_index"].tolist() == [0, 1] and z["humanoid_frame"].tolist() == [0, 1]
+    assert summary.note is not None and "record 4" in summary.note and "NaN" in summary.note, summary.note
     assert "nan" not in (tmp_path / "out" / "track_0001.bvh").read_text().lower()

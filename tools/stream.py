@@ -121,6 +121,12 @@ def replay_command(args: argparse.Namespace) -> int:
 def listen_command(args: argparse.Namespace) -> int:
     from pipeline.subscriber import Subscriber
 
+    def shown(text: str, limit: int = 200) -> str:
+        """Publisher-controlled text made safe for a terminal: control characters (escape sequences
+        that set the title, clear the screen or write the clipboard; CR, LF) escaped, length bounded."""
+        out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text)[:limit])
+        return out + ("..." if len(str(text)) > limit else "")
+
     endpoints = args.endpoint or [DEFAULT_ENDPOINT]
     sub = Subscriber(endpoints, stream=args.stream, mode=args.mode,
                      server_key=args.curve_server_key, client_key=args.curve_client_key)
@@ -138,7 +144,7 @@ def listen_command(args: argparse.Namespace) -> int:
                 frames += 1
                 persons += len(msg.persons)
             elif msg is not None and msg.kind == "end":
-                print(f"end of stream {msg.stream}: {msg.frames} frames ({msg.reason})")
+                print(f"end of stream {shown(msg.stream)}: {msg.frames} frames ({shown(msg.reason)})")
             now_ = time.monotonic()
             if now_ - last >= args.interval or (args.frames and frames >= args.frames) or (msg is not None and msg.kind == "end"):
                 dt = max(now_ - last, 1e-9)

@@ -122,6 +122,10 @@ class MeshViewer:
                 self._faces[msg.stream] = np.asarray(msg.faces, dtype=np.uint32)
                 if msg.hand is not None:
                     self._hand_faces[msg.stream] = np.asarray(msg.hand.faces_right)
+                for stream in [s for s in self._faces if s not in self.sub.topology]:
+                    del self._faces[stream]  # the subscriber forgot it (bounded per-stream state)
+                for stream in [s for s in self._hand_faces if s not in self.sub.topology]:
+                    del self._hand_faces[stream]
                 self.state = "streaming"
             elif isinstance(msg, FrameData):
                 self.frames_received += 1
@@ -130,6 +134,10 @@ class MeshViewer:
                 # every frame's vertices are kept (frames that are never drawn too), lost tracks forgotten
                 self._newest_items = mesh_items(msg.persons, self._last_vertices, msg.lost,
                                                 self._hand_faces.get(msg.stream))
+                if len(self._last_vertices) > self.MAX_TRACKS:  # track ids never reported lost
+                    current = {p.track_id for p in msg.persons}
+                    for tid in [t for t in self._last_vertices if t not in current]:
+                        del self._last_vertices[tid]
                 newest = msg
             elif isinstance(msg, EndData):
                 self.state, self.end = "ended", msg
@@ -228,12 +236,23 @@ class MeshViewer:
             return 0.0
         return (len(self._rate) - 1) / max(self._rate[-1] - self._rate[0], 1e-6)
 
+    # Vertices kept for at most this many tracks (a frame without vertices reuses them).
+    MAX_TRACKS = 256
+
+    @staticmethod
+    def _plain(text: Any, limit: int = 80) -> str:
+        """Publisher-controlled text for the markdown panel: printable characters only, none that
+        markdown or HTML would read as markup, length bounded."""
+        out = "".join(c if c.isprintable() and c not in "`*[]<>&|\\" else "?" for c in str(text)[:limit])
+        return out + ("..." if len(str(text)) > limit else "")
+
     def _status_text(self) -> str:
         if self.state == "waiting":
             return f"**waiting for stream** on `{self.endpoint}`"
         if self.state == "ended":
             e = self.end
-            return (f"**ended**: stream `{e.stream}`, {e.frames} frames ({e.reason}); waiting for a new one"
+            return (f"**ended**: stream `{self._plain(e.stream)}`, {e.frames} frames ({self._plain(e.reason)}); "
+                    "waiting for a new one"
                     if e is not None else "**ended**")
         return f"**{'paused' if self.paused else 'streaming'}** `{self.endpoint}`"
 
@@ -242,7 +261,7 @@ class MeshViewer:
         if f is None:
             return "frame -"
         s = self.sub.stats
-        lines = [f"frame **{f.index}** (seq {f.seq}) of stream `{f.stream}`",
+        lines = [f"frame **{f.index}** (seq {f.seq}) of stream `{self._plain(f.stream)}`",
                  f"{len(f.persons)} persons · {self._fps():.1f} fps received",
                  f"received {self.frames_received} · shown {self.frames_shown} · missed {s['missed']}"]
         if self.paused and self.newest is not None and self.newest is not f:

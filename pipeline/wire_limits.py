@@ -1,0 +1,75 @@
+"""Bounds on untrusted msgpack, checked on the raw bytes before anything is built (docs/schema.md,
+"Decoding rules" 7): how many objects a payload holds and how deep it nests. `pipeline.wire.unpackb`
+calls `check_structure` first, so a hostile message cannot make the decoder build far more than its size.
+"""
+from __future__ import annotations
+
+# Structure limits, checked on the raw bytes before msgpack builds anything: a frame message holds about
+# 120 msgpack objects per person, so 100,000 objects is ~800 persons; a valid message nests 5 deep.
+# Without them a 1 MB payload of empty maps becomes a million dicts (~70 MB).
+MAX_OBJECTS = 100_000
+MAX_DEPTH = 16
+
+
+class StructureError(ValueError):
+    """A payload whose msgpack structure is over the limits, or not msgpack at all."""
+
+
+# msgpack type byte -> (bytes of the length/value field, kind): "skip" a fixed-size value, "len" a
+# str/bin/ext whose length follows (ext: plus a type byte), "arr"/"map" a container whose count follows.
+_MSGPACK_HEADS = {0xc4: (1, "len"), 0xc5: (2, "len"), 0xc6: (4, "len"), 0xc7: (1, "ext"), 0xc8: (2, "ext"),
+                  0xc9: (4, "ext"), 0xca: (4, "skip"), 0xcb: (8, "skip"), 0xcc: (1, "skip"), 0xcd: (2, "skip"),
+                  0xce: (4, "skip"), 0xcf: (8, "skip"), 0xd0: (1, "skip"), 0xd1: (2, "skip"), 0xd2: (4, "skip"),
+                  0xd3: (8, "skip"), 0xd4: (2, "skip"), 0xd5: (3, "skip"), 0xd6: (5, "skip"), 0xd7: (9, "skip"),
+                  0xd8: (17, "skip"), 0xd9: (1, "len"), 0xda: (2, "len"), 0xdb: (4, "len"), 0xdc: (2, "arr"),
+                  0xdd: (4, "arr"), 0xde: (2, "map"), 0xdf: (4, "map")}
+
+
+def check_structure(payload: bytes, max_objects: int = MAX_OBJECTS, max_depth: int = MAX_DEPTH) -> int:
+    """Walk the msgpack headers of one object without building it (str/bin contents are skipped):
+    StructureError if it holds more than max_objects objects, nests deeper than max_depth, or a container
+    claims more elements than bytes remain. Returns the number of objects."""
+    b, n, pos, objects = memoryview(payload), len(payload), 0, 0
+    remaining = [1]  # items still to read at each open container level
+    while remaining:
+        if remaining[-1] == 0:
+            remaining.pop()
+            continue
+        remaining[-1] -= 1
+        if pos >= n:
+            raise StructureError("not a msgpack object: truncated")
+        t = b[pos]
+        pos += 1
+        objects += 1
+        if objects > max_objects:
+            raise StructureError(f"message holds more than {max_objects} msgpack objects")
+        count = 0
+        if t <= 0x7f or t >= 0xe0 or t in (0xc0, 0xc2, 0xc3):
+            continue
+        if 0x80 <= t <= 0x8f:
+            count = 2 * (t & 0x0f)
+        elif 0x90 <= t <= 0x9f:
+            count = t & 0x0f
+        elif 0xa0 <= t <= 0xbf:
+            pos += t & 0x1f
+            continue
+        elif t in _MSGPACK_HEADS:
+            size, kind = _MSGPACK_HEADS[t]
+            if kind == "skip":
+                pos += size
+                continue
+            value = int.from_bytes(b[pos:pos + size], "big")
+            pos += size
+            if kind in ("len", "ext"):
+                pos += value + (1 if kind == "ext" else 0)
+                continue
+            count = value * (2 if kind == "map" else 1)
+        else:
+            raise StructureError(f"not a msgpack object: byte 0x{t:02x} at {pos - 1}")
+        if count > n - pos:
+            raise StructureError(f"a msgpack container claims {count} items in {n - pos} bytes")
+        if count:
+            if len(remaining) > max_depth:
+                raise StructureError(f"message nests deeper than {max_depth}")
+            remaining.append(count)
+    return objects
