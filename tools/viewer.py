@@ -167,6 +167,18 @@ class MeshViewer:
         self.close()
 
     # ---------------------------------------------------------------------------------------- drawing
+    def _put_mesh(self, handles: dict, key, name: str, world: np.ndarray, faces: np.ndarray, track_id: int) -> None:
+        """Move the mesh under `key` to `world`, or (new, or other triangles) add it in its track's colour."""
+        mesh = handles.get(key)
+        if mesh is not None and mesh.faces.shape == faces.shape:
+            mesh.vertices = world
+            return
+        if mesh is not None:
+            mesh.remove()
+        handles[key] = self.server.scene.add_mesh_simple(
+            name, vertices=world, faces=faces, color=track_colour(track_id), side="double", cast_shadow=False,
+            receive_shadow=False)
+
     def _draw(self, frame: FrameData, items: list[MeshItem]) -> None:
         faces = self._faces.get(frame.stream)
         present, hands_present = set(), set()
@@ -179,30 +191,15 @@ class MeshViewer:
                     hands_present.add(key)
                     world = (np.asarray(it.vertices, np.float32) + np.asarray(it.cam_t, np.float32)) * _TO_WORLD
                     hand_faces = np.asarray(it.faces, dtype=np.uint32)
-                    mesh = self._hand_meshes.get(key)
-                    if mesh is not None and mesh.faces.shape == hand_faces.shape:
-                        mesh.vertices = world
-                    else:
-                        if mesh is not None:
-                            mesh.remove()
-                        self._hand_meshes[key] = self.server.scene.add_mesh_simple(
-                            f"/hands/{it.track_id}_{it.part}", vertices=world, faces=hand_faces,
-                            color=track_colour(it.track_id), side="double", cast_shadow=False, receive_shadow=False)
+                    self._put_mesh(self._hand_meshes, key, f"/hands/{it.track_id}_{it.part}", world, hand_faces,
+                                   it.track_id)
                     continue
                 cam_t = np.asarray(it.cam_t, np.float32)
                 world = (np.asarray(it.vertices, np.float32) + cam_t) * _TO_WORLD
                 top = world[np.argmax(world[:, 1])] + np.array([0.0, 0.15, 0.0], np.float32)
                 tid = it.track_id
                 present.add(tid)
-                mesh = self._meshes.get(tid)
-                if mesh is not None and mesh.faces.shape == faces.shape:
-                    mesh.vertices = world
-                else:
-                    if mesh is not None:
-                        mesh.remove()
-                    self._meshes[tid] = self.server.scene.add_mesh_simple(
-                        f"/persons/{tid}", vertices=world, faces=faces, color=track_colour(tid), side="double",
-                        cast_shadow=False, receive_shadow=False)
+                self._put_mesh(self._meshes, tid, f"/persons/{tid}", world, faces, tid)
                 if tid in self._labels:
                     self._labels[tid].position = tuple(float(c) for c in top)
                 else:
