@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from draw.colours import track_colour
-from draw.raster import MeshItem, mesh_items
+from draw.raster import mesh_items
 from pipeline.subscriber import EndData, FrameData, Subscriber, Topology
 
 log = logging.getLogger(__name__)

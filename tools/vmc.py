@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fastmetro import humanoid as hu
 from pipeline.subscriber import FrameData, Subscriber
 
-from .vmc_slots import Key, SlotAssigner, key_text, parse_track  # noqa: F401  (part of this module's API)
+from .vmc_slots import SlotAssigner, key_text, parse_track  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger("fastmetro-stream.vmc")
 
