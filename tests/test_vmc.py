@@ -462,6 +462,20 @@ def test_send_rate_limits_bundles(template):
     assert sender.stats["skipped_rate"] == 19
 
 
+def test_send_rate_holds_per_stream(template):
+    """Two streams' frames interleaved under a rate limit: each stream's avatar still gets its bundle (one
+    limit for all would let one stream's frames take every send)."""
+    rng = np.random.default_rng(5)
+    a = wire_frame(mesh_frame(0, [posed_person(template, rng, 1, [0, 0, 3])]), "camA")
+    b = wire_frame(mesh_frame(0, [posed_person(template, rng, 1, [1, 0, 3])]), "camB")
+    sender = VmcSender(VmcSettings(port=9, slots=2, select="first", rate=0.2))  # one bundle per 5 s and stream
+    for _ in range(10):
+        sender.send_frame(a)
+        sender.send_frame(b)
+    sender.close()
+    assert sender.stats["sent"] + sender.stats["send_errors"] == 2 and sender.stats["skipped_rate"] == 18
+
+
 def test_cli(capsys):
     from fastmetro_stream.cli import main
 

@@ -58,7 +58,7 @@ class VmcSettings(BaseModel):
     select: Literal["largest", "first", "track"] = "largest"
     track_id: Optional[int] = None
     track_stream: Optional[str] = None  # with select "track": that track of this stream only (None: any stream)
-    # Sends per second at most (0 = every frame the stream brings).
+    # Sends per second at most, per stream (0 = every frame the stream brings).
     rate: float = Field(0.0, ge=0)
     # Root motion: the avatar moves as the person does in front of the camera; off: it stays in place.
     root_motion: bool = True
@@ -197,7 +197,7 @@ class VmcSender:
         self._from: list[Optional[str]] = [None] * len(self.targets)  # slot -> stream of its (last) owner
         self._heard: dict[str, float] = {}  # stream owning a slot -> when its last frame came (monotonic)
         self._t0 = time.monotonic()
-        self._last_send = -1e9
+        self._last_send: dict[str, float] = {}  # stream -> when its frame was last sent (rate: per stream)
         self.stats = dict(frames=0, sent=0, skipped_rate=0, send_errors=0, assignments=0, held=0, tposes=0,
                           streams_released=0)
 
@@ -243,10 +243,13 @@ class VmcSender:
             self._heard[stream] = now
         for s in [s for s in self._heard if s not in owners]:
             del self._heard[s]  # bounded: only streams that hold a slot
-        if self.settings.rate > 0 and now - self._last_send < 1.0 / self.settings.rate:
+        # the rate holds per stream: one stream's frames never starve another's avatars
+        if self.settings.rate > 0 and now - self._last_send.get(stream, -1e9) < 1.0 / self.settings.rate:
             self.stats["skipped_rate"] += 1
             return 0
-        self._last_send = now
+        self._last_send[stream] = now
+        for s in [s for s in self._last_send if s not in owners and s not in self._from]:
+            del self._last_send[s]  # bounded: streams that hold a slot or a held pose
         by_track = {p.track_id: p for p in frame.persons}
         measured = []  # (slot, person) with a fresh measurement and a mesh
         for slot, key in enumerate(self.assigner.owner):
@@ -385,7 +388,7 @@ def add_commands(subparsers) -> None:
                    help="who gets the slots: largest boxes, earliest tracks, or --track ID")
     p.add_argument("--track", default=None, metavar="[STREAM:]ID",
                    help="the person for --select track: ID (that track id in any stream) or STREAM:ID")
-    p.add_argument("--rate", type=float, default=0.0, help="sends per second at most (default 0: every frame)")
+    p.add_argument("--rate", type=float, default=0.0, help="sends per second at most, per stream (default 0: every frame)")
     p.add_argument("--in-place", action="store_true", help="no root motion: the avatar stays at the origin")
     p.add_argument("--scale", type=float, default=1.0, help="length factor (default 1: the person's metres)")
     p.add_argument("--lost", choices=["hold", "tpose", "stop"], default="hold",
