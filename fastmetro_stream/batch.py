@@ -2,12 +2,16 @@
 
     fastmetro-stream batch takes/*.mp4 -o out/                      # a local Ray on this machine
     fastmetro-stream batch takes/ -o out/ --ray-address auto        # join a running cluster
+    fastmetro-stream batch takes/ -o out/ --export bvh,gltf           # and per-track files in out/<name>/
 
 Each video becomes one task that runs the whole pipeline on it (offline, nothing dropped) and writes
-OUT/<name>.msgpack, then OUT/<name>.json (the manifest: what was read, how many frames came out). A video
-counts as done only when both exist and the manifest still matches the video's size and time, so a
-re-run skips finished videos and redoes the rest. The recording is written under a temporary name and
-moved into place when the run has ended cleanly: a killed task never leaves a file that looks complete.
+OUT/<name>.msgpack, then OUT/<name>.json (the manifest: what was read, how many frames came out), and with
+`--export` the recording's per-track files (tools/export) in OUT/<name>/. A video counts as done only when
+its outputs exist and the manifest still matches the video's size and time, the settings, the recording
+and the exports asked for, so a re-run skips finished videos and redoes the rest (a video whose recording
+is done but whose exports are missing or of other formats is only exported again). The recording and the
+export folder are written under temporary names and moved into place when complete: a killed task never
+leaves a file that looks complete. A failed export fails its video (the recording is kept).
 
 A task whose worker dies (a killed process, a lost node) is retried by Ray (`--retries`); a video the
 pipeline refuses (unreadable, no video stream) fails at once with the pipeline's own error line, and the
@@ -15,14 +19,15 @@ other videos go on. Ray is an optional extra: `pip install fastmetro-stream[ray]
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .batch_outputs import (Job, VideoFailed, export_video, exports_complete, fingerprint,  # noqa: F401
+                            is_complete, read_manifest, settings_key, write_manifest)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv")
 
@@ -31,27 +36,8 @@ class BatchError(ValueError):
     """Something the user can fix before any video runs (no videos, no Ray, an unwritable folder)."""
 
 
-class VideoFailed(RuntimeError):
-    """The pipeline refused this video (its own error line). Not retried: it would fail the same way."""
-
-
 class RunInterrupted(RuntimeError):
     """The run on this video stopped before its end for a reason that may pass (a stage died). Retried."""
-
-
-@dataclass(frozen=True)
-class Job:
-    video: Path
-    name: str  # output stem, unique within the batch
-    out_dir: Path
-
-    @property
-    def recording(self) -> Path:
-        return self.out_dir / f"{self.name}.msgpack"
-
-    @property
-    def manifest(self) -> Path:
-        return self.out_dir / f"{self.name}.json"
 
 
 @dataclass
@@ -102,39 +88,30 @@ def plan(videos: Sequence[Path], out_dir: Path) -> list[Job]:
     return [Job(v, n, out_dir) for v, n in zip(videos, names)]
 
 
-def _fingerprint(video: Path) -> dict:
-    st = video.stat()
-    return {"video": str(video), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def settings_key(config_file: Optional[str], overrides: Sequence[str]) -> str:
-    """What the settings were: a video run with other settings is not done."""
-    text = Path(config_file).read_text() if config_file else ""
-    return hashlib.sha256(json.dumps([text, list(overrides)]).encode()).hexdigest()[:16]
-
-
-def is_complete(job: Job, settings: Optional[str] = None) -> bool:
-    """The recording and its manifest exist, and the manifest is of this very video, these settings and this
-    recording."""
-    try:
-        m = json.loads(job.manifest.read_text())
-        return (m.get("source") == _fingerprint(job.video) and job.recording.is_file()
-                and (settings is None or m.get("settings") == settings)
-                and job.recording.stat().st_size == m.get("recording_bytes"))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 # ------------------------------------------------------------------------------------------ one video
 def run_video(job: Job, config_file: Optional[str], overrides: Sequence[str], progress=None,
-              settings: Optional[str] = None) -> dict:
-    """Run the pipeline on one video into its recording and manifest; returns the manifest.
+              settings: Optional[str] = None, export=None) -> dict:
+    """Run the pipeline on one video into its recording and manifest, and with `export`
+    (tools.export.ExportOptions) the recording into per-track files in OUT/<name>/; returns the manifest,
+    with "ran": False when the recording was already done and only the export was made.
 
     settings: the key the manifest keeps (default: of config_file and overrides; the batch passes the key of
     the user's own settings, before it added the device).
 
     progress: an object with `.add(name, frames)` (a Ray actor handle's method or a plain object), told the
     published frame count about once a second."""
+    settings = settings or settings_key(config_file, overrides)
+    manifest = read_manifest(job, settings)
+    ran = manifest is None
+    if ran:
+        manifest = _record(job, config_file, overrides, progress, settings)
+    if export is not None and not exports_complete(job, manifest, export):
+        manifest = export_video(job, manifest, export)
+    return {**manifest, "ran": ran}
+
+
+def _record(job: Job, config_file: Optional[str], overrides: Sequence[str], progress, settings: str) -> dict:
+    """The pipeline on the video into its recording and manifest (without exports)."""
     from rich.console import Console
 
     from fastmetro_stream.api import run
@@ -178,8 +155,8 @@ def run_video(job: Job, config_file: Optional[str], overrides: Sequence[str], pr
             raise VideoFailed(f"{job.video}: {line}")
         raise RunInterrupted(f"{job.video}: {line}")
     manifest = {
-        "source": _fingerprint(job.video),
-        "settings": settings or settings_key(config_file, overrides),
+        "source": fingerprint(job.video),
+        "settings": settings,
         "recording": job.recording.name,
         "recording_bytes": part.stat().st_size,
         "frames": summary.frames,
@@ -187,12 +164,11 @@ def run_video(job: Job, config_file: Optional[str], overrides: Sequence[str], pr
         "elapsed_s": round(summary.elapsed_s, 3),
         "untrained": bool(summary.untrained),
     }
+    job.manifest.unlink(missing_ok=True)  # an earlier run's manifest never vouches for the new recording
     os.replace(part, job.recording)
     for stale in job.out_dir.glob(f".{job.name}.*.part"):  # left by a try whose worker was killed
         stale.unlink(missing_ok=True)
-    tmp = job.manifest.with_suffix(".json.part")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, job.manifest)
+    write_manifest(job, manifest)
     return manifest
 
 
@@ -208,8 +184,9 @@ def _ray():
 def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = None,
               config_file: Optional[str] = None, overrides: Sequence[str] = (), retries: int = 2,
               cpus_per_video: float = 2.0, gpus_per_video: Optional[float] = None, force: bool = False,
-              console=None) -> BatchSummary:
-    """Every video through the pipeline as a Ray task; one progress bar; failures reported, never skipped."""
+              export=None, console=None) -> BatchSummary:
+    """Every video through the pipeline as a Ray task; one progress bar; failures reported, never skipped.
+    export: tools.export.ExportOptions: each video's recording also exported to per-track files in OUT/<name>/."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -230,6 +207,15 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
         config = load_config(config_file, overrides, source=str(jobs[0].video), mode="offline")
     except ConfigError as e:
         raise BatchError(str(e)) from None
+    if export is not None:
+        from tools.export.exporter import VERTEX_OPTIONS, ExportError, parse_formats
+
+        try:
+            parse_formats(export.formats)
+        except ExportError as e:
+            raise BatchError(f"--export: {e}") from None
+        if export.vertices not in VERTEX_OPTIONS:
+            raise BatchError(f"--export-vertices: one of {', '.join(VERTEX_OPTIONS)}, got {export.vertices!r}")
     untrained = config.infer.checkpoint is None
     if untrained:
         console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
@@ -237,7 +223,7 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
     summary = BatchSummary()
     todo = []
     for job in jobs:
-        if not force and is_complete(job, settings):
+        if not force and is_complete(job, settings, export):
             summary.skipped.append(job.name)
         else:
             todo.append(job)
@@ -274,7 +260,10 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
         # max_retries: the worker died (killed, out of memory, node lost); retry_exceptions: a stage died.
         task = ray.remote(num_cpus=cpus_per_video, num_gpus=gpus_per_video, max_retries=retries,
                           retry_exceptions=[RunInterrupted])(_task)
-        refs = {task.remote(job, config_file, list(overrides), counter, settings): job for job in todo}
+        if force:  # every video runs again: no recording vouches for itself
+            for job in todo:
+                job.manifest.unlink(missing_ok=True)
+        refs = {task.remote(job, config_file, list(overrides), counter, settings, export): job for job in todo}
         t0 = time.monotonic()
         columns = (TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn())
@@ -288,8 +277,12 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
                     try:
                         manifest = ray.get(ref)
                         summary.done.append(job.name)
-                        summary.frames += manifest["frames"]
-                        console.print(f"done   {job.name}: {manifest['frames']} frames -> {job.recording}")
+                        if manifest["ran"]:
+                            summary.frames += manifest["frames"]
+                        made = f" + {manifest['exports']['files']} files in {job.exports}" if "exports" in manifest else ""
+                        console.print(f"done   {job.name}: " + (f"{manifest['frames']} frames -> {job.recording}"
+                                      if manifest["ran"] else "recording already done, exported") + made,
+                                      highlight=False)
                     except Exception as e:  # ray wraps the task's exception
                         line = _error_line(e)
                         summary.failed[job.name] = line
@@ -308,12 +301,12 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
     return summary
 
 
-def _task(job: Job, config_file, overrides, counter, settings) -> dict:
+def _task(job: Job, config_file, overrides, counter, settings, export) -> dict:
     class _Report:  # the run's progress, sent to the batch's counter actor
         def add(self, name, n):
             counter.add.remote(name, n)
 
-    return run_video(job, config_file, overrides, progress=_Report(), settings=settings)
+    return run_video(job, config_file, overrides, progress=_Report(), settings=settings, export=export)
 
 
 def _error_line(e: BaseException) -> str:
@@ -330,10 +323,19 @@ def batch_command(args) -> int:
     overrides = list(args.overrides)
     if args.checkpoint:
         overrides.append(f"infer.checkpoint={args.checkpoint}")
+    export = None
     try:
+        if args.export:
+            from tools.export.exporter import ExportError, ExportOptions, parse_formats
+
+            try:
+                export = ExportOptions(formats=parse_formats(args.export), vertices=args.export_vertices,
+                                       gltf_mesh=args.export_gltf_mesh)
+            except ExportError as e:
+                raise BatchError(f"--export: {e}") from None
         summary = run_batch(args.videos, args.output, ray_address=args.ray_address, config_file=args.config,
                             overrides=overrides, retries=args.retries, cpus_per_video=args.cpus_per_video,
-                            gpus_per_video=args.gpus_per_video, force=args.force)
+                            gpus_per_video=args.gpus_per_video, force=args.force, export=export)
     except BatchError as e:
         print(f"error: {e}", flush=True, file=__import__("sys").stderr)
         return 2
@@ -359,4 +361,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--gpus-per-video", type=float, default=None,
                    help="Ray GPUs (or a fraction) each task asks for; default 1 when the cluster has GPUs, else 0")
     p.add_argument("--force", action="store_true", help="run every video again, even those already done")
+    p.add_argument("--export", action="append", metavar="FORMAT[,FORMAT]",
+                   help="also export each video's recording to per-track files in OUT/<name>/: npz, bvh, gltf, obj "
+                        "(as `fastmetro-stream export`; repeat or comma-separate)")
+    p.add_argument("--export-vertices", choices=("none", "float32", "float16"), default="none",
+                   help="with --export: mesh vertices in the npz files (default none)")
+    p.add_argument("--export-gltf-mesh", action="store_true",
+                   help="with --export: the mesh itself in the .glb files, one mesh per frame")
     p.set_defaults(func=batch_command)

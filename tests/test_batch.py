@@ -76,6 +76,13 @@ def test_an_unwritable_output_folder_or_a_wrong_setting_is_one_clear_error_befor
         run_batch([str(SAMPLE)], tmp_path / "out", overrides=["detect.detector=nope"])
 
 
+def test_a_wrong_export_format_is_one_clear_error_before_ray_starts(tmp_path, capsys):
+    from fastmetro_stream.cli import main
+
+    assert main(["batch", str(SAMPLE), "-o", str(tmp_path / "out"), "--export", "npz,fbx"]) == 2
+    assert "error: --export: unknown export format 'fbx'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_three_clips_give_three_complete_recordings_and_a_rerun_skips_them(tmp_path, ray_local):
     lengths = {"one": 3, "two": 5, "three": 4}
@@ -157,3 +164,46 @@ def test_a_task_killed_mid_way_is_retried_and_its_output_is_complete(tmp_path, r
     assert recorded_indices(out / "long.msgpack") == list(range(16))
     assert not list(out.glob(".*.part")), "the killed try's partial file is cleaned up"
     assert np.all([not Path(f"/proc/{pid}").exists() for pid in killed])
+
+
+@pytest.mark.slow
+def test_exports_land_beside_each_recording_and_count_as_its_outputs(tmp_path, ray_local):
+    """`--export`: each video's per-track files in OUT/<name>/ (the BVH files read by bvhio); a re-run skips
+    complete videos, other formats only export again (the recording kept), and a failed export fails the video."""
+    import bvhio
+
+    from fastmetro_stream.batch import settings_key
+    from tools.export.exporter import ExportOptions
+
+    videos = [str(clip(tmp_path / "a.mp4", 3)), str(clip(tmp_path / "b.mp4", 2, start=10))]
+    out = tmp_path / "out"
+    npz_bvh = ExportOptions(formats=("npz", "bvh"))
+    s = run_batch(videos, out, overrides=FAST, cpus_per_video=1, export=npz_bvh)
+    assert s.exit_code == 0 and sorted(s.done) == ["a", "b"], s.failed
+    for name, n in (("a", 3), ("b", 2)):
+        index = json.loads((out / name / "tracks.json").read_text())
+        assert index["frames"] == n and index["tracks"], "the sample's people are tracked"
+        for track in index["tracks"]:
+            data = np.load(out / name / f"{track['name']}.npz")
+            assert len(data["frame_index"]) == track["frames_seen"]
+            bvh = bvhio.readAsHierarchy(str(out / name / f"{track['name']}.bvh"))
+            assert len(bvh.layout()) == 22 and len(bvh.Keyframes) == track["last_frame"] - track["first_frame"] + 1
+        manifest = json.loads((out / f"{name}.json").read_text())
+        assert manifest["exports"]["options"]["formats"] == ["npz", "bvh"]
+    assert not list(out.glob(".*.part")) and not list(out.glob(".*.exporting"))
+
+    again = run_batch(videos, out, overrides=FAST, cpus_per_video=1, export=npz_bvh)
+    assert sorted(again.skipped) == ["a", "b"] and not again.done
+    # other formats: the recordings stay, only the exports are made again
+    recorded = (out / "a.msgpack").stat().st_mtime_ns
+    gltf = run_batch(videos, out, overrides=FAST, cpus_per_video=1, export=ExportOptions(formats=("gltf",)))
+    assert sorted(gltf.done) == ["a", "b"] and gltf.frames == 0
+    assert (out / "a.msgpack").stat().st_mtime_ns == recorded
+    assert list((out / "a").glob("*.glb")) and not list((out / "a").glob("*.bvh"))
+    # an export that fails (the stream asked for is not in the recordings): each video fails, with the reason
+    bad = run_batch(videos, out, overrides=FAST, cpus_per_video=1, export=ExportOptions(formats=("npz",), stream="cam9"))
+    assert sorted(bad.failed) == ["a", "b"] and bad.exit_code == 1 and not bad.done
+    assert "export" in bad.failed["a"] and "no frames" in bad.failed["a"], bad.failed
+    job = plan([tmp_path / "a.mp4"], out)[0]
+    assert is_complete(job, settings_key(None, FAST)) and not is_complete(job, settings_key(None, FAST),
+                                                                            ExportOptions(formats=("npz",), stream="cam9"))

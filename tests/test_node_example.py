@@ -36,29 +36,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory, assets_dir) -> Path:
-    path = tmp_path_factory.mktemp("node") / "rec.msgpack"
+def make_recording(path: Path, stream: str) -> Path:
+    """4 frames of 2 persons (the same track ids in every stream) as the publish stage records them."""
     stage = PublishStage(PublishConfig(endpoint="tcp://127.0.0.1:*", record=path, vertices_dtype="int16",
-                                       vertices_every=2, stream="cam0"))
+                                       vertices_every=2, stream=stream))
     stage.setup()
     try:
         for i in range(4):
-            stage.process(wire.synthetic_mesh_frame(2, index=i, smpl=(i == 0), source="cam0"))
-        stage.process(EndOfStream("cam0", 4))
+            stage.process(wire.synthetic_mesh_frame(2, index=i, smpl=(i == 0), source=stream))
+        stage.process(EndOfStream(stream, 4))
     finally:
         stage.close()
     return path
 
 
-@pytest.mark.parametrize("mode", ["lossless", "latest"])
-def test_node_subscriber_decodes_a_replayed_recording(recording, mode):
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    replay = subprocess.Popen(
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory, assets_dir) -> Path:
+    return make_recording(tmp_path_factory.mktemp("node") / "rec.msgpack", "cam0")
+
+
+def replay_process(recording: Path, endpoint: str, mode: str) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "tools.stream", "replay", str(recording), "--endpoint", endpoint, "--mode", mode,
          "--fast", "--wait", "20", "--hwm", "100"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+@pytest.mark.parametrize("mode", ["lossless", "latest"])
+def test_node_subscriber_decodes_a_replayed_recording(recording, mode):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    replay = replay_process(recording, endpoint, mode)
     try:
         node = subprocess.run(
             ["node", "subscriber.js", "--endpoint", endpoint, "--mode", mode, "--json", "--timeout", "20"],
@@ -95,3 +103,37 @@ def test_node_subscriber_decodes_a_replayed_recording(recording, mode):
     assert [f["persons"][0]["vertices"] is not None for f in frames] == [True, False, True, False]
     end = lines[-1]
     assert end["frames"] == 4 and end["stats"]["gaps"] == 0 and end["stats"]["malformed"] == 0
+
+
+def test_node_subscriber_keys_persons_by_stream_and_track_across_publishers(tmp_path, assets_dir):
+    """Two publishers (cam0, cam1), the same track ids in both, into one Node subscriber with two --endpoint:
+    every person is (stream, track), counted on its own, and the subscriber stops after both ends."""
+    recs = [make_recording(tmp_path / f"{s}.msgpack", s) for s in ("cam0", "cam1")]
+    endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in recs]
+    replays = [replay_process(rec, e, "lossless") for rec, e in zip(recs, endpoints)]
+    try:
+        node = subprocess.run(
+            ["node", "subscriber.js", "--endpoint", endpoints[0], "--endpoint", endpoints[1], "--mode", "lossless",
+             "--json", "--timeout", "20"],
+            cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
+        )
+        errors = [r.communicate(timeout=30)[1] for r in replays]
+    finally:
+        for r in replays:
+            if r.poll() is None:
+                r.kill()
+                r.wait()
+    assert node.returncode == 0, node.stderr
+    assert all(r.returncode == 0 for r in replays), errors
+    lines = [json.loads(line) for line in node.stdout.splitlines()]
+    assert sorted(line["stream"] for line in lines if line["kind"] == "end") == ["cam0", "cam1"]
+    frames = [line for line in lines if line["kind"] == "frame"]
+    tracks = {p["track_id"] for f in frames for p in f["persons"]}
+    assert len(tracks) == 2 and len(frames) == 8
+    for stream in ("cam0", "cam1"):
+        mine = [f for f in frames if f["stream"] == stream]
+        assert [f["index"] for f in mine] == [0, 1, 2, 3]
+        for k, f in enumerate(mine):
+            for p in f["persons"]:
+                # each stream's track counted on its own: keyed by track id alone, the counts would mix
+                assert p["key"] == [stream, p["track_id"]] and p["frames_seen"] == k + 1 and p["first_index"] == 0

@@ -31,7 +31,7 @@ CUBE_F = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5,
                    [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
 
 
-def frame(index: int, tracks, with_vertices=True, lost=()) -> MeshFrame:
+def frame(index: int, tracks, with_vertices=True, lost=(), stream="default") -> MeshFrame:
     z = np.zeros
     persons = []
     for k, tid in enumerate(tracks):
@@ -39,27 +39,30 @@ def frame(index: int, tracks, with_vertices=True, lost=()) -> MeshFrame:
         cam_t = np.array([1.1 * (k - (len(tracks) - 1) / 2), 0.0, 4.0], np.float32)
         persons.append(PersonMesh(person, np.array([1, 0, 0], np.float32), cam_t, z((14, 3), np.float32),
                                   z((17, 3), np.float32), z((14, 2), np.float32), CUBE_V.copy()))
-    return MeshFrame(Frame("default", index, index / 30, -1, 480, 640), persons, list(lost), focal=800.0)
+    return MeshFrame(Frame(stream, index, index / 30, -1, 480, 640), persons, list(lost), focal=800.0)
 
 
 class Feed:
     """A real publisher (latest mode) that the tests send topology, frames and end messages through."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: str = "default") -> None:
         self.pub = Publisher(PublishConfig(endpoint="tcp://127.0.0.1:*"))
         self.pub.open()
+        self.stream = stream
         self.seq = 0
 
-    def topology(self) -> None:
-        self.pub.send(wire.topic("default", "topology"),
-                      wire.encode_topology("default", self.seq, CUBE_F, ["j"] * 14, ["h"] * 17))
+    def topology(self, hand_faces=None) -> None:
+        self.pub.send(wire.topic(self.stream, "topology"),
+                      wire.encode_topology(self.stream, self.seq, CUBE_F, ["j"] * 14, ["h"] * 17, hand_faces=hand_faces,
+                                           hand_joint_names=None if hand_faces is None else ["hj"] * 21))
 
     def frame(self, mf: MeshFrame, with_vertices: bool = True) -> None:
-        self.pub.send(wire.topic("default", "frame"), wire.encode_frame(mf, "default", self.seq, with_vertices))
+        self.pub.send(wire.topic(self.stream, "frame"), wire.encode_frame(mf, self.stream, self.seq, with_vertices))
         self.seq += 1
 
     def end(self) -> None:
-        self.pub.send(wire.topic("default", "end"), wire.encode_end(EndOfStream("default", self.seq), "default", self.seq))
+        s = self.stream
+        self.pub.send(wire.topic(s, "end"), wire.encode_end(EndOfStream(s, self.seq), s, self.seq))
 
 
 @pytest.fixture
@@ -96,7 +99,7 @@ def test_draws_the_newest_frame_and_removes_persons_who_left(feed, viewer):
     feed.frame(frame(0, [1, 2, 3]))
     settle(viewer, lambda: viewer.tracks_shown == [1, 2, 3])
     assert viewer.state == "streaming"
-    mesh = viewer._meshes[2]
+    mesh = viewer._meshes[("default", 2)]
     np.testing.assert_allclose(mesh.vertices, (CUBE_V + [0.0, 0.0, 4.0]) * [1, -1, -1], atol=1e-6)  # y up
     assert tuple(mesh.color) == track_colour(2)
     for i in range(1, 5):  # several frames arrive between two steps: only the newest is drawn
@@ -132,7 +135,7 @@ def test_frames_without_vertices_reuse_the_tracks_last_ones(feed, viewer):
     moved.persons[0].cam_t = np.array([0.5, 0.0, 6.0], np.float32)
     feed.frame(moved, with_vertices=False)  # publish.vertices_every > 1
     settle(viewer, lambda: viewer.shown.index == 1)
-    np.testing.assert_allclose(viewer._meshes[5].vertices, (CUBE_V + [0.5, 0.0, 6.0]) * [1, -1, -1], atol=1e-6)
+    np.testing.assert_allclose(viewer._meshes[("default", 5)].vertices, (CUBE_V + [0.5, 0.0, 6.0]) * [1, -1, -1], atol=1e-6)
 
 
 def test_end_of_stream_is_shown_and_a_new_stream_is_picked_up(feed, viewer):
@@ -150,6 +153,96 @@ def test_view_command_serves_and_stops(capsys):
     assert main(["view", "--endpoint", "tcp://127.0.0.1:1", "--port", "0", "--duration", "0.3"]) == 0
     assert "viewer: open http://localhost:" in capsys.readouterr().out
     assert main(["view", "--endpoint", "not-an-endpoint", "--port", "0", "--duration", "0.1"]) == 2
+
+
+# ------------------------------------------------------------------------------------ several streams
+@pytest.fixture
+def two_feeds():
+    feeds = [Feed("camA"), Feed("camB")]
+    yield feeds
+    for f in feeds:
+        f.pub.close()
+
+
+def with_hands(mf: MeshFrame) -> MeshFrame:
+    """Each person gets a right hand (a small cube in place of the MANO mesh)."""
+    from pipeline.messages import HandMesh
+
+    z = np.zeros
+    for pm in mf.persons:
+        pm.hands["right"] = HandMesh("right", np.array([1, 0, 0], np.float32), pm.cam_t + [0.3, 0.0, 0.0],
+                                     z((21, 3), np.float32), CUBE_V * 0.1, (5.0, 5.0), 4.0)
+    return mf
+
+
+def test_two_publishers_with_the_same_track_ids_are_two_persons_side_by_side(two_feeds):
+    a, b = two_feeds
+    with MeshViewer([a.pub.endpoint, b.pub.endpoint], port=0, spacing=5.0) as v:
+        assert a.pub.wait_subscriber(5.0) and b.pub.wait_subscriber(5.0)
+        a.topology(hand_faces=CUBE_F)
+        b.topology(hand_faces=CUBE_F)
+        a.frame(with_hands(frame(0, [1, 2], stream="camA")))
+        settle(v, lambda: v.persons_shown == [("camA", 1), ("camA", 2)])
+        b.frame(with_hands(frame(0, [1], stream="camB")))
+        settle(v, lambda: v.persons_shown == [("camA", 1), ("camA", 2), ("camB", 1)])
+        assert sorted(v._hand_meshes) == [("camA", 1, "right"), ("camA", 2, "right"), ("camB", 1, "right")]
+        # two meshes for the two track 1s: own names, own colours (hands in their body's), own places
+        ma, mb = v._meshes[("camA", 1)], v._meshes[("camB", 1)]
+        assert ma.name != mb.name and tuple(ma.color) != tuple(mb.color)
+        assert tuple(v._hand_meshes[("camB", 1, "right")].color) == tuple(mb.color)
+        assert tuple(ma.color) == track_colour(1)  # the first stream keeps the overlay video's colours
+        assert v.streams["camA"].index == 0 and v.streams["camB"].index == 1
+        # camB's only person sits where camA's single person would, moved by 5 m along +x
+        np.testing.assert_allclose(mb.vertices, (CUBE_V + [0.0, 0.0, 4.0]) * [1, -1, -1] + [5.0, 0.0, 0.0], atol=1e-6)
+        assert "`camA` 2 persons" in v._status.content and "`camB` 1 persons" in v._status.content
+        assert v._labels[("camB", 1)].text == "camB ID 1"
+        assert "3 persons in 2 streams" in v._counter.content
+
+        # camA's track 1 leaves: camB's track 1 stays
+        a.frame(frame(1, [2], stream="camA"))
+        settle(v, lambda: v.persons_shown == [("camA", 2), ("camB", 1)])
+        assert sorted(v._hand_meshes) == [("camB", 1, "right")]  # camA's frame came without hands
+        # camB ends: its persons go, camA's stay, and the viewer still streams
+        b.end()
+        settle(v, lambda: v.persons_shown == [("camA", 2)])
+        assert v.state == "streaming" and "`camB` ended" in v._status.content
+        assert not v._hand_meshes
+        a.end()
+        settle(v, lambda: v.state == "ended")
+        assert v.persons_shown == []
+
+
+def test_a_stream_that_goes_quiet_has_its_persons_removed(two_feeds):
+    a, b = two_feeds
+    with MeshViewer([a.pub.endpoint, b.pub.endpoint], port=0, quiet_s=0.5) as v:
+        assert a.pub.wait_subscriber(5.0) and b.pub.wait_subscriber(5.0)
+        a.topology()
+        b.topology()
+        a.frame(frame(0, [1], stream="camA"))
+        b.frame(frame(0, [1], stream="camB"))
+        settle(v, lambda: v.persons_shown == [("camA", 1), ("camB", 1)])
+        deadline = time.monotonic() + 5
+        while v.persons_shown != [("camB", 1)]:  # camB keeps sending, camA is silent
+            assert time.monotonic() < deadline, v.persons_shown
+            b.frame(frame(1, [1], stream="camB"))
+            v.step(0.1)
+        assert v.streams["camA"].quiet and "`camA` quiet" in v._status.content
+        a.frame(frame(1, [1], stream="camA"))  # it speaks again: back
+        settle(v, lambda: ("camA", 1) in v.persons_shown)
+
+
+def test_person_colours_are_distinct_per_stream_and_track():
+    from tools.viewer import person_colour
+
+    colours = {person_colour(k, t) for k in range(4) for t in range(1, 16)}
+    assert len(colours) == 60
+    assert person_colour(0, 3) == track_colour(3)
+
+
+def test_view_command_takes_several_endpoints(capsys):
+    assert main(["view", "--endpoint", "tcp://127.0.0.1:1", "--endpoint", "tcp://127.0.0.1:2", "--port", "0",
+                 "--duration", "0.3"]) == 0
+    assert "subscribed to tcp://127.0.0.1:1, tcp://127.0.0.1:2" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------------------- browser

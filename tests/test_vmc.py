@@ -22,7 +22,8 @@ from pipeline import wire  # noqa: E402
 from pipeline.messages import EndOfStream  # noqa: E402
 from pipeline.subscriber import PersonData  # noqa: E402
 from tests.humanoid_data import PosedTemplate, random_rotations, to_camera  # noqa: E402
-from tools.vmc import BundlePacker, SlotAssigner, VmcSender, VmcSettings, run, to_unity, unity_pose  # noqa: E402
+from tools.vmc import (BundlePacker, SlotAssigner, VmcSender, VmcSettings, parse_track, run, to_unity,  # noqa: E402
+                       unity_pose)
 
 # Unity HumanBodyBones parents, written out here (not taken from fastmetro.humanoid) for the receiver's FK.
 UNITY_PARENT = {
@@ -201,23 +202,78 @@ def test_unity_axes_mirror_x(template):
 
 
 def test_slots_follow_tracks_as_persons_come_and_go():
+    d = "default"
     a = SlotAssigner(2, "first")
-    assert a.update([person_data(5), person_data(3)]) == [(0, None, 3), (1, None, 5)]
+    assert a.update([person_data(5), person_data(3)]) == [(0, None, (d, 3)), (1, None, (d, 5))]
     assert a.update([person_data(5), person_data(3), person_data(9)]) == []  # no slot free: 9 waits
-    assert a.update([person_data(5), person_data(9)], lost=[3]) == [(0, 3, None), (0, None, 9)]
-    assert a.owner == [9, 5]
+    assert a.update([person_data(5), person_data(9)], lost=[3]) == [(0, (d, 3), None), (0, None, (d, 9))]
+    assert a.owner == [(d, 9), (d, 5)]
     assert a.update([person_data(9, "coasting"), person_data(5)]) == []  # coasting keeps its slot
-    assert a.update([]) == [(0, 9, None), (1, 5, None)] and a.owner == [None, None]
+    assert a.update([]) == [(0, (d, 9), None), (1, (d, 5), None)] and a.owner == [None, None]
 
     big = SlotAssigner(1, "largest")
     big.update([person_data(1, area=1.0), person_data(2, area=5.0)])
-    assert big.owner == [2]
+    assert big.owner == [(d, 2)]
     big.update([person_data(1, area=9.0), person_data(2, area=5.0)])
-    assert big.owner == [2]  # a slot stays with its track while the track lasts: no flicker between avatars
+    assert big.owner == [(d, 2)]  # a slot stays with its track while the track lasts: no flicker between avatars
 
     one = SlotAssigner(2, "track", track_id=7)
     one.update([person_data(1), person_data(7), person_data(8)])
-    assert one.owner == [7, None]
+    assert one.owner == [(d, 7), None]
+
+
+def test_slots_are_keyed_by_stream_and_track():
+    """Two publishers number their tracks on their own: camA's track 1 and camB's track 1 are two persons.
+    A frame settles its own stream's slots only; an ended stream frees its slots for the others."""
+    a = SlotAssigner(3, "first")
+    assert a.update([person_data(1), person_data(2)], stream="camA") == [(0, None, ("camA", 1)), (1, None, ("camA", 2))]
+    assert a.update([person_data(1)], stream="camB") == [(2, None, ("camB", 1))]
+    # camB's frame does not carry camA's tracks: camA keeps its slots
+    assert a.update([person_data(1), person_data(4)], stream="camB") == []
+    assert a.owner == [("camA", 1), ("camA", 2), ("camB", 1)]
+    assert a.slot_of("camB", 1) == 2 and a.slot_of("camA", 1) == 0 and a.slot_of("camC", 1) is None
+    # camA's track 2 is lost: its slot goes to camA's next candidate only when camA's frame says so
+    assert a.update([person_data(1)], lost=[2], stream="camA") == [(1, ("camA", 2), None)]
+    assert a.update([person_data(1), person_data(4)], stream="camB") == [(1, None, ("camB", 4))]
+    assert a.release("camB") == [(1, ("camB", 4), None), (2, ("camB", 1), None)]
+    assert a.owner == [("camA", 1), None, None]
+
+    named = SlotAssigner(2, "track", track_id=1, track_stream="camB")
+    assert named.update([person_data(1)], stream="camA") == []  # the same id, another stream
+    assert named.update([person_data(1)], stream="camB") == [(0, None, ("camB", 1))]
+    anywhere = SlotAssigner(2, "track", track_id=1)  # a plain id: that track of every stream
+    anywhere.update([person_data(1)], stream="camA")
+    anywhere.update([person_data(1), person_data(2)], stream="camB")
+    assert anywhere.owner == [("camA", 1), ("camB", 1)]
+
+
+def test_track_option_names_a_stream():
+    assert parse_track("3") == (None, 3)
+    assert parse_track("cam1:3") == ("cam1", 3)
+    assert parse_track("rtsp://a:554:7") == ("rtsp://a:554", 7)  # the last colon splits
+    for bad in ("x", "cam1:", ":3"):
+        with pytest.raises(ValueError, match="--track"):
+            parse_track(bad)
+
+
+def test_an_ended_or_quiet_stream_frees_its_slot_for_another(template):
+    rng = np.random.default_rng(6)
+    sender = VmcSender(VmcSettings(port=9, slots=1, select="first", quiet=2.0))  # discard port
+    try:
+        a = wire_frame(mesh_frame(0, [posed_person(template, rng, 1, [0, 0, 3])]), "camA")
+        b = wire_frame(mesh_frame(0, [posed_person(template, rng, 1, [1, 0, 3])]), "camB")
+        sender.send_frame(a)
+        sender.send_frame(b)
+        assert sender.assigner.owner == [("camA", 1)]  # one slot: camB's track 1 waits
+        assert sender.end_stream("camA") == 1 and sender.assigner.owner == [None]
+        sender.send_frame(b)
+        assert sender.assigner.owner == [("camB", 1)]
+        assert sender.expire(time.monotonic() + 1.0) == []  # not quiet long enough
+        assert sender.expire(time.monotonic() + 2.5) == ["camB"] and sender.assigner.owner == [None]
+        sender.send_frame(a)
+        assert sender.assigner.owner == [("camA", 1)]
+    finally:
+        sender.close()
 
 
 def test_no_receiver_nothing_blocks_nothing_grows(template):
@@ -248,12 +304,24 @@ def test_no_receiver_nothing_blocks_nothing_grows(template):
     assert worst < 0.5 and elapsed < 30, (worst, elapsed)  # a shared CI machine: bounds, not a benchmark
 
 
-def wire_frame(mf):
+def wire_frame(mf, stream="default"):
     """A MeshFrame through the wire and back, as the subscriber hands it out."""
     from pipeline.subscriber import to_message
 
-    payload = wire.encode_frame(mf, "default", mf.frame.index)
+    payload = wire.encode_frame(mf, stream, mf.frame.index)
     return to_message(wire.decode(payload), topology=None)
+
+
+def write_recording(path, frames, stream="default"):
+    """Frames (MeshFrames) as a --record file of `stream`: topology, frames at 30 fps, end."""
+    w = wire.RecordWriter(path)
+    w.write(0.0, wire.topic(stream, "topology"),
+            wire.encode_topology(stream, 0, np.zeros((1, 3), np.int32), ["j"] * 14, ["h"] * 17))
+    for i, mf in enumerate(frames):
+        w.write(i / 30, wire.topic(stream, "frame"), wire.encode_frame(mf, stream, i))
+    w.write(1.0, wire.topic(stream, "end"), wire.encode_end(EndOfStream(stream, len(frames)), stream, len(frames)))
+    w.close()
+    return path
 
 
 def test_replayed_recording_drives_avatars_through_python_osc(template, tmp_path):
@@ -271,14 +339,7 @@ def test_replayed_recording_drives_avatars_through_python_osc(template, tmp_path
             persons.append(posed_person(template, rng, 3, [1.0, -0.2, 5.0]))
         frames.append(mesh_frame(i, persons, lost=[2] if i == 12 else []))
         published.append({p["track_id"]: p for p in persons})
-    rec = tmp_path / "run.msgpack"
-    w = wire.RecordWriter(rec)
-    w.write(0.0, wire.topic("default", "topology"),
-            wire.encode_topology("default", 0, np.zeros((1, 3), np.int32), ["j"] * 14, ["h"] * 17))
-    for i, mf in enumerate(frames):
-        w.write(i / 30, wire.topic("default", "frame"), wire.encode_frame(mf, "default", i))
-    w.write(1.0, wire.topic("default", "end"), wire.encode_end(EndOfStream("default", 20), "default", 20))
-    w.close()
+    rec = write_recording(tmp_path / "run.msgpack", frames)
 
     receivers = [Receiver(), Receiver()]
     pub = Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:*", mode="lossless"))
@@ -315,6 +376,59 @@ def test_replayed_recording_drives_avatars_through_python_osc(template, tmp_path
     assert [x["t"] for x in a] == sorted(x["t"] for x in a)
 
 
+def test_two_publishers_with_the_same_track_ids_drive_two_avatars_through_python_osc(template, tmp_path):
+    """Two machines' streams (camA, camB), each with its own track 1, replayed by two publishers into one
+    sender: two slots, each avatar follows one stream's person throughout (keyed by track id alone, the
+    two would share one avatar and it would jump between them), and the sender stops after both ends."""
+    from pipeline.publisher import Publisher, PublisherSettings, replay
+
+    rng = np.random.default_rng(12)
+    recs, published = {}, {}
+    for stream, x in (("camA", -0.6), ("camB", 0.9)):
+        persons = [posed_person(template, rng, 1, [x, 0.1, 3.0 + 0.05 * i]) for i in range(20)]
+        published[stream] = persons
+        recs[stream] = write_recording(tmp_path / f"{stream}.msgpack",
+                                       [mesh_frame(i, [p]) for i, p in enumerate(persons)], stream)
+    receivers = [Receiver(), Receiver()]
+    pubs = [Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:*", mode="lossless")) for _ in recs]
+    try:
+        for pub in pubs:
+            pub.open()
+        settings = VmcSettings(endpoint=[p.endpoint for p in pubs], mode="lossless", select="first", lost="hold",
+                               destinations=[f"127.0.0.1:{r.port}" for r in receivers], slots=2)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(run(settings, duration=60, interval=0)), daemon=True)
+        t.start()
+        senders = [threading.Thread(target=replay, args=(pub, rec), kwargs=dict(speed=4.0), daemon=True)
+                   for pub, rec in zip(pubs, recs.values())]  # both at once, interleaved
+        for th in senders:
+            th.start()
+        for th in senders:
+            th.join(60)
+        t.join(60)
+        assert not t.is_alive(), "the sender did not stop after both streams ended"
+        deadline = time.monotonic() + 5
+        while sum(len(r.bundles) for r in receivers) < 40 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        for pub in pubs:
+            pub.close()
+        for r in receivers:
+            r.close()
+    assert result["frames"] == 40 and result["streams_released"] == 2, result
+    followed = []
+    for r in receivers:
+        assert len(r.bundles) == 20, [len(x.bundles) for x in receivers]
+        # whose person this avatar is: the stream whose first frame it lands on; then every bundle in order
+        stream = min(published, key=lambda s: landing_error(r.bundles[0], published[s][0]["joints_h36m"],
+                                                            published[s][0]["cam_t"]))
+        followed.append(stream)
+        for i, bundle in enumerate(r.bundles):
+            assert bundle["ok"] == (1, 3, 0, 1)
+            assert_on_joints(bundle, published[stream][i]["joints_h36m"], published[stream][i]["cam_t"])
+    assert sorted(followed) == ["camA", "camB"], "two avatars, one per stream"
+
+
 @pytest.mark.parametrize("lost,expect", [("tpose", "identity"), ("stop", "nothing")])
 def test_what_a_lost_track_sends(template, lost, expect):
     r = Receiver()
@@ -348,6 +462,20 @@ def test_send_rate_limits_bundles(template):
     assert sender.stats["skipped_rate"] == 19
 
 
+def test_send_rate_holds_per_stream(template):
+    """Two streams' frames interleaved under a rate limit: each stream's avatar still gets its bundle (one
+    limit for all would let one stream's frames take every send)."""
+    rng = np.random.default_rng(5)
+    a = wire_frame(mesh_frame(0, [posed_person(template, rng, 1, [0, 0, 3])]), "camA")
+    b = wire_frame(mesh_frame(0, [posed_person(template, rng, 1, [1, 0, 3])]), "camB")
+    sender = VmcSender(VmcSettings(port=9, slots=2, select="first", rate=0.2))  # one bundle per 5 s and stream
+    for _ in range(10):
+        sender.send_frame(a)
+        sender.send_frame(b)
+    sender.close()
+    assert sender.stats["sent"] + sender.stats["send_errors"] == 2 and sender.stats["skipped_rate"] == 18
+
+
 def test_cli(capsys):
     from fastmetro_stream.cli import main
 
@@ -357,6 +485,11 @@ def test_cli(capsys):
     assert "host:port" in capsys.readouterr().err
     assert main(["vmc", "--select", "track", "--duration", "0.1"]) == 2
     assert "track_id" in capsys.readouterr().err
+    assert main(["vmc", "--select", "track", "--track", "cam1:x", "--duration", "0.1"]) == 2
+    assert "STREAM:ID" in capsys.readouterr().err
+    assert main(["vmc", "--endpoint", "tcp://127.0.0.1:1", "--endpoint", "tcp://127.0.0.1:2", "--select", "track",
+                 "--track", "cam1:3", "--duration", "0.2", "--interval", "0"]) == 0
+    assert "tcp://127.0.0.1:1, tcp://127.0.0.1:2" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -392,9 +525,10 @@ def test_the_pipeline_drives_avatars(tmp_path):
     slots = SlotAssigner(2, "first")
     expected: list[list] = [[], []]  # per slot: (frame, track) of each bundle
     for f in frames:
-        slots.update(f.persons, f.lost)
+        slots.update(f.persons, f.lost, f.stream)
         by_track = {p.track_id: p for p in f.persons}
-        for s, tid in enumerate(slots.owner):
+        for s, key in enumerate(slots.owner):
+            tid = None if key is None else key[1]
             p = by_track.get(tid)
             if p is not None and not p.predicted and p.state != "coasting":
                 expected[s].append((f.index, tid))

@@ -3,6 +3,7 @@ engine (Unity EVMC4U, Unreal VMC4UE, Blender VMC4B, Godot, VSeeFace, Warudo ...)
 
     fastmetro-stream vmc                                  # every frame to 127.0.0.1:39539, the largest person
     fastmetro-stream vmc --slots 3 --port 39539           # three persons -> ports 39539, 39540, 39541
+    fastmetro-stream vmc --endpoint tcp://a:5555 --endpoint tcp://b:5555 --slots 2   # two machines' streams
 
     from tools.vmc import VmcSettings, VmcSender
     sender = VmcSender(VmcSettings(slots=2))
@@ -12,6 +13,8 @@ Per frame and destination one OSC bundle (protocol.vmc.info, Marionette spec): /
 /VMC/Ext/Root/Pos and /VMC/Ext/Bone/Pos for the 22 bones of `fastmetro.humanoid`, each a local position
 and rotation in Unity's frame (left-handed, y up, metres). VMC has no actor id, so each person gets its
 own destination ("slot"); slots go to tracks when they appear and come free when a track is lost.
+Several publishers (`--endpoint` repeated) are one merged subscription: a person is (stream id, track id),
+so two cameras' track 1 are two persons with a slot each; a stream that ends or goes quiet frees its slots.
 UDP: a receiver that is not there costs nothing, nothing blocks, nothing queues. docs/engines.md.
 """
 from __future__ import annotations
@@ -22,14 +25,16 @@ import logging
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fastmetro import humanoid as hu
-from pipeline.subscriber import FrameData, PersonData, Subscriber
+from pipeline.subscriber import FrameData, Subscriber
+
+from .vmc_slots import SlotAssigner, key_text, parse_track  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger("fastmetro-stream.vmc")
 
@@ -39,8 +44,9 @@ DEFAULT_PORT = 39539  # the VMC protocol's default Marionette (receiver) port
 class VmcSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # The stream to read (a running pipeline or `fastmetro-stream replay`).
-    endpoint: str = "tcp://127.0.0.1:5555"
+    # The stream to read (a running pipeline or `fastmetro-stream replay`); several publishers: a list, their
+    # streams merged and told apart by stream id.
+    endpoint: list[str] = ["tcp://127.0.0.1:5555"]
     mode: Literal["latest", "lossless"] = "latest"
     stream: Optional[str] = None
     # Where the avatars listen: slot i goes to host:port+i, unless `destinations` lists host:port per slot.
@@ -51,7 +57,8 @@ class VmcSettings(BaseModel):
     # Which persons get the slots: the largest boxes, the earliest tracks (lowest ids), or one track id.
     select: Literal["largest", "first", "track"] = "largest"
     track_id: Optional[int] = None
-    # Sends per second at most (0 = every frame the stream brings).
+    track_stream: Optional[str] = None  # with select "track": that track of this stream only (None: any stream)
+    # Sends per second at most, per stream (0 = every frame the stream brings).
     rate: float = Field(0.0, ge=0)
     # Root motion: the avatar moves as the person does in front of the camera; off: it stays in place.
     root_motion: bool = True
@@ -62,6 +69,16 @@ class VmcSettings(BaseModel):
     lost: Literal["hold", "tpose", "stop"] = "hold"
     # Models with the SMPL head: their rotations (rotmat) instead of the mesh's.
     use_rotmat: bool = True
+    # A stream silent this many seconds frees its slots, as its end message does (0: only its end).
+    quiet: float = Field(5.0, ge=0)
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _endpoints(cls, v):
+        v = [v] if isinstance(v, str) else v
+        if not v:
+            raise ValueError("at least one endpoint")
+        return v
 
     @field_validator("destinations")
     @classmethod
@@ -73,7 +90,7 @@ class VmcSettings(BaseModel):
     @model_validator(mode="after")
     def _track(self) -> "VmcSettings":
         if self.select == "track" and self.track_id is None:
-            raise ValueError("select 'track' needs track_id (--track ID)")
+            raise ValueError("select 'track' needs track_id (--track ID or --track STREAM:ID)")
         return self
 
     def targets(self) -> list[tuple[str, int]]:
@@ -156,48 +173,6 @@ class _Datagram:  # what python-osc's UDPClient.send reads from a message or bun
     dgram: bytes
 
 
-# ---------------------------------------------------------------------------------------------- slots
-@dataclass
-class SlotAssigner:
-    """Gives each selected track a slot (a destination) while it lasts; frees it when the track is lost."""
-
-    slots: int
-    select: str = "largest"
-    track_id: Optional[int] = None
-    owner: list[Optional[int]] = field(default_factory=list)  # slot -> track id
-
-    def __post_init__(self) -> None:
-        self.owner = [None] * self.slots
-
-    def update(self, persons: Sequence[PersonData], lost: Sequence[int] = ()) -> list[tuple[int, Optional[int], Optional[int]]]:
-        """Frees the slots of lost tracks and tracks no longer in the frame, gives free slots to the best
-        candidates. Returns the changes as (slot, old track, new track)."""
-        present = {p.track_id for p in persons if p.state != "lost"}
-        changes = []
-        for s, tid in enumerate(self.owner):
-            if tid is not None and (tid in lost or tid not in present):
-                self.owner[s] = None
-                changes.append((s, tid, None))
-        held = set(self.owner)
-        for p in self._ranked([p for p in persons if p.state != "lost" and p.track_id not in held]):
-            if None not in self.owner:
-                break
-            s = self.owner.index(None)
-            self.owner[s] = p.track_id
-            changes.append((s, None, p.track_id))
-        return changes
-
-    def _ranked(self, persons: list[PersonData]) -> list[PersonData]:
-        if self.select == "track":
-            return [p for p in persons if p.track_id == self.track_id]
-        if self.select == "first":
-            return sorted(persons, key=lambda p: p.track_id)
-        return sorted(persons, key=lambda p: -float((p.box[2] - p.box[0]) * (p.box[3] - p.box[1])))
-
-    def slot_of(self, track_id: int) -> Optional[int]:
-        return self.owner.index(track_id) if track_id in self.owner else None
-
-
 # --------------------------------------------------------------------------------------------- sender
 class VmcSender:
     """Turns frames of the stream into VMC bundles, one destination per slot. `send_frame` never blocks:
@@ -216,33 +191,69 @@ class VmcSender:
             except OSError as e:
                 self.close()
                 raise ValueError(f"destination {host}:{port}: {e}") from e
-        self.assigner = SlotAssigner(len(self.targets), settings.select, settings.track_id)
+        self.assigner = SlotAssigner(len(self.targets), settings.select, settings.track_id, settings.track_stream)
         self.packer = BundlePacker()
         self._last: list[Optional[tuple]] = [None] * len(self.targets)  # slot -> last (root, pos, rot) sent
+        self._from: list[Optional[str]] = [None] * len(self.targets)  # slot -> stream of its (last) owner
+        self._heard: dict[str, float] = {}  # stream owning a slot -> when its last frame came (monotonic)
         self._t0 = time.monotonic()
-        self._last_send = -1e9
-        self.stats = dict(frames=0, sent=0, skipped_rate=0, send_errors=0, assignments=0, held=0, tposes=0)
+        self._last_send: dict[str, float] = {}  # stream -> when its frame was last sent (rate: per stream)
+        self.stats = dict(frames=0, sent=0, skipped_rate=0, send_errors=0, assignments=0, held=0, tposes=0,
+                          streams_released=0)
 
-    def send_frame(self, frame: FrameData) -> int:
-        """Sends this frame's persons (rate permitting); returns the number of datagrams sent."""
-        self.stats["frames"] += 1
-        for slot, old, new in self.assigner.update(frame.persons, frame.lost):
+    def _log_changes(self, changes, why: str = "lost") -> None:
+        for slot, old, new in changes:
             self.stats["assignments"] += 1
             host, port = self.targets[slot]
             if new is None:
-                log.info("vmc: slot %d (%s:%d) free (track %s lost)", slot, host, port, old)
+                log.info("vmc: slot %d (%s:%d) free (track %s %s)", slot, host, port, key_text(old), why)
             else:
                 self._last[slot] = None  # never the previous owner's pose for the new track
-                log.info("vmc: slot %d (%s:%d) <- track %d", slot, host, port, new)
+                self._from[slot] = new[0]
+                log.info("vmc: slot %d (%s:%d) <- track %s", slot, host, port, key_text(new))
+
+    def end_stream(self, stream: str, why: str = "stream ended") -> int:
+        """Frees the slots of `stream` (its end message came, or it went quiet); returns how many."""
+        changes = self.assigner.release(stream)
+        self._heard.pop(stream, None)
+        if changes:
+            self.stats["streams_released"] += 1
+            self._log_changes(changes, why)
+        return len(changes)
+
+    def expire(self, now: Optional[float] = None) -> list[str]:
+        """Frees the slots of streams silent for `settings.quiet` seconds; returns those streams."""
+        if self.settings.quiet <= 0:
+            return []
+        now = time.monotonic() if now is None else now
+        quiet = [s for s, t in self._heard.items() if now - t >= self.settings.quiet]
+        for s in quiet:
+            self.end_stream(s, f"stream quiet for {self.settings.quiet:g} s")
+        return quiet
+
+    def send_frame(self, frame: FrameData) -> int:
+        """Sends this frame's persons (rate permitting); returns the number of datagrams sent. The frame
+        settles its own stream's slots; the other streams' slots wait for their own frames."""
+        self.stats["frames"] += 1
+        stream = frame.stream
+        self._log_changes(self.assigner.update(frame.persons, frame.lost, stream))
         now = time.monotonic()
-        if self.settings.rate > 0 and now - self._last_send < 1.0 / self.settings.rate:
+        owners = {k[0] for k in self.assigner.owner if k is not None}
+        if stream in owners:
+            self._heard[stream] = now
+        for s in [s for s in self._heard if s not in owners]:
+            del self._heard[s]  # bounded: only streams that hold a slot
+        # the rate holds per stream: one stream's frames never starve another's avatars
+        if self.settings.rate > 0 and now - self._last_send.get(stream, -1e9) < 1.0 / self.settings.rate:
             self.stats["skipped_rate"] += 1
             return 0
-        self._last_send = now
+        self._last_send[stream] = now
+        for s in [s for s in self._last_send if s not in owners and s not in self._from]:
+            del self._last_send[s]  # bounded: streams that hold a slot or a held pose
         by_track = {p.track_id: p for p in frame.persons}
         measured = []  # (slot, person) with a fresh measurement and a mesh
-        for slot, tid in enumerate(self.assigner.owner):
-            p = by_track.get(tid) if tid is not None else None
+        for slot, key in enumerate(self.assigner.owner):
+            p = by_track.get(key[1]) if key is not None and key[0] == stream else None
             if p is not None and not p.predicted and p.state != "coasting" and p.vertices is not None:
                 measured.append((slot, p))
         t = float(now - self._t0)
@@ -254,10 +265,12 @@ class VmcSender:
                 self._last[slot] = unity_pose(pose, i, self.settings.root_motion)
                 sent += self._send(slot, t, *self._last[slot], tracking=True)
         fresh = {slot for slot, _ in measured}
-        for slot, tid in enumerate(self.assigner.owner):
+        for slot, key in enumerate(self.assigner.owner):
             if slot in fresh or self._last[slot] is None:
                 continue
-            p = by_track.get(tid) if tid is not None else None
+            if (key[0] if key is not None else self._from[slot]) != stream:
+                continue  # another stream's person (or its held pose): sent with that stream's frames
+            p = by_track.get(key[1]) if key is not None else None
             if p is not None and not p.predicted and p.state != "coasting":
                 sent += self._send(slot, t, *self._last[slot], tracking=True)  # a frame without vertices
             elif self.settings.lost == "hold":
@@ -279,7 +292,7 @@ class VmcSender:
         return 1
 
     def status(self) -> str:
-        owners = ", ".join(f"{h}:{p}=" + ("-" if o is None else f"track {o}")
+        owners = ", ".join(f"{h}:{p}=" + ("-" if o is None else f"track {key_text(o)}")
                            for (h, p), o in zip(self.targets, self.assigner.owner))
         return owners
 
@@ -295,6 +308,8 @@ def run(settings: VmcSettings, duration: Optional[float] = None, frames: Optiona
     sub = Subscriber(settings.endpoint, stream=settings.stream, mode=settings.mode)
     start = last = time.monotonic()
     last_frames = last_sent = 0
+    live: set[str] = set()  # streams that sent frames and have not ended
+    ended = 0
     try:
         while True:
             now = time.monotonic()
@@ -302,11 +317,18 @@ def run(settings: VmcSettings, duration: Optional[float] = None, frames: Optiona
                 break
             msg = sub.recv(timeout_s=0.1)
             if msg is not None and msg.kind == "end":
-                break
+                sender.end_stream(msg.stream)
+                live.discard(msg.stream)
+                ended += 1
+                if not live and ended >= len(settings.endpoint):  # every publisher's stream has ended
+                    break
             if msg is not None and msg.kind == "frame":
+                if len(live) < 4096:
+                    live.add(msg.stream)
                 sender.send_frame(msg)
                 if frames is not None and sender.stats["frames"] >= frames:
                     break
+            sender.expire()
             now = time.monotonic()
             if interval > 0 and now - last >= interval:
                 s = sender.stats
@@ -324,11 +346,13 @@ def run(settings: VmcSettings, duration: Optional[float] = None, frames: Optiona
 
 def vmc_command(args: argparse.Namespace) -> int:
     try:
+        track_stream, track_id = parse_track(args.track) if args.track is not None else (None, None)
         settings = VmcSettings(
-            endpoint=args.endpoint, mode=args.mode, stream=args.stream, host=args.host, port=args.port,
+            endpoint=args.endpoint or VmcSettings.model_fields["endpoint"].default, mode=args.mode,
+            stream=args.stream, host=args.host, port=args.port,
             destinations=args.to or [], slots=len(args.to) if args.to else args.slots, select=args.select,
-            track_id=args.track, rate=args.rate, root_motion=not args.in_place, scale=args.scale,
-            lost=args.lost, use_rotmat=not args.mesh_rotations,
+            track_id=track_id, track_stream=track_stream, rate=args.rate, root_motion=not args.in_place,
+            scale=args.scale, lost=args.lost, use_rotmat=not args.mesh_rotations, quiet=args.quiet,
         )
         settings.targets()
     except ValidationError as e:
@@ -342,7 +366,7 @@ def vmc_command(args: argparse.Namespace) -> int:
         print("error: vmc: python-osc is not installed: pip install 'fastmetro-stream[vmc]'", file=sys.stderr)
         return 2
     dests = ", ".join(f"{h}:{p}" for h, p in settings.targets())
-    print(f"vmc: {settings.endpoint} ({settings.mode}) -> {dests}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    print(f"vmc: {', '.join(settings.endpoint)} ({settings.mode}) -> {dests}; Ctrl-C to stop", file=sys.stderr, flush=True)
     stats = run(settings, duration=args.duration, frames=args.frames, interval=args.interval)
     print(f"vmc: {stats['frames']} frames, {stats['sent']} bundles sent, {stats['send_errors']} send errors",
           file=sys.stderr)
@@ -351,7 +375,9 @@ def vmc_command(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("vmc", help="drive avatars in game engines over the VMC protocol (OSC/UDP)")
-    p.add_argument("--endpoint", default=VmcSettings.model_fields["endpoint"].default, help="stream endpoint")
+    p.add_argument("--endpoint", action="append", default=None,
+                   help="publisher to subscribe to (repeatable: several publishers, their streams merged and told "
+                        "apart by stream id; default tcp://127.0.0.1:5555)")
     p.add_argument("--mode", choices=["latest", "lossless"], default="latest", help="how the stream is published")
     p.add_argument("--stream", default=None, help="only this stream id")
     p.add_argument("--host", default="127.0.0.1", help="where the avatar application runs (default 127.0.0.1)")
@@ -360,13 +386,16 @@ def add_commands(subparsers) -> None:
     p.add_argument("--to", action="append", metavar="HOST:PORT", help="explicit destination per slot (repeatable)")
     p.add_argument("--select", choices=["largest", "first", "track"], default="largest",
                    help="who gets the slots: largest boxes, earliest tracks, or --track ID")
-    p.add_argument("--track", type=int, default=None, help="the track id for --select track")
-    p.add_argument("--rate", type=float, default=0.0, help="sends per second at most (default 0: every frame)")
+    p.add_argument("--track", default=None, metavar="[STREAM:]ID",
+                   help="the person for --select track: ID (that track id in any stream) or STREAM:ID")
+    p.add_argument("--rate", type=float, default=0.0, help="sends per second at most, per stream (default 0: every frame)")
     p.add_argument("--in-place", action="store_true", help="no root motion: the avatar stays at the origin")
     p.add_argument("--scale", type=float, default=1.0, help="length factor (default 1: the person's metres)")
     p.add_argument("--lost", choices=["hold", "tpose", "stop"], default="hold",
                    help="while a track coasts or after it is lost: hold the last pose, T-pose, or send nothing")
     p.add_argument("--mesh-rotations", action="store_true", help="solve rotations from the mesh even with the SMPL head")
+    p.add_argument("--quiet", type=float, default=VmcSettings.model_fields["quiet"].default,
+                   help="a stream silent this many seconds frees its slots, as its end does (default 5; 0: never)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between status lines (0: none)")

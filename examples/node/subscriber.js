@@ -5,7 +5,11 @@
 //   npm install
 //   node subscriber.js --endpoint tcp://127.0.0.1:5555                # live stream (PUB/SUB)
 //   node subscriber.js --mode lossless --count 100 --json             # PUSH/PULL, JSON lines out
+//   node subscriber.js --endpoint tcp://cam-a:5555 --endpoint tcp://cam-b:5555   # several publishers
 //
+// With several endpoints one socket connects to every publisher and their streams arrive merged, told
+// apart by stream id. Each stream numbers its tracks on its own, so a person is (stream id, track id):
+// `personKey(stream, trackId)`; the per-person state here is kept under that key.
 // Every message has two ZeroMQ frames: the topic "<stream>/<kind>" and a msgpack map. Arrays are maps
 // {dtype: "<f4" | "<f2" | "<i2" | "<i4", shape: [...], data: <bytes>, scale?: number}.
 "use strict";
@@ -17,17 +21,17 @@ const { decode } = require("@msgpack/msgpack");
 const SCHEMA_VERSION = 1;
 
 function parseArgs(argv) {
-  const opts = { endpoint: "tcp://127.0.0.1:5555", mode: "latest", stream: "", count: 0, json: false, timeout: 0 };
+  const opts = { endpoints: [], mode: "latest", stream: "", count: 0, json: false, timeout: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === "--endpoint") opts.endpoint = argv[++i];
+    if (a === "--endpoint") opts.endpoints.push(argv[++i]); // repeatable: several publishers
     else if (a === "--mode") opts.mode = argv[++i];
     else if (a === "--stream") opts.stream = argv[++i];
     else if (a === "--count") opts.count = parseInt(argv[++i], 10);
     else if (a === "--timeout") opts.timeout = parseFloat(argv[++i]);
     else if (a === "--json") opts.json = true;
     else if (a === "-h" || a === "--help") {
-      console.log("usage: node subscriber.js [--endpoint URL] [--mode latest|lossless] [--stream ID] " +
+      console.log("usage: node subscriber.js [--endpoint URL]... [--mode latest|lossless] [--stream ID] " +
         "[--count N] [--timeout SECONDS] [--json]");
       process.exit(0);
     } else {
@@ -35,6 +39,7 @@ function parseArgs(argv) {
       process.exit(2);
     }
   }
+  if (opts.endpoints.length === 0) opts.endpoints.push("tcp://127.0.0.1:5555");
   if (!["latest", "lossless"].includes(opts.mode)) {
     console.error(`--mode must be latest or lossless, not ${opts.mode}`);
     process.exit(2);
@@ -107,6 +112,14 @@ function decodeMessage(topic, payload) {
   return m;
 }
 
+// A person of the merged streams: two streams' track 1 are two persons.
+function personKey(stream, trackId) {
+  return JSON.stringify([stream, trackId]);
+}
+
+const MAX_PERSONS = 4096; // per-person state is bounded: stream ids and track ids come from the network
+const MAX_LIVE_STREAMS = 4096; // streams waited for to end
+
 function sum(values) {
   let s = 0;
   for (let i = 0; i < values.length; i++) s += values[i];
@@ -118,13 +131,16 @@ async function main() {
   const sock = opts.mode === "latest" ? new zmq.Subscriber() : new zmq.Pull();
   sock.receiveHighWaterMark = 16;
   sock.linger = 0;
-  sock.connect(opts.endpoint);
+  for (const endpoint of opts.endpoints) sock.connect(endpoint);
   if (opts.mode === "latest") sock.subscribe(opts.stream ? `${opts.stream}/` : "");
   if (opts.timeout > 0) sock.receiveTimeout = Math.round(opts.timeout * 1000);
-  console.error(`subscribed to ${opts.endpoint} (${opts.mode})`);
+  console.error(`subscribed to ${opts.endpoints.join(", ")} (${opts.mode})`);
 
   const topology = {};
   const lastSeq = {};
+  const persons = new Map(); // personKey(stream, track) -> { first_index, frames_seen }
+  const live = new Set(); // streams that sent frames and have not ended
+  let ended = 0;
   const stats = { frames: 0, malformed: 0, gaps: 0, missed: 0 };
   try {
     while (true) {
@@ -155,15 +171,34 @@ async function main() {
       }
       if (m.kind === "end") {
         console.log(JSON.stringify({ kind: "end", stream: m.stream, seq: m.seq, frames: m.frames, reason: m.reason, stats }));
-        break;
+        for (const key of persons.keys()) if (JSON.parse(key)[0] === m.stream) persons.delete(key);
+        live.delete(m.stream);
+        ended++;
+        // one publisher: its end; several: every stream seen has ended, and at least one end per publisher
+        if (live.size === 0 && ended >= opts.endpoints.length) break;
+        continue;
       }
       const last = lastSeq[m.stream];
       if (last !== undefined && m.seq > last + 1) { stats.gaps++; stats.missed += m.seq - last - 1; }
       lastSeq[m.stream] = m.seq;
       if (!topology[m.stream]) continue; // wait for the topology before using frames
       stats.frames++;
-      const persons = m.persons.map((p) => ({
+      if (live.size < MAX_LIVE_STREAMS) live.add(m.stream);
+      const people = m.persons.map((p) => {
+        const key = personKey(m.stream, p.track_id);
+        let state = persons.get(key);
+        if (state === undefined) {
+          if (persons.size >= MAX_PERSONS) persons.delete(persons.keys().next().value); // the oldest goes
+          state = { first_index: m.index, frames_seen: 0 };
+          persons.set(key, state);
+        }
+        state.frames_seen++;
+        return { p, state };
+      }).map(({ p, state }) => ({
         track_id: p.track_id,
+        key: [m.stream, p.track_id],
+        first_index: state.first_index,
+        frames_seen: state.frames_seen,
         state: p.state,
         box: p.box,
         cam_t: Array.from(p.cam_t.values),
@@ -173,12 +208,13 @@ async function main() {
         vertices_sum: p.vertices ? sum(p.vertices.values) : null,
         smpl: p.betas !== null,
       }));
+      for (const tid of m.lost || []) persons.delete(personKey(m.stream, tid)); // tracks that ended here
       if (opts.json) {
         console.log(JSON.stringify({ kind: "frame", stream: m.stream, seq: m.seq, index: m.index, pts: m.pts,
-          dropped: m.dropped, persons }));
+          dropped: m.dropped, persons: people }));
       } else {
-        console.log(`${m.stream} frame ${m.index} seq ${m.seq}: ${persons.length} persons ` +
-          persons.map((p) => `#${p.track_id} (${p.state})`).join(" "));
+        console.log(`${m.stream} frame ${m.index} seq ${m.seq}: ${people.length} persons ` +
+          people.map((p) => `${m.stream}#${p.track_id} (${p.state}, ${p.frames_seen} frames)`).join(" "));
       }
       if (opts.count && stats.frames >= opts.count) break;
     }
