@@ -485,6 +485,7 @@ class Supervisor:
                         if self.errors:
                             break
                         if self.status.get(stage.name) == "done":  # it had finished its work
+                            log.warning("stage %s finished, then its process %s", stage.name, how)
                             continue
                     if self.status.get(stage.name) == "stopped":
                         # told to stop, not failed: a SIGTERM to the whole process group (kill -- -PGID,
