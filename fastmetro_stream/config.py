@@ -83,7 +83,8 @@ class Config(BaseModel):
         """The run-wide facts every stage is given (mode resolved here, once)."""
         mode = self.resolved().mode
         return StageContext(mode=mode, source=self.source, source_id=self.source_id,
-                            assets_dir=None if self.infer.assets_dir is None else str(self.infer.assets_dir))
+                            assets_dir=None if self.infer.assets_dir is None else str(self.infer.assets_dir),
+                            hand_assets_dir=None if self.infer.hand_assets_dir is None else str(self.infer.hand_assets_dir))
 
     def run_settings(self) -> RunSettings:
         """What the runtime is told: mode, queues, the frame ring's size (slots, frame pixels, crops)."""

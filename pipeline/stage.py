@@ -28,7 +28,7 @@ Before the run the runtime sets `releases_pixels` on the last such stage, and th
 frame's slot back once it has read (or copied) what it needs; no other stage releases a slot.
 
 A stage is built from its own settings section and a `StageContext`, the few run-wide facts resolved
-once by the application (mode, source, stream id, mesh data directory).
+once by the application (mode, source, stream id, mesh data directories).
 """
 from __future__ import annotations
 
@@ -67,6 +67,10 @@ class StageContext:
     source: Optional[str] = None  # what decode reads; None = the shipped sample
     source_id: str = "default"  # the stream's name on the wire
     assets_dir: Optional[str] = None  # the mesh data files' directory (None: FASTMETRO_ASSETS, the cache)
+    # the MANO (hand) mesh data files' directory, where the hands' network reads them (None:
+    # FASTMETRO_MANO_ASSETS, FASTMETRO_ASSETS, the cache), so every stage that draws or sends hands finds
+    # the same files
+    hand_assets_dir: Optional[str] = None
 
     @classmethod
     def of(cls, config: Any) -> "StageContext":

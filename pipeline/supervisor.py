@@ -18,7 +18,9 @@ Shutdown:
                   is stopped; exit 1.
   a dead stage    (e.g. SIGKILL) seen by its exit code: every stage is stopped; exit 1.
   Ctrl-C/SIGTERM  the source stops and what is in flight drains through (exit 0); a second Ctrl-C (or
-                  the stop timeout) stops every stage at once (exit 130).
+                  the stop timeout) stops every stage at once (exit 130). SIGTERM to the whole process
+                  group (kill -- -PGID) ends the stages at once: "stopped at once" too (exit 130), not a
+                  stage failure.
   start           the source starts reading once every other stage reports ready (setup done).
   dead supervisor children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and also watch their parent.
 The shared-memory ring is unlinked in every case (and by the resource tracker if this process is killed).
@@ -353,6 +355,7 @@ class Supervisor:
         self.metrics: dict[str, StageMetrics] = {s.name: StageMetrics(s.name) for s in self.stages}
         self.status: dict[str, str] = {}
         self.errors: dict[str, str] = {}
+        self.stop_details: dict[str, str] = {}  # stage -> why it stopped when told to ("SIGTERM", "exit 1")
         self.procs: list = []
         self.store: Optional[FrameStore] = None
         self._signals = 0
@@ -446,6 +449,8 @@ class Supervisor:
             self.status[name] = kind
             if kind == "error":
                 self.errors[name] = payload
+            elif kind == "stopped":
+                self.stop_details[name] = "SIGTERM" if payload == "exit 143" else payload
 
     def _drain_events(self, events, wait_s: float = 0.0) -> None:
         """Handle every event that has arrived (waiting up to wait_s for the first)."""
@@ -479,6 +484,15 @@ class Supervisor:
                         self._drain_events(events, wait_s=0.1)
                         if self.errors:
                             break
+                        if self.status.get(stage.name) == "done":  # it had finished its work
+                            log.warning("stage %s finished, then its process %s", stage.name, how)
+                            continue
+                    if self.status.get(stage.name) == "stopped":
+                        # told to stop, not failed: a SIGTERM to the whole process group (kill -- -PGID,
+                        # a cancelled job, a closed terminal) reaches every stage with the supervisor
+                        log.warning("stage %s was stopped (%s): stopping every stage", stage.name,
+                                    self.stop_details.get(stage.name) or how)
+                        return 130, "stopped at once"
                     msg = f"stage {stage.name} {how}"
                     log.error(msg)
                     self.errors.setdefault(stage.name, msg)

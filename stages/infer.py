@@ -179,36 +179,12 @@ class InferStage(Stage):
             raise StageError(str(e)) from e
         if not self.engine.pretrained:
             self.count("untrained_weights")
-        hands = c.hands if c.hands is not None else self.engine.device.type == "cuda"
-        if hands:
-            self._setup_hands()
+        from stages.infer_hands import build_hand_pass, hands_on
+
+        if hands_on(c, self.engine.device):
+            self.hands = build_hand_pass(c, self.count)
         log.info("infer: %s on %s (%s), max_batch %d", self.engine.model.variant.name, self.engine.device,
                  c.precision, c.max_batch)
-
-    def _setup_hands(self) -> None:
-        from fastmetro.assets import AssetError, load_mesh_data
-        from fastmetro.checkpoints import CheckpointError
-        from fastmetro.engine import Engine, EngineError
-        from fastmetro.hand_crops import smpl_hand_vertices
-
-        from stages.infer_hands import HandPass
-
-        c = self.cfg
-        try:
-            engine = Engine(c.hand_engine_options())
-            mesh = load_mesh_data(c.assets_dir)
-        except (AssetError, CheckpointError, EngineError) as e:
-            raise StageError(f"infer.hands: {e}") from e
-        if not engine.hand:
-            raise StageError(f"infer.hand_variant/hand_checkpoint: {engine.model.variant.name} is a body network; "
-                             f"give a hand one (fastmetro-hand-*)")
-        if not engine.pretrained:
-            self.count("untrained_hand_weights")
-            log.warning("infer: hands run UNTRAINED weights (set infer.hand_checkpoint, e.g. "
-                        "fastmetro-hand-l-h64-freihand): hand meshes are meaningless")
-        self.hands = HandPass(engine, smpl_hand_vertices(mesh.faces, mesh.j_regressor_h36m), self.count,
-                              scale=c.hand_scale, min_hand_px=c.hand_min_px)
-        log.info("infer: hands with %s on %s", engine.model.variant.name, engine.device)
 
     # --- per item ---------------------------------------------------------------------------------
     def process(self, msg):

@@ -23,8 +23,42 @@ from fastmetro import camera
 from fastmetro.crops import CROP_SIZE
 from fastmetro.hand_crops import HandSkip, HandSquare, Side, hand_crop_matrix, hand_squares, unmirror_result
 from pipeline.messages import HandMesh, MeshFrame
+from pipeline.stage import StageError
 
 log = logging.getLogger(__name__)
+
+
+def hands_on(cfg, device) -> bool:
+    """Whether hands run: infer.hands when set, else on where the body network runs on CUDA (`device`,
+    a torch.device), off on a CPU."""
+    return cfg.hands if cfg.hands is not None else device.type == "cuda"
+
+
+def build_hand_pass(cfg, count: Callable[..., None]) -> "HandPass":
+    """The hand pass that infer's settings (`cfg`, an InferConfig) describe: the hand engine, the SMPL hand
+    vertices and the crop settings; what the infer stage and the `image` command both run. A missing file,
+    a body network given as the hand's or a checkpoint that cannot be read is a StageError naming the
+    setting; untrained hand weights are counted (`untrained_hand_weights`) and said loudly."""
+    from fastmetro.assets import AssetError, load_mesh_data
+    from fastmetro.checkpoints import CheckpointError
+    from fastmetro.engine import Engine, EngineError
+    from fastmetro.hand_crops import smpl_hand_vertices
+
+    try:
+        engine = Engine(cfg.hand_engine_options())
+        mesh = load_mesh_data(cfg.assets_dir)
+    except (AssetError, CheckpointError, EngineError) as e:
+        raise StageError(f"infer.hands: {e}") from e
+    if not engine.hand:
+        raise StageError(f"infer.hand_variant/hand_checkpoint: {engine.model.variant.name} is a body network; "
+                         f"give a hand one (fastmetro-hand-*)")
+    if not engine.pretrained:
+        count("untrained_hand_weights")
+        log.warning("infer: hands run UNTRAINED weights (set infer.hand_checkpoint, e.g. "
+                    "fastmetro-hand-l-h64-freihand): hand meshes are meaningless")
+    log.info("infer: hands with %s on %s", engine.model.variant.name, engine.device)
+    return HandPass(engine, smpl_hand_vertices(mesh.faces, mesh.j_regressor_h36m), count,
+                    scale=cfg.hand_scale, min_hand_px=cfg.hand_min_px)
 
 
 def cut_hand_crops(rgb: np.ndarray, squares: Sequence[HandSquare], out: Optional[np.ndarray] = None) -> np.ndarray:

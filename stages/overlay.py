@@ -190,7 +190,7 @@ class OverlayStage(Stage):
             import fastmetro.assets
 
             try:
-                self.overlay.hand_faces = fastmetro.assets.load_hand_faces(None)
+                self.overlay.hand_faces = fastmetro.assets.load_hand_faces(self.context.hand_assets_dir)
             except fastmetro.assets.AssetError as e:
                 raise StageError(str(e)) from e
         if rgb is not None:

@@ -156,7 +156,7 @@ class PublishStage(Stage):
         import fastmetro.assets
 
         try:
-            self._hand_faces = fastmetro.assets.load_hand_faces(None)
+            self._hand_faces = fastmetro.assets.load_hand_faces(self.context.hand_assets_dir)
         except fastmetro.assets.AssetError as e:
             raise StageError(str(e)) from e
         self._hand_joint_names = tuple(fastmetro.HAND_JOINT_NAMES)

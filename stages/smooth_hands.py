@@ -4,7 +4,8 @@ A hand (pipeline.messages.HandMesh) is filtered in three groups, with the noise 
 groups of the same units: `hand` (vertices and joints3d, hand-relative metres: smooth.body), `translation`
 (cam_t: smooth.translation) and `cam` (the hand crop's s, tx, ty: smooth.cam). A side seen in a frame
 updates its filters (or starts them); a side not seen, or a coasting body, drops them, so a hand that comes
-back starts afresh. Offline, each run of consecutive frames with the hand gets its own RTS backward pass.
+back starts afresh (as does one whose arrays change shape). Offline, each filter's life (consecutive frames
+with the hand, from a start of its filters) gets its own RTS backward pass.
 """
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def measure_hand(h: HandMesh) -> dict[str, np.ndarray]:
     return z
 
 
+def _shapes(h: HandMesh) -> tuple:
+    """What a hand's filters are sized by: a change restarts them."""
+    return tuple(np.shape(getattr(h, f)) for f in ("vertices", "joints3d", "cam_t", "cam"))
+
+
 def compose_hand(template: HandMesh, v: dict[str, np.ndarray]) -> HandMesh:
     """Filtered group values -> a HandMesh shaped and typed like the template (crop square kept)."""
     nv = np.asarray(template.vertices).size
@@ -61,10 +67,12 @@ class HandFilters:
                 bank.predict(dt)
 
     def update(self, pm: PersonMesh) -> None:
-        """This frame's hands: a seen side updates (or starts) its filters, an unseen one drops them."""
+        """This frame's hands: a seen side updates (or starts) its filters, an unseen one drops them, one
+        shaped otherwise than its filters (vertices, joints, cameras) starts them afresh."""
         for side in SIDES:
             h = pm.hands.get(side)
-            if h is None or np.shape(h.vertices) != np.shape(getattr(self.templates.get(side), "vertices", None)):
+            old = self.templates.get(side)
+            if h is None or old is None or _shapes(h) != _shapes(old):
                 self.banks.pop(side, None)
                 self.templates.pop(side, None)
             if h is None:
@@ -92,9 +100,15 @@ class HandFilters:
                 for side, banks in self.banks.items()}
 
 
+def _born(steps: dict[str, Step]) -> bool:
+    """Whether these are the first steps of new filters (no transition led to them)."""
+    return any(step.F is None for step in steps.values())
+
+
 def smooth_hand_runs(records: list[dict[str, tuple[HandMesh, dict[str, Step]]]]) -> list[dict[str, HandMesh]]:
     """Backward passes over a track's window of recorded frames (HandFilters.record() each): every run of
-    consecutive frames holding a side is one filter's life and is smoothed on its own."""
+    consecutive frames holding a side from one start of its filters is one filter's life and is smoothed
+    on its own."""
     out: list[dict[str, HandMesh]] = [{} for _ in records]
     for side in SIDES:
         i = 0
@@ -102,8 +116,8 @@ def smooth_hand_runs(records: list[dict[str, tuple[HandMesh, dict[str, Step]]]])
             if side not in records[i]:
                 i += 1
                 continue
-            j = i
-            while j < len(records) and side in records[j]:
+            j = i + 1  # the run ends where the side is missing, or where its filters started afresh
+            while j < len(records) and side in records[j] and not _born(records[j][side][1]):
                 j += 1
             run = [records[k][side] for k in range(i, j)]
             names = list(run[0][1])

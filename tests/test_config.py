@@ -22,6 +22,19 @@ def test_shipped_configs_load(name):
     assert isinstance(c, Config)
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_shipped_configs_show_the_hand_settings_with_a_comment(name):
+    """A user starting from any shipped config sees where hands are switched on and their files named."""
+    import yaml
+
+    infer = yaml.safe_load((REPO / "configs" / name).read_text())["infer"]
+    assert {"hands", "hand_checkpoint", "hand_assets_dir"} <= set(infer)
+    lines = (REPO / "configs" / name).read_text().splitlines()
+    for key in ("hands", "hand_checkpoint", "hand_assets_dir"):
+        line = next(ln for ln in lines if ln.strip().startswith(f"{key}:"))
+        assert "#" in line, f"{name}: infer.{key} has no comment"
+
+
 def test_overrides_win_over_the_file_and_are_typed(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("queue_size: 3\ninfer:\n  max_batch: 4\n")

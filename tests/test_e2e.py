@@ -150,3 +150,27 @@ def test_run_with_hands_gives_persons_hands_and_the_recording_decodes_alone(tmp_
     assert hands > 0
     with av.open(str(overlay)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
+
+
+@pytest.mark.slow
+def test_hands_find_their_faces_where_infer_hand_assets_dir_says(tmp_path, mano_dir):
+    """Only infer.hand_assets_dir names the MANO files (no FASTMETRO_MANO_ASSETS, an empty cache, no
+    download): infer's hands, publish's topology and the overlay all read them there."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "FASTMETRO_MANO_ASSETS"}
+    # an empty user cache, and a download that cannot happen (a proxy on a closed local port)
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+    rec, overlay = tmp_path / "hands.msgpack", tmp_path / "hands.mp4"
+    r = subprocess.run(CLI + ["run", "--record", str(rec), "--overlay", str(overlay),
+                              "--set", f"publish.endpoint={free_endpoint()}", "--set", "detect.detector=hog",
+                              "--set", "infer.hands=true", "--set", f"infer.hand_assets_dir={mano_dir}",
+                              "--set", "decode.max_frames=3", "--set", "progress=false"],
+                       cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    msgs = [wire.decode(x.payload) for x in wire.read_recording(rec)]
+    assert sum(1 for p in msgs if p["kind"] == "frame" for q in p["persons"] if q["hands"]) > 0
+    topology = [m for m in msgs if m["kind"] == "topology"][-1]
+    assert topology["hand"]["faces_right"].shape == (1538, 3) and topology["hand"]["faces_left"].shape == (1538, 3)
+    with av.open(str(overlay)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 3

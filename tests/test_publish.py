@@ -460,3 +460,34 @@ def test_an_output_into_a_missing_directory_is_named_before_the_run(tmp_path, ca
     assert main(["run", f"--{setting}", str(missing / "out"), "--set", "detect.detector=hog"]) == 2
     err = capsys.readouterr().err
     assert f"{key}: Value error, directory {missing} does not exist" in err and "Traceback" not in err
+
+
+def test_the_hand_faces_come_from_infer_hand_assets_dir(assets_dir, mano_dir, tmp_path, monkeypatch):
+    """A user who names the MANO files only with infer.hand_assets_dir: publish sends the hand topology
+    from there (no FASTMETRO_MANO_ASSETS, an empty cache, no download)."""
+    import fastmetro.assets
+    from fastmetro_stream.config import load_config
+    from tests.test_wire_hands import _frame_with_hands
+
+    def no_download(url, *a, **k):
+        raise fastmetro.assets.AssetError(f"no download in this test ({url})")
+
+    monkeypatch.delenv("FASTMETRO_MANO_ASSETS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(fastmetro.assets, "download", no_download)
+    fastmetro.assets._load_hand_faces.cache_clear()
+    config = load_config(None, [f"infer.hand_assets_dir={mano_dir}", f"publish.endpoint={ANY_PORT}",
+                                f"publish.record={tmp_path / 'rec.msgpack'}"])
+    assert config.stage_context().hand_assets_dir == str(mano_dir)
+    stage = PublishStage(config.publish, config.stage_context())
+    stage.setup()
+    try:
+        stage.process(_frame_with_hands())
+        stage.process(EndOfStream("default", 1))
+    finally:
+        stage.close()
+    msgs = [wire.decode(x.payload) for x in wire.read_recording(tmp_path / "rec.msgpack")]
+    topology = [m for m in msgs if m["kind"] == "topology"][-1]
+    expected = fastmetro.assets.load_hand_faces(mano_dir)
+    np.testing.assert_array_equal(topology["hand"]["faces_right"], expected)
+    fastmetro.assets._load_hand_faces.cache_clear()

@@ -386,3 +386,46 @@ def test_image_command_on_bus(tmp_path, assets_dir, capsys):
         assert v.shape == (6890, 3) and np.isfinite(v).all()
         assert faces.shape == (13776, 3) and faces.min() == 1 and faces.max() == 6890
         assert np.all(v[:, 2] < 0)  # in front of the camera (OBJ axes: z towards the viewer)
+
+
+@pytest.mark.slow
+def test_image_command_draws_and_writes_the_hands_with_hands_on(tmp_path, assets_dir, mano_dir, capsys):
+    """`image --set infer.hands=true` runs the infer stage's hand pass: every hand in view is drawn over the
+    picture (pixels differ from the hands-off picture, and only there where hands are) and written as an OBJ
+    of the MANO mesh, named by person and side; hands without a crop are reported with their reason."""
+    import cv2
+    import ultralytics
+
+    from fastmetro_stream.config import load_config
+    from fastmetro_stream.image import run_image
+
+    bus = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+    off = run_image(bus, tmp_path / "off.png", None, load_config(None, ["detect.detector=hog", "infer.hands=false"]))
+    assert off["persons"] > 0 and not off["hands_on"] and off["hands"] == [] == off["hands_skipped"]
+
+    objs = tmp_path / "meshes"
+    assert main(["image", str(bus), "-o", str(tmp_path / "on.png"), "--obj", str(objs), "--detector", "hog",
+                 "--set", "infer.hands=true"]) == 0
+    captured = capsys.readouterr()
+    assert "hand network runs UNTRAINED weights" in captured.err
+    hand_files = sorted(objs.glob("bus_id*_*_hand.obj"))
+    assert f"{len(hand_files)} hand(s)" in captured.out and len(sorted(objs.glob("*.obj"))) == off["persons"] + len(hand_files)
+    assert hand_files, "no hand in view on the bus picture"
+    sides = {f.stem.split("_")[2] for f in hand_files}
+    assert sides <= {"left", "right"}
+    for f in hand_files:
+        v, faces = read_obj(f)
+        assert v.shape == (778, 3) and np.isfinite(v).all() and np.all(v[:, 2] < 0)
+        assert faces.shape == (1538, 3) and faces.min() == 1 and faces.max() == 778
+    on, plain = cv2.imread(str(tmp_path / "on.png")), cv2.imread(str(tmp_path / "off.png"))
+    assert on.shape == plain.shape and np.any(on != plain)
+
+    # hands that get no crop are reported, with their reason, and leave the picture as it was without hands
+    skipped = run_image(bus, tmp_path / "small.png", None,
+                        load_config(None, ["detect.detector=hog", "infer.hands=true", "infer.hand_min_px=10000"]))
+    assert skipped["hands_on"] and skipped["hands"] == []
+    reasons = skipped["hands_skipped"]
+    assert len(reasons) == 2 * off["persons"] and {r for _, _, r in reasons} == {"too_small"}
+    assert {(tid, side) for tid, side, _ in reasons} >= {(tid, side) for tid in {t for t, _, _ in reasons}
+                                                         for side in ("left", "right")}
+    assert np.array_equal(cv2.imread(str(tmp_path / "small.png")), plain)

@@ -81,3 +81,22 @@ def test_a_coasting_body_has_no_hands(mode):
     assert out[5].predicted and not out[5].hands
     assert out[5].hand_skips == {"left": "body_coasting", "right": "body_coasting"}
     assert set(out[6].hands) == {"left", "right"}
+
+
+@pytest.mark.parametrize("field,keep", [("vertices", 500), ("joints3d", 10)])
+@pytest.mark.parametrize("mode", ["live", "offline"])
+def test_a_hand_whose_arrays_change_shape_starts_its_filters_afresh(mode, field, keep):
+    """No gap between the two shapes: the filters restart at the change (live and offline, where the
+    backward pass must not run across the restart) instead of failing the stage."""
+    import dataclasses
+
+    inp = frames_with_hands(24)
+    for mf in inp[8:]:
+        h = mf.persons[0].hands["left"]
+        mf.persons[0].hands["left"] = dataclasses.replace(h, **{field: getattr(h, field)[:keep]})
+    out = [p for _, p in by_track(run(stage(mode, rts_lag=3, rts_window=2), inp))[1]]
+    assert len(out) == 24 and all(set(p.hands) == {"left", "right"} for p in out)
+    for i, (p, mf) in enumerate(zip(out, inp)):
+        assert getattr(p.hands["left"], field).shape == getattr(mf.persons[0].hands["left"], field).shape, i
+    if mode == "live":  # the first frame of the new shape is the measurement itself: a fresh filter
+        np.testing.assert_allclose(out[8].hands["left"].vertices, inp[8].persons[0].hands["left"].vertices, atol=1e-6)

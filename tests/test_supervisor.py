@@ -145,13 +145,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def start_script(tmp_path):
+def start_script(tmp_path, **popen):
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=str(REPO / "tests"), repo=str(REPO), pid_dir=str(pid_dir),
                                     sink=str(tmp_path / "sink.jsonl")))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
     deadline = time.monotonic() + 60
     while len(list(pid_dir.glob("*.pid"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -170,6 +171,19 @@ def test_signal_stops_cleanly(tmp_path, sig):
     assert "EXIT 0 stopped" in out
     frames, ends = read_sink(tmp_path / "sink.jsonl")
     assert ends and ends[0][2] == "stopped" and frames
+    assert not any(alive(p) for p in pids)
+    assert shm and not shm_exists(shm)
+
+
+def test_sigterm_to_the_whole_process_group_is_a_stop_not_a_stage_failure(tmp_path):
+    """kill -- -PGID (a cancelled job, a closed terminal) ends every stage process at once with the
+    supervisor: the run says it was stopped (exit 130), it does not blame the first stage seen dead
+    ("stage smooth exited with 1")."""
+    proc, pids, shm = start_script(tmp_path, start_new_session=True)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "EXIT 130 stopped at once" in out and "exited with" not in err
     assert not any(alive(p) for p in pids)
     assert shm and not shm_exists(shm)
 
