@@ -13,7 +13,8 @@
 `pictures()` yields, per picture in decode order, its time in seconds (None if unknown) and `to_rgb(max_pixels)`
 that decodes it to (H, W, 3) uint8 RGB fitted to max_pixels (None: unreadable, counted). A file source also
 sets `rate` and `start` (its frame rate and first time), by which the stage numbers frames after damaged data,
-and counts a file that ends before the frames its index lists (truncated, frames_missing). Slots, pacing,
+and counts a file that ends before the frames its index lists, or its header's duration holds where the
+container keeps no count (Matroska/WebM), as truncated (frames_missing). Slots, pacing,
 start/max frames, looping and reconnects are the decode stage's.
 """
 from __future__ import annotations
@@ -184,6 +185,16 @@ def decoded(container, stream, live: bool, stop: threading.Event, count: Callabl
             yield vf
 
 
+def declared_by_duration(stream, rate: Optional[float]) -> int:
+    """The frames a stream's header says it has when the container keeps no frame count: Matroska/WebM
+    store each stream's duration as a DURATION tag ("HH:MM:SS.nnnnnnnnn"). 0 when unknown."""
+    m = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(stream.metadata.get("DURATION", "")).strip())
+    if not m or not rate:
+        return 0
+    seconds = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    return int(round(seconds * rate))
+
+
 class Source:
     """One source of pictures. `live` sources (cameras, URLs) are reopened when lost; the others can be
     read again from the start (decode.loop). `period`: seconds between pictures when the source has no
@@ -232,11 +243,11 @@ class FileSource(Source):
         for vf in decoded(self.container, stream, False, self.stop, self.count):
             seen += 1
             yield (None if vf.time is None else float(vf.time)), (lambda mp, vf=vf: _to_rgb(vf, mp))
-        declared = stream.frames or 0  # frames the container's index lists (0: unknown)
+        declared = stream.frames or declared_by_duration(stream, self.rate)  # 0: unknown
         if declared and seen < declared and not self.stop.is_set():
             self.count("truncated")
             self.count("frames_missing", declared - seen)
-            log.warning("decode: %s ended after %d of the %d frames its index lists (truncated or damaged file)",
+            log.warning("decode: %s ended after %d of the %d frames its header lists (truncated or damaged file)",
                         self.src, seen, declared)
 
     def close(self) -> None:
