@@ -172,3 +172,41 @@ def test_detect_and_crops_follow_each_frames_size(tmp_path, tracker):
 
     for lab in people:
         assert len({id_of(k, lab) for k in range(6)}) == 1, f"{lab}: track ids change with the frame size"
+
+
+def test_the_overlay_draws_each_frame_at_its_own_size(assets_dir, tmp_path):
+    """Frames of 1280 x 720 and 640 x 360 alternating, the same body in the same place of the picture (the
+    focal length follows the frame size, as infer sets it): the overlay video keeps the first frame's size,
+    and the body covers the same part of every written frame."""
+    from fastmetro.camera import default_focal
+    from pipeline import wire
+    from stages.overlay import OverlayConfig, OverlayStage
+
+    sizes = [(1280, 720), (640, 360)] * 2
+    store = _store(1280 * 720, max_persons=1, slots=4)
+    stage = OverlayStage(OverlayConfig(path=tmp_path / "o.mp4", mesh="fine"))
+    stage.store = store
+    greys = [40, 90, 140, 190]
+    try:
+        stage.setup()
+        for i, (w, h) in enumerate(sizes):
+            mf = wire.synthetic_mesh_frame(1, index=i, rng=np.random.default_rng(0))
+            mf.frame.width, mf.frame.height = w, h
+            mf.focal = float(default_focal((w, h)))
+            mf.frame.slot = store.acquire(block=False)
+            store.frame(mf.frame)[:] = greys[i]
+            stage.process(mf)
+        stage.process(EndOfStream("default", len(sizes)))
+        assert stage.counters["overlay_frames"] == len(sizes)
+    finally:
+        stage.close()
+        store.close()
+        store.unlink()
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+    assert len(frames) == len(sizes) and all(f.shape == (720, 1280, 3) for f in frames)
+    masks = [np.abs(f - g).max(axis=2) > 12 for f, g in zip(frames, greys)]  # the drawn body
+    assert 0.005 < masks[0].mean() < 0.9
+    for i, m in enumerate(masks[1:], 1):
+        iou = (m & masks[0]).sum() / (m | masks[0]).sum()
+        assert iou > 0.9, f"frame {i} ({sizes[i][0]}x{sizes[i][1]}): the body drawn elsewhere (IoU {iou:.2f})"
