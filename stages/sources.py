@@ -105,6 +105,36 @@ def _to_rgb(vf, max_pixels: int) -> np.ndarray:
     return vf.to_ndarray(format="rgb24")
 
 
+IMAGE_FORMATS = "8- or 16-bit PNG, JPEG, BMP, TIFF or WebP; grey, palette, RGB or RGBA"
+
+
+def read_image(path) -> Optional[np.ndarray]:
+    """An image file as (H, W, 3) uint8 RGB, or None when it cannot be read. Grey and palette images become
+    RGB, an alpha channel is dropped, 16-bit samples are scaled to 8 bits (v / 257, not clipped); images
+    OpenCV cannot read (32-bit samples, unknown formats) give None, without OpenCV's own console lines."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its "can not handle" warnings: ours says it
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if img is None or img.size == 0:
+        return None
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # full range to full range
+    elif img.dtype != np.uint8:  # float or 32-bit samples: no one range to map
+        return None
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return None
+
+
 def open_av(src: str, **kw):
     """An av input container, or SourceError naming the source."""
     import av
@@ -283,16 +313,16 @@ class ImageFolderSource(Source):
                 return
 
             def read(mp, path=path):
-                bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if bgr is None:
+                rgb = read_image(path)
+                if rgb is None:
                     self.count("corrupt_frames")
-                    log.warning("decode: %s is not a readable image: skipped", path)
+                    log.warning("decode: %s is not a readable image (%s): skipped", path, IMAGE_FORMATS)
                     return None
-                h, w = bgr.shape[:2]
+                h, w = rgb.shape[:2]
                 fw, fh = fit_size(w, h, mp)
                 if (fw, fh) != (w, h):
-                    bgr = cv2.resize(bgr, (fw, fh), interpolation=cv2.INTER_AREA)
-                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    rgb = cv2.resize(rgb, (fw, fh), interpolation=cv2.INTER_AREA)
+                return rgb
 
             yield i * self.period, read
 
