@@ -20,7 +20,8 @@ Shutdown:
   Ctrl-C/SIGTERM  the source stops and what is in flight drains through (exit 0); a second Ctrl-C (or
                   the stop timeout) stops every stage at once (exit 130).
   start           the source starts reading once every other stage reports ready (setup done).
-  dead supervisor children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and also watch their parent.
+  dead supervisor children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and also watch their parent;
+                  they close their stage and exit at once (tests/faults/test_supervisor_killed.py).
 The shared-memory ring is unlinked in every case (and by the resource tracker if this process is killed).
 """
 from __future__ import annotations
@@ -333,6 +334,11 @@ def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, 
     logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(levelname)s %(message)s")
     code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name,
                   end_reason).run()
+    if os.getppid() != parent_pid:  # the supervisor died: the stage is closed, and no one waits for the
+        logging.shutdown()          # interpreter's teardown (collecting a torch model's heap takes seconds)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
