@@ -166,6 +166,10 @@ def decoded(container, stream, live: bool, stop: threading.Event, count: Callabl
 
     demux = container.demux(stream)
     errors_in_row = 0
+    # A packet the demuxer flags corrupt is held until the next one comes: when the data ends there it was
+    # the cut-off tail of a truncated file and is dropped, for a frame-threaded decoder given it loses
+    # the frames its threads still hold (the flush gives them back only without it).
+    held = None
 
     def flushed():  # frames the decoder still holds when the data ends early (a cut file)
         try:
@@ -173,13 +177,16 @@ def decoded(container, stream, live: bool, stop: threading.Event, count: Callabl
         except (av.error.FFmpegError, ValueError):
             return []
 
+    def cut_tail():
+        count("corrupt_frames")
+        log.warning("decode: the data ends inside a packet (a cut file): its frame is skipped")
+
     while not stop.is_set():
         try:
             packet = next(demux)
-        except StopIteration:
-            yield from flushed()
-            return
-        except av.error.EOFError:
+        except (StopIteration, av.error.EOFError):
+            if held is not None:
+                cut_tail()
             yield from flushed()
             return
         except av.error.InvalidDataError as e:
@@ -198,21 +205,29 @@ def decoded(container, stream, live: bool, stop: threading.Event, count: Callabl
             log.error("decode: read error, the rest of the file is skipped (%s)", e)
             yield from flushed()
             return
-        try:
-            frames = packet.decode()
-        except av.error.FFmpegError as e:
-            count("corrupt_frames")
-            errors_in_row += 1
-            log.warning("decode: undecodable packet skipped (%s)", e)
-            if errors_in_row > MAX_ERRORS_IN_ROW:
-                return
-            continue
-        errors_in_row = 0
-        for vf in frames:
-            if vf.is_corrupt:  # decoded with errors the decoder concealed: not a frame to measure on
+        if packet.is_corrupt and packet.size and not live:
+            packets, held = ([held] if held is not None else []), packet
+        elif held is not None and not packet.size:  # the end (the demuxer's empty flush packet)
+            cut_tail()
+            packets, held = [packet], None
+        else:
+            packets, held = ([held] if held is not None else []) + [packet], None
+        for packet in packets:
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as e:
                 count("corrupt_frames")
+                errors_in_row += 1
+                log.warning("decode: undecodable packet skipped (%s)", e)
+                if errors_in_row > MAX_ERRORS_IN_ROW:
+                    return
                 continue
-            yield vf
+            errors_in_row = 0
+            for vf in frames:
+                if vf.is_corrupt:  # decoded with errors the decoder concealed: not a frame to measure on
+                    count("corrupt_frames")
+                    continue
+                yield vf
 
 
 def declared_by_duration(stream, rate: Optional[float]) -> int:
