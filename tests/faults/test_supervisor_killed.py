@@ -107,3 +107,35 @@ def test_a_killed_supervisor_leaves_no_process_no_shared_memory_and_a_readable_r
     cut = tmp_path / "cut.msgpack"
     cut.write_bytes(data[: len(data) - len(records[-1].payload) // 2])
     assert len(list(wire.read_recording(cut))) == len(records) - 1
+
+
+STUCK = """
+from pipeline.supervisor import Supervisor
+from stage_helpers import CountingSource, runtime_config
+from fault_stages import Stuck
+Supervisor(runtime_config(), [CountingSource(None, delay_s=0.05, pid_dir={d!r}), Stuck({d!r})]).run()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_stage_stuck_in_a_long_call_still_exits_soon_after_its_supervisor_dies(tmp_path):
+    from conftest import popen_python
+
+    proc = popen_python(STUCK.format(d=str(tmp_path)))
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "stuck.busy").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+        pids = [int((tmp_path / f"{n}.pid").read_text()) for n in ("source", "stuck")]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        t0 = time.monotonic()
+        while any(_alive(p) for p in pids) and time.monotonic() - t0 < 30:
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+    finally:
+        for pid in [int(p.read_text()) for p in tmp_path.glob("*.pid")]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert took < 5, f"{took:.1f} s until the stages were gone (the stuck one waits 120 s)"
