@@ -210,3 +210,38 @@ def test_the_overlay_draws_each_frame_at_its_own_size(assets_dir, tmp_path):
     for i, m in enumerate(masks[1:], 1):
         iou = (m & masks[0]).sum() / (m | masks[0]).sum()
         assert iou > 0.9, f"frame {i} ({sizes[i][0]}x{sizes[i][1]}): the body drawn elsewhere (IoU {iou:.2f})"
+
+
+@pytest.mark.slow
+def test_a_run_over_photos_of_several_sizes_records_each_at_its_own_size(tmp_path, assets_dir):
+    """`fastmetro-stream run` over a folder of bus.jpg at three sizes, with the overlay: every recorded
+    frame has its picture's size, its people's boxes inside it, and the overlay video has every frame."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, child_env, free_port
+    from pipeline.recording import recording_frames
+
+    bus = cv2.imread(str(BUS))
+    scales = [1.0, 0.5, 0.75, 1.0, 0.5, 0.75]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, s in enumerate(scales):
+        img = bus if s == 1.0 else cv2.resize(bus, (round(810 * s), round(1080 * s)), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{i:02d}.png"), img)
+    rec, overlay = tmp_path / "run.msgpack", tmp_path / "overlay.mp4"
+    p = subprocess.run([sys.executable, "-m", "fastmetro_stream.cli", "run", "--source", str(folder), "--record",
+                        str(rec), "--overlay", str(overlay), "--set", "detect.detector=hog",
+                        "--set", f"publish.endpoint=tcp://127.0.0.1:{free_port()}"],
+                       env=child_env(), cwd=str(REPO), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    frames = list(recording_frames(rec))
+    assert [f.index for f in frames] == list(range(len(scales)))
+    for f, s in zip(frames, scales):
+        assert (f.width, f.height) == (round(810 * s), round(1080 * s)), (f.index, f.width, f.height)
+        assert f.persons, f"nobody in frame {f.index}"
+        for person in f.persons:
+            x0, y0, x1, y1 = person.box
+            assert 0 <= x0 < x1 <= f.width and 0 <= y0 < y1 <= f.height, (f.index, person.box)
+    with av.open(str(overlay)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == len(scales)
