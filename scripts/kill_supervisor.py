@@ -61,7 +61,8 @@ def main() -> int:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastmetro_stream.cli", "run", "--mode", "live", "--record", str(rec),
-         "--set", "detect.detector=hog", "--set", "decode.loop=true", "--set", f"publish.endpoint=tcp://127.0.0.1:{port}"],
+         "--set", "detect.detector=hog", "--set", "decode.loop=true",
+         "--set", f"publish.endpoint=tcp://127.0.0.1:{port}"],
         env=env, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while frames_recorded(rec) < args.frames:
         if proc.poll() is not None:
