@@ -80,7 +80,7 @@ def test_a_source_that_comes_back_is_reconnected_and_frames_go_on(stream_file, c
     caplog.set_level(logging.WARNING)
     server = {"proc": serve(stream_file, port)}
     store = FrameStore.create(multiprocessing.get_context("spawn"), 4, 160 * 120, 1)
-    stage = DecodeStage(DecodeConfig(reconnect_attempts=5, reconnect_delay_s=0.3, read_timeout_s=2),
+    stage = DecodeStage(DecodeConfig(reconnect_attempts=20, reconnect_delay_s=0.3, read_timeout_s=2),
                         source=url, mode="live")
     stage.store = store
     got: list = []
