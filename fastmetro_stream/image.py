@@ -39,6 +39,7 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
     from pipeline.messages import Frame, MeshFrame, PersonMesh
     from pipeline.subscriber import person_data
     from stages.infer_hands import build_hand_pass, hands_on
+    from stages.sources import IMAGE_FORMATS, read_image
     from stages.tracking import PersonTracker
 
     from .config import Config
@@ -46,12 +47,11 @@ def run_image(picture: Path, output: Path, obj_dir: Optional[Path] = None, confi
     picture, output = Path(picture), Path(output)
     if not picture.is_file():
         raise RenderError(f"picture {picture} not found")
-    bgr = cv2.imread(str(picture), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise RenderError(f"picture {picture} cannot be read as an image (PNG, JPEG, BMP, TIFF, WebP, ...)")
+    rgb = read_image(picture)
+    if rgb is None:
+        raise RenderError(f"picture {picture} cannot be read as an image ({IMAGE_FORMATS})")
     if not output.parent.is_dir():
         raise RenderError(f"output directory {output.parent} does not exist (-o {output})")
-    rgb = np.ascontiguousarray(bgr[..., ::-1])
     config = config if config is not None else Config()
     persons, _ = PersonTracker(config.detect).update(rgb)
     c = config.infer

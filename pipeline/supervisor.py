@@ -22,7 +22,9 @@ Shutdown:
                   group (kill -- -PGID) ends the stages at once: "stopped at once" too (exit 130), not a
                   stage failure.
   start           the source starts reading once every other stage reports ready (setup done).
-  dead supervisor children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and also watch their parent.
+  dead supervisor children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and also watch their parent;
+                  they close their stage and exit at once, within ORPHAN_GRACE_S even when a long call holds
+                  their main thread (tests/faults/test_supervisor_killed.py).
 The shared-memory ring is unlinked in every case (and by the resource tracker if this process is killed).
 """
 from __future__ import annotations
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.5
 LATENCY_SAMPLES = 20000
+ORPHAN_GRACE_S = 2.0  # what a stage whose supervisor died has to close itself before it exits anyway
 
 
 @dataclass
@@ -123,6 +126,15 @@ class _Child:
     def parent_alive(self) -> bool:
         return os.getppid() == self.parent_pid
 
+    def _exit_when_orphaned(self) -> None:
+        """A thread: once the supervisor is gone, the main thread has ORPHAN_GRACE_S to close the stage; a
+        long call that holds it (a network's forward pass, a detector on a large frame) does not keep the
+        process alive past that."""
+        while self.parent_alive():
+            time.sleep(0.2)
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(1)
+
     def report(self, force: bool = False) -> None:
         t = time.monotonic()
         if not force and t - self.last_report < PROGRESS_EVERY_S:
@@ -191,6 +203,7 @@ class _Child:
     def run(self) -> int:
         self._install_signals()
         _die_with_parent()
+        threading.Thread(target=self._exit_when_orphaned, name="orphan-watch", daemon=True).start()
         status, detail = "done", None
         try:
             self.store = FrameStore.attach(self.spec)
@@ -335,6 +348,11 @@ def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, 
     logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(levelname)s %(message)s")
     code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name,
                   end_reason).run()
+    if os.getppid() != parent_pid:  # the supervisor died: the stage is closed, and no one waits for the
+        logging.shutdown()          # interpreter's teardown (collecting a torch model's heap takes seconds)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -262,13 +262,20 @@ class DecodeStage(SourceStage):
 
         src = source.src
         failures = 0
+        # a source reopened may start its clock again: its pts are moved on to continue from the last frame
+        # delivered (plus the time it was away), so pts keep increasing across reconnects
+        offset, last_pts, last_wall = 0.0, None, 0.0
         while not self._done():
             try:
                 source.open()
-            except SourceError:
+            except SourceError as e:
                 failures += 1
                 if failures > self.cfg.reconnect_attempts or self._stop.is_set():
-                    raise
+                    if last_pts is None and not self._index:  # never opened: the open error says it
+                        raise
+                    raise SourceError(f"source {src!r} lost and did not come back after "
+                                      f"{self.cfg.reconnect_attempts} reconnect attempts "
+                                      f"(decode.reconnect_attempts): {e}") from e
                 log.warning("decode: %s not available, retry %d/%d in %.1f s", src, failures,
                             self.cfg.reconnect_attempts, self.cfg.reconnect_delay_s)
                 self._sleep(self.cfg.reconnect_delay_s)
@@ -277,6 +284,11 @@ class DecodeStage(SourceStage):
             ended = False  # a clean end of a finite stream (e.g. a file over HTTP): no reconnect
             try:
                 for pts, to_rgb in source.pictures():
+                    if pts is not None:
+                        if got == 0 and last_pts is not None and pts + offset <= last_pts:
+                            offset = last_pts + max(time.monotonic() - last_wall, 1e-3) - pts
+                        pts += offset
+                        last_pts, last_wall = pts, time.monotonic()
                     index = self._index
                     self._index += 1
                     got += 1

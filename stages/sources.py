@@ -13,7 +13,8 @@
 `pictures()` yields, per picture in decode order, its time in seconds (None if unknown) and `to_rgb(max_pixels)`
 that decodes it to (H, W, 3) uint8 RGB fitted to max_pixels (None: unreadable, counted). A file source also
 sets `rate` and `start` (its frame rate and first time), by which the stage numbers frames after damaged data,
-and counts a file that ends before the frames its index lists (truncated, frames_missing). Slots, pacing,
+and counts a file that ends before the frames its index lists, or its header's duration holds where the
+container keeps no count (Matroska/WebM), as truncated (frames_missing). Slots, pacing,
 start/max frames, looping and reconnects are the decode stage's.
 """
 from __future__ import annotations
@@ -104,6 +105,36 @@ def _to_rgb(vf, max_pixels: int) -> np.ndarray:
     return vf.to_ndarray(format="rgb24")
 
 
+IMAGE_FORMATS = "8- or 16-bit PNG, JPEG, BMP, TIFF or WebP; grey, palette, RGB or RGBA"
+
+
+def read_image(path) -> Optional[np.ndarray]:
+    """An image file as (H, W, 3) uint8 RGB, or None when it cannot be read. Grey and palette images become
+    RGB, an alpha channel is dropped, 16-bit samples are scaled to 8 bits (v / 257, not clipped); images
+    OpenCV cannot read (32-bit samples, unknown formats) give None, without OpenCV's own console lines."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its "can not handle" warnings: ours says it
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if img is None or img.size == 0:
+        return None
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # full range to full range
+    elif img.dtype != np.uint8:  # float or 32-bit samples: no one range to map
+        return None
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return None
+
+
 def open_av(src: str, **kw):
     """An av input container, or SourceError naming the source."""
     import av
@@ -135,6 +166,10 @@ def decoded(container, stream, live: bool, stop: threading.Event, count: Callabl
 
     demux = container.demux(stream)
     errors_in_row = 0
+    # A packet the demuxer flags corrupt is held until the next one comes: when the data ends there it was
+    # the cut-off tail of a truncated file and is dropped, for a frame-threaded decoder given it loses
+    # the frames its threads still hold (the flush gives them back only without it).
+    held = None
 
     def flushed():  # frames the decoder still holds when the data ends early (a cut file)
         try:
@@ -142,13 +177,16 @@ def decoded(container, stream, live: bool, stop: threading.Event, count: Callabl
         except (av.error.FFmpegError, ValueError):
             return []
 
+    def cut_tail():
+        count("corrupt_frames")
+        log.warning("decode: the data ends inside a packet (a cut file): its frame is skipped")
+
     while not stop.is_set():
         try:
             packet = next(demux)
-        except StopIteration:
-            yield from flushed()
-            return
-        except av.error.EOFError:
+        except (StopIteration, av.error.EOFError):
+            if held is not None:
+                cut_tail()
             yield from flushed()
             return
         except av.error.InvalidDataError as e:
@@ -167,21 +205,39 @@ def decoded(container, stream, live: bool, stop: threading.Event, count: Callabl
             log.error("decode: read error, the rest of the file is skipped (%s)", e)
             yield from flushed()
             return
-        try:
-            frames = packet.decode()
-        except av.error.FFmpegError as e:
-            count("corrupt_frames")
-            errors_in_row += 1
-            log.warning("decode: undecodable packet skipped (%s)", e)
-            if errors_in_row > MAX_ERRORS_IN_ROW:
-                return
-            continue
-        errors_in_row = 0
-        for vf in frames:
-            if vf.is_corrupt:  # decoded with errors the decoder concealed: not a frame to measure on
+        if packet.is_corrupt and packet.size and not live:
+            packets, held = ([held] if held is not None else []), packet
+        elif held is not None and not packet.size:  # the end (the demuxer's empty flush packet)
+            cut_tail()
+            packets, held = [packet], None
+        else:
+            packets, held = ([held] if held is not None else []) + [packet], None
+        for packet in packets:
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as e:
                 count("corrupt_frames")
+                errors_in_row += 1
+                log.warning("decode: undecodable packet skipped (%s)", e)
+                if errors_in_row > MAX_ERRORS_IN_ROW:
+                    return
                 continue
-            yield vf
+            errors_in_row = 0
+            for vf in frames:
+                if vf.is_corrupt:  # decoded with errors the decoder concealed: not a frame to measure on
+                    count("corrupt_frames")
+                    continue
+                yield vf
+
+
+def declared_by_duration(stream, rate: Optional[float]) -> int:
+    """The frames a stream's header says it has when the container keeps no frame count: Matroska/WebM
+    store each stream's duration as a DURATION tag ("HH:MM:SS.nnnnnnnnn"). 0 when unknown."""
+    m = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(stream.metadata.get("DURATION", "")).strip())
+    if not m or not rate:
+        return 0
+    seconds = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    return int(round(seconds * rate))
 
 
 class Source:
@@ -232,11 +288,11 @@ class FileSource(Source):
         for vf in decoded(self.container, stream, False, self.stop, self.count):
             seen += 1
             yield (None if vf.time is None else float(vf.time)), (lambda mp, vf=vf: _to_rgb(vf, mp))
-        declared = stream.frames or 0  # frames the container's index lists (0: unknown)
+        declared = stream.frames or declared_by_duration(stream, self.rate)  # 0: unknown
         if declared and seen < declared and not self.stop.is_set():
             self.count("truncated")
             self.count("frames_missing", declared - seen)
-            log.warning("decode: %s ended after %d of the %d frames its index lists (truncated or damaged file)",
+            log.warning("decode: %s ended after %d of the %d frames its header lists (truncated or damaged file)",
                         self.src, seen, declared)
 
     def close(self) -> None:
@@ -272,16 +328,16 @@ class ImageFolderSource(Source):
                 return
 
             def read(mp, path=path):
-                bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if bgr is None:
+                rgb = read_image(path)
+                if rgb is None:
                     self.count("corrupt_frames")
-                    log.warning("decode: %s is not a readable image: skipped", path)
+                    log.warning("decode: %s is not a readable image (%s): skipped", path, IMAGE_FORMATS)
                     return None
-                h, w = bgr.shape[:2]
+                h, w = rgb.shape[:2]
                 fw, fh = fit_size(w, h, mp)
                 if (fw, fh) != (w, h):
-                    bgr = cv2.resize(bgr, (fw, fh), interpolation=cv2.INTER_AREA)
-                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    rgb = cv2.resize(rgb, (fw, fh), interpolation=cv2.INTER_AREA)
+                return rgb
 
             yield i * self.period, read
 

@@ -92,11 +92,20 @@ class UltralyticsTracker:
         """Last detection scores of the activated live tracks."""
         return [float(t.score) for t in self.tracker.tracked_stracks if t.is_activated]
 
-    def update(self, xyxy: np.ndarray, conf: np.ndarray, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-        """Associate this frame's detections (rgb: the frame, for camera-motion compensation)."""
+    def update(self, xyxy: np.ndarray, conf: np.ndarray, rgb: np.ndarray,
+               size: Optional[tuple[int, int]] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """Associate this frame's detections (rgb: the frame, for camera-motion compensation, resized to
+        `size` (w, h), the size the boxes are given in, when it differs)."""
         tr = self.tracker
-        # the frame (BGR) only matters to trackers with camera-motion compensation (BoT-SORT's GMC)
-        img = np.ascontiguousarray(rgb[..., ::-1]) if getattr(tr, "gmc", None) is not None else None
+        # the frame (BGR) only matters to trackers with camera-motion compensation (BoT-SORT's GMC), which
+        # compares it with the previous one: it must keep one size
+        img = None
+        if getattr(tr, "gmc", None) is not None:
+            if size is not None and (rgb.shape[1], rgb.shape[0]) != tuple(size):
+                import cv2
+
+                rgb = cv2.resize(rgb, tuple(size), interpolation=cv2.INTER_AREA)
+            img = np.ascontiguousarray(rgb[..., ::-1])
         rows = tr.update(_Boxes(xyxy, conf), img)
         rows = np.asarray(rows, np.float32).reshape(-1, 8)
         ended = [t.track_id for t in getattr(tr, "removed_stracks_frame", [])]
@@ -139,6 +148,10 @@ class PersonTracker:
         self._reported: set[int] = set()  # ids ever sent downstream
         self.detector_runs = 0
         self.too_small = 0  # frames too small to hold a person: not given to the detector
+        # (w, h) of the first frame: the tracker works in its pixels, so that a source that changes resolution
+        # mid-stream (adaptive streaming, a camera switching mode) keeps its tracks; each frame's boxes are
+        # scaled into it and back
+        self.track_size: Optional[tuple[int, int]] = None
 
     def holds_person(self, rgb: np.ndarray) -> bool:
         """Whether a frame is large enough to hold a person the filter would keep (min_box_size tall)."""
@@ -149,6 +162,7 @@ class PersonTracker:
         self.tracker.reset()
         self.frames = 0
         self._reported.clear()
+        self.track_size = None
 
     def _scheduled(self, i: int) -> bool:
         return i % self.cfg.detect_every == 0
@@ -185,11 +199,16 @@ class PersonTracker:
     def _step(self, rgb: np.ndarray, d: Optional[Dets]) -> tuple[list[Person], list[int]]:
         self.frames += 1
         h, w = rgb.shape[:2]
+        if self.track_size is None:
+            self.track_size = (w, h)
+        tw, th = self.track_size
+        to_track = np.array([tw / w, th / h, tw / w, th / h], np.float32)  # 1 unless the size changed
         if d is not None:
             d = self._filter(d)
-            boxes, ids, scores, ended = self.tracker.update(d.xyxy, d.conf, rgb)
+            boxes, ids, scores, ended = self.tracker.update(d.xyxy * to_track, d.conf, rgb, self.track_size)
         else:  # carried frame: the tracker's motion model alone
             boxes, ids, scores, ended = self.tracker.predict()
+        boxes = boxes / to_track if len(boxes) else boxes
         lost = sorted(i for i in set(ended) if i in self._reported)
         self._reported.difference_update(lost)
         boxes = np.stack([boxes[:, 0].clip(0, w), boxes[:, 1].clip(0, h),

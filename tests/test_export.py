@@ -199,9 +199,9 @@ def test_skeleton_only_in_frames_sent_with_vertices(tmp_path):
     assert all(t["files"] == [f"{t['name']}.npz"] and "no skeleton" in t["note"] for t in summary.tracks)
 
 
-def test_a_frame_with_nan_vertices_stops_the_export_where_it_is(tmp_path):
-    # arrays on the wire are finite (docs/schema.md): the decoder refuses such a frame, and the export
-    # keeps the frames before it and says where it stopped, with no NaN in what it wrote
+def test_a_frame_with_nan_vertices_is_skipped_and_reported(tmp_path):
+    # arrays on the wire are finite (docs/schema.md): the decoder refuses such a frame; the export skips
+    # it, keeps every other frame, and says which record it skipped, with no NaN in what it wrote
     rec = tmp_path / "run.msgpack"
     w = wire.RecordWriter(rec)
     w.write(0.0, b"s/topology", wire.encode_topology("s", 0, FACES, ["j"] * 14, ["h"] * 17))
@@ -213,6 +213,7 @@ def test_a_frame_with_nan_vertices_stops_the_export_where_it_is(tmp_path):
     w.close()
     summary = export_recording(rec, tmp_path / "out", ExportOptions(formats=("npz", "bvh")))
     z = np.load(tmp_path / "out" / "track_0001.npz")
-    assert z["frame_index"].tolist() == [0, 1] and z["humanoid_frame"].tolist() == [0, 1]
-    assert summary.note is not None and "record 4" in summary.note and "NaN" in summary.note, summary.note
+    assert z["frame_index"].tolist() == [0, 1, 3] and z["humanoid_frame"].tolist() == [0, 1, 3]
+    assert summary.note is not None and "skipped 1 record" in summary.note and "record 4" in summary.note
+    assert "NaN" in summary.note, summary.note
     assert "nan" not in (tmp_path / "out" / "track_0001.bvh").read_text().lower()

@@ -199,7 +199,7 @@ class VmcSender:
         self._t0 = time.monotonic()
         self._last_send: dict[str, float] = {}  # stream -> when its frame was last sent (rate: per stream)
         self.stats = dict(frames=0, sent=0, skipped_rate=0, send_errors=0, assignments=0, held=0, tposes=0,
-                          streams_released=0)
+                          streams_released=0, nonfinite=0)
 
     def _log_changes(self, changes, why: str = "lost") -> None:
         for slot, old, new in changes:
@@ -258,13 +258,19 @@ class VmcSender:
                 measured.append((slot, p))
         t = float(now - self._t0)
         sent = 0
+        fresh = set()
         if measured:
-            pose = hu.solve_persons([p for _, p in measured], scale=self.settings.scale,
-                                    use_rotmat=self.settings.use_rotmat)
-            for i, (slot, _) in enumerate(measured):
-                self._last[slot] = unity_pose(pose, i, self.settings.root_motion)
-                sent += self._send(slot, t, *self._last[slot], tracking=True)
-        fresh = {slot for slot, _ in measured}
+            with np.errstate(all="ignore"):  # absurd (finite) input overflows: caught below, not printed
+                pose = hu.solve_persons([p for _, p in measured], scale=self.settings.scale,
+                                        use_rotmat=self.settings.use_rotmat)
+                posed = [unity_pose(pose, i, self.settings.root_motion) for i in range(len(measured))]
+            for (slot, _), bones in zip(measured, posed):
+                if not all(np.isfinite(a).all() for a in bones):  # never NaN or infinity over OSC
+                    self.stats["nonfinite"] += 1
+                    continue
+                self._last[slot] = bones
+                fresh.add(slot)
+                sent += self._send(slot, t, *bones, tracking=True)
         for slot, key in enumerate(self.assigner.owner):
             if slot in fresh or self._last[slot] is None:
                 continue
@@ -339,9 +345,10 @@ def run(settings: VmcSettings, duration: Optional[float] = None, frames: Optiona
     except KeyboardInterrupt:
         pass
     finally:
+        skipped = {k: sub.stats.get(k, 0) for k in ("malformed", "oversized")}  # the subscriber's counts
         sub.close()
         sender.close()
-    return dict(sender.stats)
+    return dict(sender.stats, **skipped)
 
 
 def vmc_command(args: argparse.Namespace) -> int:
@@ -368,8 +375,9 @@ def vmc_command(args: argparse.Namespace) -> int:
     dests = ", ".join(f"{h}:{p}" for h, p in settings.targets())
     print(f"vmc: {', '.join(settings.endpoint)} ({settings.mode}) -> {dests}; Ctrl-C to stop", file=sys.stderr, flush=True)
     stats = run(settings, duration=args.duration, frames=args.frames, interval=args.interval)
-    print(f"vmc: {stats['frames']} frames, {stats['sent']} bundles sent, {stats['send_errors']} send errors",
-          file=sys.stderr)
+    print(f"vmc: {stats['frames']} frames, {stats['sent']} bundles sent, {stats['send_errors']} send errors; "
+          f"skipped: {stats['malformed']} malformed, {stats['oversized']} oversized messages, "
+          f"{stats['nonfinite']} unusable poses", file=sys.stderr)
     return 0
 
 

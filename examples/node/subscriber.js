@@ -19,6 +19,20 @@ const zmq = require("zeromq");
 const { decode } = require("@msgpack/msgpack");
 
 const SCHEMA_VERSION = 1;
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024; // larger messages are counted and skipped, as in Python
+const MAX_COUNT = 2 ** 53; // seq, index, track ids ...: integers in [0, 2**53] (docs/schema.md)
+
+function count(v, name) {
+  if (!Number.isInteger(v) || v < 0 || v > MAX_COUNT) throw new Error(`${name} = ${v} is not a count in [0, 2**53]`);
+  return v;
+}
+
+function finite(values, name) { // arrays and numbers on the wire are finite (docs/schema.md)
+  for (let i = 0; i < values.length; i++) {
+    if (typeof values[i] !== "number" || !Number.isFinite(values[i])) throw new Error(`${name}: not finite numbers`);
+  }
+  return values;
+}
 
 function parseArgs(argv) {
   const opts = { endpoints: [], mode: "latest", stream: "", count: 0, json: false, timeout: 0 };
@@ -87,6 +101,7 @@ function unpackArray(obj, name) {
       for (let i = 0; i < n; i++) values[i] = view.getInt16(i * 2, true) * scale;
     }
   }
+  if (!(values instanceof Int32Array)) finite(values, name);
   return { shape: obj.shape, values };
 }
 
@@ -100,13 +115,22 @@ function decodeMessage(topic, payload) {
   if (m.kind === "topology") {
     m.faces = unpackArray(m.faces, "faces");
   } else if (m.kind === "frame") {
+    count(m.seq, "seq");
+    count(m.index, "index");
+    if (!Array.isArray(m.persons)) throw new Error("persons: not a list");
     for (const p of m.persons) {
+      count(p.track_id, "track_id");
+      if (!Array.isArray(p.box) || p.box.length !== 4) throw new Error("box: expected 4 numbers");
+      finite(p.box, "box");
+      finite([p.score], "score");
       for (const key of PERSON_ARRAYS) {
         if (p[key] !== undefined) p[key] = unpackArray(p[key], key);
         else p[key] = null; // vertices are absent in frames sent without them; rotmat/betas without SMPL
       }
     }
-  } else if (m.kind !== "end") {
+  } else if (m.kind === "end") {
+    count(m.seq, "seq");
+  } else {
     throw new Error(`unknown kind ${m.kind}`);
   }
   return m;
@@ -130,6 +154,7 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const sock = opts.mode === "latest" ? new zmq.Subscriber() : new zmq.Pull();
   sock.receiveHighWaterMark = 16;
+  sock.maxMessageSize = 2 * MAX_MESSAGE_BYTES + 4096; // beyond: the connection is dropped, nothing buffered
   sock.linger = 0;
   for (const endpoint of opts.endpoints) sock.connect(endpoint);
   if (opts.mode === "latest") sock.subscribe(opts.stream ? `${opts.stream}/` : "");
@@ -141,7 +166,7 @@ async function main() {
   const persons = new Map(); // personKey(stream, track) -> { first_index, frames_seen }
   const live = new Set(); // streams that sent frames and have not ended
   let ended = 0;
-  const stats = { frames: 0, malformed: 0, gaps: 0, missed: 0 };
+  const stats = { frames: 0, malformed: 0, oversized: 0, gaps: 0, missed: 0 };
   try {
     while (true) {
       let parts;
@@ -154,6 +179,11 @@ async function main() {
       let m;
       try {
         if (parts.length !== 2) throw new Error(`${parts.length} frames`);
+        if (parts[1].length > MAX_MESSAGE_BYTES) {
+          stats.oversized++;
+          console.error(`skipped an oversized message: ${parts[1].length} bytes`);
+          continue;
+        }
         m = decodeMessage(parts[0].toString(), parts[1]);
       } catch (e) {
         stats.malformed++; // never crash on input: count and skip

@@ -81,3 +81,22 @@ def test_a_cut_faststart_mp4_is_warned_and_counted(tmp_path, store, caplog):
     assert 0 < len(frames) < 60
     assert st.counters.get("truncated") == 1 and st.counters.get("frames_missing") == 60 - len(frames)
     assert "ended after" in caplog.text
+
+
+@pytest.mark.parametrize("codec", ["h264", "mpeg4"])
+@pytest.mark.parametrize("keep", [0.35, 0.6, 0.9])
+def test_a_cut_mp4_delivers_every_frame_whose_data_is_whole(tmp_path, store, codec, keep):
+    """Decoded with frame threads (as the stage does): the packet cut off by the end of the data is
+    dropped, not given to the decoder, whose threads would otherwise lose the frames they still hold."""
+    path = make_video(tmp_path / "cut.mp4", codec=codec, options={"movflags": "faststart"})
+    with av.open(str(path)) as c:
+        packets = [(p.pos, p.size, float(p.pts * p.time_base)) for p in c.demux(c.streams.video[0]) if p.size]
+    data = path.read_bytes()
+    start, end = mdat(data)
+    cut = start + int((end - start) * keep)
+    path.write_bytes(data[:cut])
+    st, frames = decode_all(store, path)
+    whole = {round(t * FPS) for pos, size, t in packets if pos + size <= cut}
+    got = {index for index, _ in frames}
+    assert whole <= got, f"whole frames not delivered: {sorted(whole - got)}"
+    assert st.counters.get("truncated") == 1

@@ -168,7 +168,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     summary.seconds = time.perf_counter() - started
     summary.tracks.sort(key=lambda t: (t["first_frame"], t["name"]))
     index = {"recording": str(recording), "frames": summary.frames, "person_frames": summary.person_frames,
-             "fps": rate.fps, "complete": summary.note is None, "note": summary.note, "formats": list(formats),
+             "fps": rate.fps, "complete": summary.note is None, "note": summary.note,
+             "skipped_records": status.skipped, "formats": list(formats),
              "humanoid": humanoid is not None, "tracks": summary.tracks}
     (out / "tracks.json").write_text(json.dumps(index, indent=1))
     return summary

@@ -36,22 +36,29 @@ class ReadStatus:
     reason: str = ""  # the end message's reason
     stopped: Optional[str] = None  # why reading stopped early (damaged record); None when it did not
     damage: Optional[str] = None  # the reader's own words about the damaged record
+    skipped: int = 0  # whole records whose message does not decode (NaN in a frame, a wrong field): skipped
+    skipped_first: Optional[str] = None  # the first of them, in words
 
     def note(self) -> Optional[str]:
         """One line when the recording is incomplete, else None."""
+        parts = []
         if self.stopped:
-            return self.stopped
-        if not self.ended:
+            parts.append(self.stopped)
+        elif not self.ended:
             where = "before any frame" if self.last_frame is None else f"after frame {self.last_frame}"
-            return (f"the recording stops {where} without an end message (a killed run?); "
-                    f"exported the {self.frames} complete frames")
-        return None
+            parts.append(f"the recording stops {where} without an end message (a killed run?); "
+                         f"exported the {self.frames} complete frames")
+        if self.skipped:
+            parts.append(f"skipped {self.skipped} record(s) that do not decode (the first: {self.skipped_first})")
+        return "; ".join(parts) or None
 
 
 def read_frames(path: Union[str, Path], stream: Optional[str] = None,
                 status: Optional[ReadStatus] = None) -> Iterator[FrameData]:
     """The frames of one stream of a recording (the first stream with frames when None), each with its
-    stream's topology. A damaged record ends the iteration and is described in `status.stopped`."""
+    stream's topology. A damaged record (the file's structure) ends the iteration and is described in
+    `status.stopped`; a whole record whose message does not decode (docs/schema.md refuses NaN, for one) is
+    skipped and counted in `status.skipped`, and reading goes on."""
     status = status if status is not None else ReadStatus()
     topology: dict[str, Topology] = {}
     records = wire.read_recording(path)
@@ -69,10 +76,11 @@ def read_frames(path: Union[str, Path], stream: Optional[str] = None,
         try:
             msg = to_message(wire.decode(rec.payload), None)
         except (wire.WireError, ValueError, TypeError, KeyError) as e:
-            status.damage = f"{path}: record {status.records}: {e}"
-            status.stopped = (f"record {status.records} does not decode ({e}); exported the {status.frames} "
-                              f"frames before it")
-            return
+            status.skipped += 1
+            if status.skipped_first is None:
+                status.skipped_first = f"record {status.records}: {e}"
+                status.damage = f"{path}: record {status.records}: {e}"
+            continue
         if isinstance(msg, Topology):
             topology[msg.stream] = msg
             continue
