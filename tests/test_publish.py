@@ -491,3 +491,25 @@ def test_the_hand_faces_come_from_infer_hand_assets_dir(assets_dir, mano_dir, tm
     expected = fastmetro.assets.load_hand_faces(mano_dir)
     np.testing.assert_array_equal(topology["hand"]["faces_right"], expected)
     fastmetro.assets._load_hand_faces.cache_clear()
+
+
+def test_a_recording_holds_a_repeated_topology_once(tmp_path):
+    """The periodic topology copies go to subscribers, not into the recording: it holds each stream's
+    topology once, and again only when it changes."""
+    from pipeline.publisher import Publisher, PublisherSettings
+    from pipeline import wire
+
+    rec = tmp_path / "r.msgpack"
+    pub = Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:0", record=rec))
+    pub.open()
+    try:
+        for payload in [b"A", b"A", b"A", b"B", b"B"]:
+            pub.send(b"s/topology", payload)
+        pub.send(b"t/topology", b"A")  # another stream's topology is its own
+        for _ in range(3):
+            pub.send(b"s/frame", b"F")
+    finally:
+        pub.close()
+    got = [(r.topic, r.payload) for r in wire.read_recording(rec)]
+    assert got == [(b"s/topology", b"A"), (b"s/topology", b"B"), (b"t/topology", b"A")] + [(b"s/frame", b"F")] * 3
+    assert pub.sent == 9  # every copy still went out on the socket
