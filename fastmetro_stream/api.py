@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def build_stages(config: Config) -> list:
-    """The stages in order, each given its own section and the run's context: decode, detect, infer, smooth,
-    the overlay video when `overlay.path` is set, publish."""
+    """The stages in order, each given its own section and the run's context: decode (of several sources
+    when `sources` is set), detect, infer, smooth, the overlay video when `overlay.path` is set, publish."""
     from stages.decode import DecodeStage
+    from stages.decode_multi import MultiDecodeStage
     from stages.detect import DetectStage
     from stages.infer import InferStage
     from stages.overlay import OverlayStage
@@ -37,7 +38,9 @@ def build_stages(config: Config) -> list:
     from stages.smooth import SmoothStage
 
     ctx = config.stage_context()
-    stages = [DecodeStage(config.decode, ctx), DetectStage(config.detect, ctx), InferStage(config.infer, ctx),
+    decode = (MultiDecodeStage(config.sources, config.decode, ctx) if config.sources
+              else DecodeStage(config.decode, ctx))
+    stages = [decode, DetectStage(config.detect, ctx), InferStage(config.infer, ctx),
               SmoothStage(config.smooth, context=ctx)]
     if config.overlay.path is not None:
         stages.append(OverlayStage(config.overlay, ctx))
@@ -50,7 +53,8 @@ def count_persons(msg) -> int:
 
 
 class _Progress:
-    """One status line, refreshed twice a second: frames, fps, persons, drops, queue depths."""
+    """One status line, refreshed twice a second: frames, fps, persons, drops, queue depths; with several
+    sources, frames published per source too (id:frames, and /drops when some were dropped)."""
 
     def __init__(self, console: Console, stage_names: Sequence[str], enabled: bool):
         self.console, self.names, self.enabled = console, list(stage_names), enabled
@@ -68,10 +72,13 @@ class _Progress:
         elapsed = time.monotonic() - self.start
         drops = sum(m.drops + m.dropped_here for m in metrics.values())
         queues = " ".join(f"{n}:{metrics[n].queue_depth}" for n in self.names[1:])
+        per = last.sources if len(last.sources) > 1 else {}
+        streams = " ".join(f"{k}:{v[0]}" + (f"/{v[1]}" if v[1] else "") for k, v in list(per.items())[:8])
         self.status.update(
             f"decoded {first.items_out}  published {last.items_in}  "
             f"{last.items_in / max(elapsed, 1e-9):.1f} fps  persons {last.persons}  drops {drops}  "
-            f"queues [{queues}]"
+            + (f"[{escape(streams)}{' ...' if len(per) > 8 else ''}]  " if per else "")
+            + f"queues [{queues}]"
         )
 
     def stop(self) -> None:
@@ -91,9 +98,15 @@ def summary_table(summary: RunSummary) -> Table:
     return t
 
 
-def summary_notes(summary: RunSummary) -> list[str]:
-    """Each stage's own counters, and the capture-to-published latency."""
+def summary_notes(summary: RunSummary, streams: Sequence[str] = ()) -> list[str]:
+    """Each stage's own counters, the capture-to-published latency, and with several sources (streams:
+    their ids) each one's frames published and frames dropped."""
     lines = []
+    sources = summary.sources
+    if len(streams) > 1 or len(sources) > 1:
+        for sid in dict.fromkeys([*streams, *sources]):
+            frames, drops = sources.get(sid, (0, 0))
+            lines.append(f"  stream {sid}: {frames} frames published, {drops} dropped")
     for m in summary.stages:
         notes = ", ".join(f"{k} {v}" for k, v in sorted(m.counters.items()) if v)
         if notes:
@@ -119,7 +132,8 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     if config.smooth.method == "none":
         console.print("smooth: off (smooth.method: none): results are published unfiltered")
     stages = stages if stages is not None else build_stages(config)
-    source = config.source or "the shipped sample"
+    source = (", ".join(f"{s.id}={s.source}" for s in config.sources) if config.sources
+              else config.source or "the shipped sample")
     console.print(f"fastmetro-stream: {source} ({config.mode}) -> {config.publish.endpoint}"
                   + (f", recording to {config.publish.record}" if config.publish.record else "")
                   + (f", overlay video to {config.overlay.path}" if config.overlay.path else ""))
@@ -141,7 +155,7 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     summary.untrained = any(m.counters.get("untrained_weights") for m in summary.stages)
     if summary.stages:  # (none when a check failed before any stage started)
         console.print(summary_table(summary))
-    for line in summary_notes(summary):
+    for line in summary_notes(summary, config.stream_ids() if config.sources else ()):
         console.print(line, highlight=False)
     if summary.error:
         console.print(f"[red]error: {escape(summary.error)}[/red]", highlight=False)

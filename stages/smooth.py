@@ -34,7 +34,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, now
+from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, SourceEnd, now
 from pipeline.stage import Stage, StageContext, config_section
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
@@ -327,7 +327,7 @@ class SmoothStage(Stage):
 
     # ------------------------------------------------------------------------------------- protocol
     def process(self, msg: Any) -> list:
-        if isinstance(msg, EndOfStream):
+        if isinstance(msg, (EndOfStream, SourceEnd)):  # that source's tracks end (RTS windows flushed)
             self._end_source(msg.source)
             self._queue.append(_Pending(msg))
             return self._ready()
