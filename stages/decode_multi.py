@@ -334,6 +334,6 @@ class MultiDecodeStage(SourceStage):
             for f in boxes.drain():  # frames still boxed when stopped at once hold slots
                 if isinstance(f, Frame) and f.slot >= 0:
                     self.store.release(f)
-        failed = [f"{i}: {r}" for i, r in self._ended.items() if r.startswith("error")]
+        failed = [f"{i}: {self._ended[i]}" for i in self.ids if self._ended.get(i, "").startswith("error")]
         if failed and len(failed) == len(self.ids):
             raise StageError("every source failed: " + "; ".join(failed))
