@@ -315,3 +315,21 @@ def test_publish_sends_each_source_as_its_own_stream(tmp_path, assets_dir):
     ends = {m["stream"]: m for m in msgs if m["kind"] == "end"}
     assert ends["front"]["reason"] == "end of stream" and ends["back"]["reason"] == "stopped"
     assert [m["stream"] for m in msgs if m["kind"] == "end"] == ["front", "back"]  # front's when it ended
+
+
+def test_each_sources_tracker_numbers_its_own_tracks():
+    """detect keeps one tracker per source, and each counts its own ids (1, 2, ...) whatever the other does
+    (older Ultralytics numbered tracks from one counter per process, reset by every new tracker)."""
+    from stages.tracking import UltralyticsTracker
+
+    two = np.array([[10, 10, 50, 120], [200, 10, 240, 120]], np.float32)
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    a = UltralyticsTracker("bytetrack")
+    _, ids_a, _, _ = a.update(two, np.array([0.9, 0.9], np.float32), rgb)
+    b = UltralyticsTracker("bytetrack")  # a second source's tracker starts
+    _, ids_b, _, _ = b.update(two[:1], np.array([0.9], np.float32), rgb)
+    three = np.vstack([two, [[100, 100, 140, 220]]]).astype(np.float32)
+    for _ in range(3):  # a new person in source a: confirmed after a few frames
+        _, ids_a2, _, _ = a.update(three, np.array([0.9, 0.9, 0.9], np.float32), rgb)
+    assert sorted(ids_a) == [1, 2] and list(ids_b) == [1]
+    assert sorted(ids_a2) == [1, 2, 3]  # not 2 again (the other tracker's count), nor 1 (its reset)
