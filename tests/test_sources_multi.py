@@ -333,3 +333,40 @@ def test_each_sources_tracker_numbers_its_own_tracks():
         _, ids_a2, _, _ = a.update(three, np.array([0.9, 0.9, 0.9], np.float32), rgb)
     assert sorted(ids_a) == [1, 2] and list(ids_b) == [1]
     assert sorted(ids_a2) == [1, 2, 3]  # not 2 again (the other tracker's count), nor 1 (its reset)
+
+
+def test_infer_batches_crops_of_every_source_together_in_order(assets_dir):
+    import warnings
+
+    import fastmetro
+    from pipeline.messages import Detections, MeshFrame, Person
+    from stages.infer import InferConfig, InferStage
+
+    s = FrameStore.create(multiprocessing.get_context("spawn"), 8, 64 * 64, 1)
+    try:
+        time.sleep(0.3)
+        stage = InferStage(InferConfig(assets_dir=str(assets_dir), max_batch=4), StageContext(mode="offline"))
+        stage.store = s
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
+            stage.setup()
+        rng = np.random.default_rng(0)
+
+        def det(source, index):
+            f = Frame(source, index, index / 30, s.acquire(), 64, 64)
+            s.crops(f)[0] = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+            return Detections(f, [Person(1, "tracked", (10, 10, 40, 50), 0.9, (25.0, 30.0), 48.0, crop_index=0)])
+
+        out = []
+        for i in range(2):
+            out += stage.process(det("a", i))
+            out += stage.process(det("b", i))
+        assert stage.counters["forwards"] == 1 and stage.counters["crops"] == 4  # one batch, both sources
+        out += stage.process(det("a", 2))
+        out += stage.process(SourceEnd("a", 3))  # the held frame goes first, then the end
+        assert [(m.frame.source, m.frame.index) if isinstance(m, MeshFrame) else ("end", m.source) for m in out] == \
+            [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("end", "a")]
+        stage.close()
+    finally:
+        s.close()
+        s.unlink()
