@@ -370,3 +370,59 @@ def test_infer_batches_crops_of_every_source_together_in_order(assets_dir):
     finally:
         s.close()
         s.unlink()
+
+
+# ------------------------------------------------------------------------------------------- in the runtime
+def flat_images(folder: Path, n: int) -> Path:
+    """n 16 x 16 PNGs, image i flat i % 256 (what stage_helpers.Forward checks against the frame's index)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), np.full((16, 16, 3), i % 256, np.uint8))
+    return folder
+
+
+def run_multi(tmp_path, entries, mode, delay_s, **cfg):
+    import json
+
+    from pipeline.supervisor import Supervisor
+    from stage_helpers import Forward, StreamSink, runtime_config
+
+    out = tmp_path / "sink.jsonl"
+    decode = MultiDecodeStage([SourceSettings(**e) for e in entries], DecodeConfig(), StageContext(mode=mode))
+    summary = Supervisor(runtime_config(mode=mode, **cfg), [decode, Forward("slow", delay_s=delay_s),
+                                                            StreamSink(str(out))]).run()
+    return summary, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_offline_in_the_runtime_every_frame_of_each_source_then_its_end(tmp_path):
+    a, b = flat_images(tmp_path / "a", 40), flat_images(tmp_path / "b", 25)
+    summary, rows = run_multi(tmp_path, [{"id": "a", "source": str(a)}, {"id": "b", "source": str(b)}],
+                              "offline", 0.002, ring_slots=6, queue_size=2)
+    assert summary.exit_code == 0 and summary.frames == 65 and summary.drops == 0
+    for sid, n in (("a", 40), ("b", 25)):
+        assert [r[2] for r in rows if r[:2] == ["frame", sid]] == list(range(n))
+        ends = [i for i, r in enumerate(rows) if r[:2] == ["source_end", sid]]
+        assert len(ends) == 1 and rows[ends[0]][2:] == [n, "end of stream"]
+        assert not any(r[:2] == ["frame", sid] for r in rows[ends[0]:])
+    assert rows[-1][0] == "end" and sum(r[0] == "end" for r in rows) == 1
+    assert summary.sources == {"a": (40, 0), "b": (25, 0)}
+    assert summary.stages[0].items_in == 65  # the SourceEnds are not counted as items
+
+
+def test_live_in_the_runtime_drops_are_reported_per_source(tmp_path):
+    a, b = flat_images(tmp_path / "a", 150), flat_images(tmp_path / "b", 150)
+    entries = [{"id": "a", "source": str(a), "realtime": True, "image_fps": 300},
+               {"id": "b", "source": str(b), "realtime": True, "image_fps": 300}]
+    summary, rows = run_multi(tmp_path, entries, "live", 0.02, ring_slots=6, queue_size=2)
+    assert summary.exit_code == 0
+    for sid in ("a", "b"):
+        frames = [r for r in rows if r[:2] == ["frame", sid]]
+        idx = [r[2] for r in frames]
+        assert idx == sorted(set(idx)) and len(idx) < 150  # in order, each once, and some dropped
+        reported = sum(r[3] for r in frames)
+        # every frame up to the last delivered one is delivered or reported dropped by a later frame of
+        # its own source (drops after it have no frame left to report them)
+        assert reported + len(idx) == idx[-1] + 1
+        assert summary.sources[sid] == (len(idx), reported)
+        assert [r for r in rows if r[:2] == ["source_end", sid]][0][3] == "end of stream"
+    assert summary.drops > 0
