@@ -74,7 +74,9 @@ def test_ctrl_c_drains_a_live_run_of_two_sources_and_ends_both_streams(tmp_path)
     proc = subprocess.Popen(CLI + ["run", "--source", f"a={tmp_path / 'a'}", "--source", f"b={tmp_path / 'b'}",
                                    "--record", str(rec), "--set", "decode.loop=true", "--set", "decode.realtime=true",
                                    "--set", "decode.image_fps=5", "--set", "detect.detector=hog",
-                                   "--set", "detect.max_persons=2", "--set", f"publish.endpoint={free_endpoint()}"],
+                                   "--set", "detect.max_persons=2", "--set", f"publish.endpoint={free_endpoint()}",
+                                   # what is in flight drains through untrained networks on a busy CPU
+                                   "--set", "stop_timeout_s=300", "--set", "queue_size=1"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 600
