@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def build_stages(config: Config) -> list:
-    """The stages in order, each given its own section and the run's context: decode, detect, infer, smooth,
-    the overlay video when `overlay.path` is set, publish."""
+    """The stages in order, each given its own section and the run's context: decode (of several sources
+    when `sources` is set), detect, infer, smooth, the overlay video when `overlay.path` is set, publish."""
     from stages.decode import DecodeStage
+    from stages.decode_multi import MultiDecodeStage
     from stages.detect import DetectStage
     from stages.infer import InferStage
     from stages.overlay import OverlayStage
@@ -37,7 +38,9 @@ def build_stages(config: Config) -> list:
     from stages.smooth import SmoothStage
 
     ctx = config.stage_context()
-    stages = [DecodeStage(config.decode, ctx), DetectStage(config.detect, ctx), InferStage(config.infer, ctx),
+    decode = (MultiDecodeStage(config.sources, config.decode, ctx) if config.sources
+              else DecodeStage(config.decode, ctx))
+    stages = [decode, DetectStage(config.detect, ctx), InferStage(config.infer, ctx),
               SmoothStage(config.smooth, context=ctx)]
     if config.overlay.path is not None:
         stages.append(OverlayStage(config.overlay, ctx))
@@ -50,7 +53,8 @@ def count_persons(msg) -> int:
 
 
 class _Progress:
-    """One status line, refreshed twice a second: frames, fps, persons, drops, queue depths."""
+    """One status line, refreshed twice a second: frames, fps, persons, drops, queue depths; with several
+    sources, frames published per source too (id:frames, and /drops when some were dropped)."""
 
     def __init__(self, console: Console, stage_names: Sequence[str], enabled: bool):
         self.console, self.names, self.enabled = console, list(stage_names), enabled
@@ -68,10 +72,13 @@ class _Progress:
         elapsed = time.monotonic() - self.start
         drops = sum(m.drops + m.dropped_here for m in metrics.values())
         queues = " ".join(f"{n}:{metrics[n].queue_depth}" for n in self.names[1:])
+        per = last.sources if len(last.sources) > 1 else {}
+        streams = " ".join(f"{k}:{v[0]}" + (f"/{v[1]}" if v[1] else "") for k, v in list(per.items())[:8])
         self.status.update(
             f"decoded {first.items_out}  published {last.items_in}  "
             f"{last.items_in / max(elapsed, 1e-9):.1f} fps  persons {last.persons}  drops {drops}  "
-            f"queues [{queues}]"
+            + (f"[{escape(streams)}{' ...' if len(per) > 8 else ''}]  " if per else "")
+            + f"queues [{queues}]"
         )
 
     def stop(self) -> None:
@@ -91,9 +98,15 @@ def summary_table(summary: RunSummary) -> Table:
     return t
 
 
-def summary_notes(summary: RunSummary) -> list[str]:
-    """Each stage's own counters, and the capture-to-published latency."""
+def summary_notes(summary: RunSummary, streams: Sequence[str] = ()) -> list[str]:
+    """Each stage's own counters, the capture-to-published latency, and with several sources (streams:
+    their ids) each one's frames published and frames dropped."""
     lines = []
+    sources = summary.sources
+    if len(streams) > 1 or len(sources) > 1:
+        for sid in dict.fromkeys([*streams, *sources]):
+            frames, drops = sources.get(sid, (0, 0))
+            lines.append(f"  stream {sid}: {frames} frames published, {drops} dropped")
     for m in summary.stages:
         notes = ", ".join(f"{k} {v}" for k, v in sorted(m.counters.items()) if v)
         if notes:
@@ -110,7 +123,8 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     """Run the pipeline to the end of its source (or a stop signal); returns its summary.
 
     export: (DIR, tools.export.ExportOptions): once the run ends, its recording (publish.record, required)
-    is exported to per-track files in DIR; a failed export makes the exit code 1.
+    is exported to per-track files in DIR (several sources: each stream to DIR/<its id>); a failed export
+    makes the exit code 1.
     on_progress: also called with every stage's metrics, about twice a second (e.g. a batch's counter)."""
     config = config.resolved()
     console = console or Console(stderr=True)
@@ -119,7 +133,8 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     if config.smooth.method == "none":
         console.print("smooth: off (smooth.method: none): results are published unfiltered")
     stages = stages if stages is not None else build_stages(config)
-    source = config.source or "the shipped sample"
+    source = (", ".join(f"{s.id}={s.source}" for s in config.sources) if config.sources
+              else config.source or "the shipped sample")
     console.print(f"fastmetro-stream: {source} ({config.mode}) -> {config.publish.endpoint}"
                   + (f", recording to {config.publish.record}" if config.publish.record else "")
                   + (f", overlay video to {config.overlay.path}" if config.overlay.path else ""))
@@ -141,15 +156,21 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     summary.untrained = any(m.counters.get("untrained_weights") for m in summary.stages)
     if summary.stages:  # (none when a check failed before any stage started)
         console.print(summary_table(summary))
-    for line in summary_notes(summary):
+    for line in summary_notes(summary, config.stream_ids() if config.sources else ()):
         console.print(line, highlight=False)
     if summary.error:
         console.print(f"[red]error: {escape(summary.error)}[/red]", highlight=False)
     if summary.untrained or config.infer.checkpoint is None:
         console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
     if export is not None and config.publish.record is not None and config.publish.record.is_file():
+        import dataclasses
+        from pathlib import Path
+
         from tools.export.cli import export_and_report
 
-        if export_and_report(config.publish.record, export[0], export[1], show_progress=console.is_terminal):
-            summary.exit_code = summary.exit_code or 1
+        jobs = ([(Path(export[0]) / sid, dataclasses.replace(export[1], stream=sid)) for sid in config.stream_ids()]
+                if config.sources else [export])
+        for out_dir, options in jobs:
+            if export_and_report(config.publish.record, out_dir, options, show_progress=console.is_terminal):
+                summary.exit_code = summary.exit_code or 1
     return summary

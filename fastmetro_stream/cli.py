@@ -1,6 +1,6 @@
 """`fastmetro-stream`: run the pipeline, and the tools around it.
 
-    fastmetro-stream run [--config FILE] [--source S] [--record FILE] [--set key=value ...]
+    fastmetro-stream run [--config FILE] [--source [ID=]S ...] [--record FILE] [--set key=value ...]
     fastmetro-stream config [--config FILE] [--set ...]     print the effective settings
     fastmetro-stream weights                                 official checkpoints on this machine
     fastmetro-stream listen | replay FILE | keys DIR         see tools/stream.py
@@ -24,7 +24,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", metavar="FILE", help="YAML settings (see configs/)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override one setting, e.g. --set detect.detector=hog (repeatable)")
-    p.add_argument("--source", "-s", help="video file, image folder, camera (/dev/video0 or 0), rtsp/http URL")
+    p.add_argument("--source", "-s", action="append", default=[], metavar="[ID=]SOURCE",
+                   help="video file, image folder, camera (/dev/video0 or 0), rtsp/http URL; repeat it for "
+                        "several sources in one run, each its own stream (ids cam0, cam1, ... or ID=SOURCE)")
     p.add_argument("--checkpoint", help="FastMETRO checkpoint: a name from `weights` or a file path")
     p.add_argument("--record", metavar="FILE", help="also write every published message to FILE")
     p.add_argument("--overlay", metavar="FILE.mp4", help="also write the video with the meshes drawn over it")
@@ -32,7 +34,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from .config import load_config
+    from .config import load_config, parse_sources
 
     overrides = list(args.overrides)
     if args.checkpoint:
@@ -43,7 +45,7 @@ def _load(args):
         overrides.append(f"overlay.path={args.overlay}")
     if getattr(args, "export", None) and not args.record:  # run --export DIR: record into DIR, then export
         overrides.append(f"publish.record={Path(args.export) / 'run.msgpack'}")
-    return load_config(args.config, overrides, source=args.source, mode=args.mode)
+    return load_config(args.config, overrides, mode=args.mode, **parse_sources(args.source))
 
 
 def run_command(args) -> int:

@@ -9,15 +9,17 @@ An unknown key or a bad value is a ConfigError that names it.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.stage import StageContext
 from pipeline.supervisor import RunSettings
 from stages.decode import DecodeConfig
+from stages.decode_multi import SourceSettings
 from stages.detect import DetectConfig
 from stages.infer import InferConfig
 from stages.overlay import OverlayConfig
@@ -38,6 +40,13 @@ class Config(BaseModel):
     source: Optional[str] = None
     # The stream's name on the wire (topics, recordings); several pipelines can publish side by side.
     source_id: str = "default"
+    # Several sources in one run, instead of `source` (docs/scale.md): a list of entries
+    #   - {id: cam0, source: /dev/video0}            # id: its stream id on the wire (unique, no '/')
+    #   - {id: door, source: rtsp://..., realtime: true, max_frames: 100}
+    # each with, optionally, its own decode settings: realtime, loop, start_frame, max_frames,
+    # camera_width, camera_height, camera_fps, camera_format, rtsp_transport, image_fps (else `decode`'s).
+    # Each source is decoded in its own thread and published as its own stream; the models are shared.
+    sources: Optional[list[SourceSettings]] = None
     # live: the freshest frame wins, stages drop the oldest queued item when behind (counted).
     # offline: nothing is dropped, decoding slows down instead. auto: live for cameras, URLs and
     # realtime-paced files, offline for files and image folders.
@@ -61,14 +70,40 @@ class Config(BaseModel):
     # The overlay video (`--overlay FILE`): its own stage, before publish, built when overlay.path is set.
     overlay: OverlayConfig = Field(default_factory=OverlayConfig)
 
+    @model_validator(mode="after")
+    def _several_sources(self) -> "Config":
+        if self.sources is None:
+            return self
+        if self.source is not None:
+            raise ValueError("give either `source` (one source) or `sources` (several), not both")
+        if self.source_id != "default":
+            raise ValueError("`source_id` names the stream of `source`; with `sources` each entry has its own id")
+        if not self.sources:
+            raise ValueError("`sources` is empty: give at least one entry {id: ..., source: ...}")
+        ids = [s.id for s in self.sources]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"sources: stream id {dup[0]!r} is given twice; each source needs its own id")
+        if self.publish.stream is not None:
+            raise ValueError("publish.stream renames the one stream of `source`; with `sources` each entry's "
+                             "id is its stream id")
+        if self.overlay.path is not None and len(self.sources) > 1:
+            raise ValueError("overlay.path (--overlay) draws one video: not with several sources; record the "
+                             "run (--record) and `fastmetro-stream render` each stream instead")
+        return self
+
+    def stream_ids(self) -> list[str]:
+        """The run's stream ids: each source's id, or `source_id` for the one source."""
+        return [s.id for s in self.sources] if self.sources else [self.source_id]
+
     def ring_slots_needed(self) -> int:
         """Slots the ring gets: `ring_slots`, raised when frames keep their slot until the overlay stage
         has drawn them (`overlay.path`) to what the stages can hold at once, so that an offline run cannot
         starve: every queue up to the overlay full, one item in each of the five stages up to it, a detect
         batch, a full infer batch and, offline with the RTS smoother, its window (rts_lag + rts_window +
         max_coast frames)."""
-        if self.overlay.path is None:
-            return self.ring_slots
+        if self.overlay.path is None:  # several sources: at least 4 slots each
+            return max(self.ring_slots, 4 * len(self.sources or ()))
         n = 4 * self.queue_size + 5 + self.detect.batch_frames + self.infer.max_batch + 2
         return max(self.ring_slots, n + self.smooth.holds_frames(self.mode))
 
@@ -76,13 +111,15 @@ class Config(BaseModel):
         """A copy with mode 'auto' decided from the source."""
         if self.mode != "auto":
             return self
-        live = self.decode.realtime or (self.source is not None and is_live_source(self.source))
+        live = self.decode.realtime or (self.source is not None and is_live_source(self.source)) or any(
+            s.is_live(self.decode) for s in self.sources or ())
         return self.model_copy(update={"mode": "live" if live else "offline"})
 
     def stage_context(self) -> StageContext:
         """The run-wide facts every stage is given (mode resolved here, once)."""
         mode = self.resolved().mode
         return StageContext(mode=mode, source=self.source, source_id=self.source_id,
+                            source_ids=tuple(s.id for s in self.sources or ()),
                             assets_dir=None if self.infer.assets_dir is None else str(self.infer.assets_dir),
                             hand_assets_dir=None if self.infer.hand_assets_dir is None else str(self.infer.hand_assets_dir))
 
@@ -155,6 +192,32 @@ def shipped_configs() -> dict[str, Path]:
     return {}
 
 
+_SOURCE_ID = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def parse_sources(args: Sequence[str]) -> dict[str, Any]:
+    """The keyword values of `--source` given n times: none, `source` (and `source_id` for ID=SOURCE) for
+    one, `sources` for several (ids cam0, cam1, ... by position unless given as ID=SOURCE; an ID is made of
+    letters, digits, '_', '.' and '-'). A path that exists is a source even when it holds '='."""
+    entries = []
+    for i, text in enumerate(args):
+        head, eq, tail = text.partition("=")
+        if eq and _SOURCE_ID.fullmatch(head) and tail and not Path(text).exists():
+            entries.append({"id": head, "source": tail})
+        elif not text.strip():
+            raise ConfigError(f"--source {text!r}: empty")
+        else:
+            entries.append({"id": None, "source": text})
+    if not entries:
+        return {}
+    if len(entries) == 1:
+        e = entries[0]
+        return {"source": e["source"], **({"source_id": e["id"]} if e["id"] else {})}
+    for i, e in enumerate(entries):
+        e["id"] = e["id"] or f"cam{i}"
+    return {"sources": entries}
+
+
 def load_config(
     path: Union[str, Path, None] = None, overrides: Iterable[str] = (), **values: Any
 ) -> Config:
@@ -174,6 +237,11 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of settings")
         tree = loaded
+    if values.get("source") is not None:  # the source(s) given replace the file's
+        tree.pop("sources", None)
+    if values.get("sources") is not None:
+        tree.pop("source", None)
+        tree.pop("source_id", None)
     for k, v in values.items():
         if v is not None:
             tree[k] = v

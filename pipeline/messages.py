@@ -6,7 +6,9 @@ stages read them through `pipeline.shm.FrameStore`. Mesh arrays are small enough
 person) to travel pickled.
 
 Flow:  decode --Frame--> detect --Detections--> infer --MeshFrame--> smooth --MeshFrame--> publish
-Every stage forwards `EndOfStream` once, after its last real message.
+Every stage forwards `EndOfStream` once, after its last real message. A run of several sources also sends
+a `SourceEnd` when one of them ends while the others go on; every stage forwards it after what it held of
+that source.
 """
 from __future__ import annotations
 
@@ -114,6 +116,23 @@ class MeshFrame:
 class EndOfStream:
     """Sent once by each stage after its last message; the run ends when publish receives it."""
 
-    source: str
+    source: str  # the stream id; "*" in a run of several sources (each ended before by its SourceEnd)
     frames: int  # frames the source delivered
     reason: str = "end of stream"  # or "stopped", "error: ..."
+
+
+ALL_SOURCES = "*"  # EndOfStream.source of a run of several sources
+
+
+@dataclass
+class SourceEnd:
+    """One source of a run of several has ended (its file ended, it failed, or the run is stopping); the
+    others go on. Sent after that source's last Frame; every stage forwards it after what it still held of
+    that source (detect its tracker, smooth its tracks). The runtime never drops it."""
+
+    source: str  # the stream id that ended
+    frames: int  # frames that source delivered
+    reason: str = "end of stream"  # or "stopped", "error: ..."
+
+
+CONTROL = (EndOfStream, SourceEnd)  # messages that carry no frame and are never dropped

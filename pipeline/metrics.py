@@ -26,6 +26,9 @@ class StageMetrics:
     counters: dict = field(default_factory=dict)
     dropped_here: int = 0  # frames the stage itself dropped (its `drop_counters`, e.g. no free slot)
     wall_s: float = 0.0
+    # stream id -> [frames taken, drops those frames reported (Frame.dropped)]; at the last stage: the
+    # frames published of each source and the drops upstream of them
+    sources: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +49,12 @@ class RunSummary:
     @property
     def drops(self) -> int:
         return sum(s.drops + s.dropped_here for s in self.stages)
+
+    @property
+    def sources(self) -> dict[str, tuple[int, int]]:
+        """Per stream id: (frames published, frames dropped before publishing), from the last stage."""
+        last = self.stages[-1].sources if self.stages else {}
+        return {k: (int(v[0]), int(v[1])) for k, v in last.items()}
 
 
 def percentiles(samples: list[float]) -> dict:

@@ -66,6 +66,9 @@ class StageContext:
     mode: Literal["live", "offline"] = "offline"
     source: Optional[str] = None  # what decode reads; None = the shipped sample
     source_id: str = "default"  # the stream's name on the wire
+    # a run of several sources: every stream id, in order (each source's frames carry theirs in
+    # Frame.source, and it ends with a SourceEnd); empty for one source (`source`, `source_id`)
+    source_ids: tuple[str, ...] = ()
     assets_dir: Optional[str] = None  # the mesh data files' directory (None: FASTMETRO_ASSETS, the cache)
     # the MANO (hand) mesh data files' directory, where the hands' network reads them (None:
     # FASTMETRO_MANO_ASSETS, FASTMETRO_ASSETS, the cache), so every stage that draws or sends hands finds

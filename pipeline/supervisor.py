@@ -9,7 +9,10 @@ gets `releases_pixels` (pipeline/stage.py).
 Policies between stages (RunSettings.mode):
   offline  a full queue blocks the producer: back-pressure slows decoding; nothing is ever dropped.
   live     a full queue drops its OLDEST item (counted, its frame slot released) so the freshest frame
-           wins; the next message through carries the count in Frame.dropped. No item is processed twice.
+           wins; the next frame through of the same source (Frame.source) carries the count in
+           Frame.dropped. No item is processed twice. End messages (EndOfStream, SourceEnd) are never dropped.
+Per source (stream id), every stage counts the frames it took and the drops they reported
+(StageMetrics.sources); the last stage's counts are the run's per-source figures.
 
 Shutdown:
   end of stream   the source emits EndOfStream, each stage flushes and forwards it; the run ends, exit 0,
@@ -42,7 +45,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-from .messages import EndOfStream, Frame
+from .messages import CONTROL, EndOfStream, Frame, SourceEnd
 from .metrics import RunSummary, StageMetrics, percentiles
 from .shm import FrameStore
 from .stage import StageError
@@ -106,7 +109,7 @@ class _Child:
         self.m = StageMetrics(stage.name)
         self.latencies: list[float] = []
         self.e2e: list[float] = []
-        self.pending_drops = 0
+        self.pending_drops: dict = {}  # stream id (None: unknown) -> drops the next frame of it reports
         self.last_report = 0.0
         self.store = None
 
@@ -159,13 +162,13 @@ class _Child:
             if f is not None:
                 f.times.setdefault(self.stage.name, time.time())  # when this stage emitted it
             if f is not None and self.pending_drops:
-                f.dropped += self.pending_drops
-                self.pending_drops = 0
+                f.dropped += self.pending_drops.pop(f.source, 0) + self.pending_drops.pop(None, 0)
             self._put(item)
-            self.m.items_out += 1
+            if not isinstance(item, SourceEnd):  # a control message, not an item of the stream
+                self.m.items_out += 1
 
     def _put(self, item) -> None:
-        eos = isinstance(item, EndOfStream)
+        eos = isinstance(item, CONTROL)
         if self.live and not eos:
             while True:
                 try:
@@ -176,21 +179,23 @@ class _Child:
                         old = self.out_q.get_nowait()
                     except queue.Empty:
                         continue
-                    if isinstance(old, EndOfStream):  # never lose the end: put it back and wait
+                    if isinstance(old, CONTROL):  # never lose an end: put it back and wait
                         self.out_q.put(old)
                         continue
                     f = _frame_of(old)
                     if f is not None and f.slot >= 0:
                         self.store.release(f)
                     self.m.drops += 1
-                    # The item that pushed it out reports it (with what it carried), so every drop
-                    # is reported by the next frame that gets through.
+                    # The item that pushed it out reports it (with what it carried) when it is of the
+                    # same source, else the next frame of that source: every drop is reported by the
+                    # next frame of its own stream that gets through.
                     lost = 1 + (f.dropped if f is not None else 0)
                     mine = _frame_of(item)
-                    if mine is not None:
+                    if mine is not None and (f is None or mine.source == f.source):
                         mine.dropped += lost
                     else:
-                        self.pending_drops += lost
+                        key = None if f is None else f.source
+                        self.pending_drops[key] = self.pending_drops.get(key, 0) + lost
         while True:  # offline (and the end of stream): block, but stay stoppable
             try:
                 self.out_q.put(item, timeout=0.2)
@@ -275,8 +280,10 @@ class _Child:
         threading.Thread(target=stop_on_request, name="stop-watch", daemon=True).start()
         for item in it:
             self.latencies.append(time.monotonic() - t0)  # time to produce the item (not to queue it)
-            self.m.items_in += 1
-            frames += 1
+            if not isinstance(item, SourceEnd):
+                self.m.items_in += 1
+                frames += 1
+                self._count_source(item)
             self.send([item])
             self.report()
             t0 = time.monotonic()
@@ -290,6 +297,13 @@ class _Child:
             reason = "stopped"
         source = getattr(self.stage, "source_id", None) or "default"
         self.send([EndOfStream(source=source, frames=frames, reason=reason)])
+
+    def _count_source(self, msg) -> None:
+        f = _frame_of(msg)
+        if f is not None:
+            counts = self.m.sources.setdefault(f.source, [0, 0])
+            counts[0] += 1
+            counts[1] += f.dropped
 
     def _run_worker(self) -> None:
         stage = self.stage
@@ -306,7 +320,9 @@ class _Child:
                     self.send(list(stage.tick()))
                 self.report()
                 continue
-            self.m.items_in += 1
+            if not isinstance(msg, SourceEnd):
+                self.m.items_in += 1
+                self._count_source(msg)
             if self.measure is not None:
                 self.m.persons += self.measure(msg)
             t0 = time.monotonic()

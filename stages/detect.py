@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fastmetro.crops import make_crops
-from pipeline.messages import Detections, EndOfStream, Frame, Person
+from pipeline.messages import Detections, EndOfStream, Frame, Person, SourceEnd
 from pipeline.stage import Stage, StageContext, config_section
 
 from .detectors import DetectorUnavailable, HogDetector, YoloDetector, build_detector
@@ -137,12 +137,12 @@ class DetectStage(Stage):
         return t
 
     def process(self, msg: Any) -> list:
-        if isinstance(msg, EndOfStream):
+        if isinstance(msg, (EndOfStream, SourceEnd)):  # that source's tracker ends (SourceEnd: the others go on)
             out = self._flush()
             self.trackers.pop(msg.source, None)
             return out + [msg]
         if not isinstance(msg, Frame):
-            raise TypeError(f"detect stage got {type(msg).__name__}; expected Frame or EndOfStream")
+            raise TypeError(f"detect stage got {type(msg).__name__}; expected Frame, SourceEnd or EndOfStream")
         if not self._pending:
             self._since = time.monotonic()
         self._pending.append(msg)

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fastmetro.crops import CROP_SIZE, place
-from pipeline.messages import Detections, EndOfStream, MeshFrame, PersonMesh, now
+from pipeline.messages import Detections, EndOfStream, MeshFrame, PersonMesh, SourceEnd, now
 from pipeline.stage import Stage, StageContext, StageError, config_section
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class InferStage(Stage):
 
     # --- per item ---------------------------------------------------------------------------------
     def process(self, msg):
-        if isinstance(msg, EndOfStream):
+        if isinstance(msg, (EndOfStream, SourceEnd)):  # after every frame before it (batches of any source)
             return [*self.finish(), msg]
         det: Detections = msg
         n = len(det.persons)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from draw.raster import MeshRenderer, mesh_items
 from draw.video import VideoWriter
-from pipeline.messages import EndOfStream, MeshFrame
+from pipeline.messages import EndOfStream, MeshFrame, SourceEnd
 from pipeline.stage import Stage, StageContext, StageError, check_output_file
 from pipeline.subscriber import person_data
 
@@ -172,7 +172,7 @@ class OverlayStage(Stage):
             self._submit(msg)
         elif isinstance(msg, EndOfStream):
             self._close()
-        else:
+        elif not isinstance(msg, SourceEnd):
             raise TypeError(f"overlay stage got {type(msg).__name__}; expected MeshFrame or EndOfStream")
         return [msg]
 

@@ -7,6 +7,10 @@ The socket itself is pipeline.publisher.Publisher:
   mode "lossless" one PULL consumer; when it is slow (or not there yet) the send blocks, and the pipeline
                   slows down with it: nothing is lost.
 
+A run of several sources (`sources:`) publishes each as its own stream, named by its id (Frame.source):
+its own topology, frame messages with their own seq, and its end message when that source ends (a
+SourceEnd) or, for those still going, at the run's end. One socket and one recording hold them all.
+
 The commands around a stream (`listen`, `replay`, `keys`) are in tools/stream.py.
 """
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Iterable, Literal, Optional
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.messages import EndOfStream, MeshFrame
+from pipeline.messages import EndOfStream, MeshFrame, SourceEnd
 from pipeline import wire
 from pipeline.publisher import DEFAULT_ENDPOINT, Publisher, PublishError, check_endpoint
 from pipeline.stage import Stage, StageContext, StageError, check_output_file, config_section
@@ -105,8 +109,14 @@ class PublishStage(Stage):
         self.cfg: PublishConfig = config_section(config, "publish", PublishConfig)
         self.context = context or StageContext.of(config)
         self.stream: str = self.cfg.stream or self.context.source_id or "default"
+        # several sources: one stream per source id; else the one stream
+        self.multi = bool(self.context.source_ids)
+        self.streams: list[str] = list(self.context.source_ids) or [self.stream]
+        if self.multi:
+            self.stream = self.streams[0]
+        self.seqs = {s: 0 for s in self.streams}  # per stream: frame messages published so far (the next seq)
+        self.ended: set[str] = set()  # streams whose end message went out
         self.publisher: Optional[Publisher] = None
-        self.seq = 0  # frame messages published so far (the next frame message's seq)
         self._faces = None
         self._hand_faces = None  # the MANO faces, read when the first frame with hands comes
         self._hand_joint_names: tuple = ()
@@ -114,11 +124,17 @@ class PublishStage(Stage):
         self.end_sent = False
         self.stop_reason: Optional[str] = None  # set by the runtime when the run stops before its end
 
+    @property
+    def seq(self) -> int:
+        """Frame messages published so far on the (first) stream."""
+        return self.seqs[self.stream]
+
     # -- runtime protocol
     def check(self) -> None:
-        if not self.stream or len(self.stream) > wire.MAX_STREAM_ID or "/" in self.stream:
-            raise StageError(f"stream id {self.stream!r} (publish.stream or source_id): use 1 to "
-                             f"{wire.MAX_STREAM_ID} characters without '/' (it is the first part of every topic)")
+        for stream in self.streams:
+            if not stream or len(stream) > wire.MAX_STREAM_ID or "/" in stream:
+                raise StageError(f"stream id {stream!r} (publish.stream, source_id or a source's id): use 1 to "
+                                 f"{wire.MAX_STREAM_ID} characters without '/' (it is the first part of every topic)")
         try:
             check_endpoint(self.cfg.endpoint)
         except PublishError as e:
@@ -163,15 +179,19 @@ class PublishStage(Stage):
         self._last_topology = None  # due now
 
     def send_topology(self) -> None:
+        """The topology of every stream still going."""
         assert self.publisher is not None and self._faces is not None
-        payload = wire.encode_topology(
-            self.stream, self.seq, self._faces, self._joint_names, self._h36m_names,
-            self.cfg.vertices_dtype, self.cfg.vertices_every,
-            hand_faces=self._hand_faces, hand_joint_names=self._hand_joint_names if self._hand_faces is not None else None,
-        )
-        self.publisher.send(wire.topic(self.stream, "topology"), payload)
+        for stream in self.streams:
+            if stream in self.ended:
+                continue
+            payload = wire.encode_topology(
+                stream, self.seqs[stream], self._faces, self._joint_names, self._h36m_names,
+                self.cfg.vertices_dtype, self.cfg.vertices_every, hand_faces=self._hand_faces,
+                hand_joint_names=self._hand_joint_names if self._hand_faces is not None else None,
+            )
+            self.publisher.send(wire.topic(stream, "topology"), payload)
+            self.count("topology_sent")
         self._last_topology = time.monotonic()
-        self.count("topology_sent")
 
     def _maybe_topology(self) -> None:
         assert self.publisher is not None
@@ -189,23 +209,30 @@ class PublishStage(Stage):
             self._start_hands()
         self._maybe_topology()
         if isinstance(msg, MeshFrame):
-            every = self.cfg.vertices_every
+            stream = msg.frame.source if self.multi else self.stream
+            if stream not in self.seqs:
+                raise ValueError(f"publish: a frame of stream {stream!r}, not one of the run's {self.streams}")
+            seq, every = self.seqs[stream], self.cfg.vertices_every
             payload = wire.encode_frame(
-                msg, self.stream, self.seq, with_vertices=every > 0 and self.seq % every == 0,
+                msg, stream, seq, with_vertices=every > 0 and seq % every == 0,
                 vertices_dtype=self.cfg.vertices_dtype,
             )
-            self.publisher.send(wire.topic(self.stream, "frame"), payload)
-            self.seq += 1
+            self.publisher.send(wire.topic(stream, "frame"), payload)
+            self.seqs[stream] = seq + 1
             self.count("published")
             self.count("published_bytes", len(payload))
             if self.publisher.record_failed and not self.counters.get("record_failed"):
                 self.count("record_failed")
+        elif isinstance(msg, SourceEnd):
+            if msg.source in self.seqs and msg.source not in self.ended:
+                self._send_end(msg.source, msg.frames, msg.reason)
         elif isinstance(msg, EndOfStream):
-            self.publisher.send(wire.topic(self.stream, "end"), wire.encode_end(msg, self.stream, self.seq), reliable=True)
+            for stream in self.streams:
+                if stream not in self.ended:
+                    self._send_end(stream, self.seqs[stream] if self.multi else msg.frames, msg.reason)
             self.end_sent = True
-            self.count("end_sent")
         else:
-            raise TypeError(f"publish stage got {type(msg).__name__}; expected MeshFrame or EndOfStream")
+            raise TypeError(f"publish stage got {type(msg).__name__}; expected MeshFrame, SourceEnd or EndOfStream")
         return []
 
     # Between frames (an idle or slow pipeline) the runtime calls tick() by next_deadline(), so a
@@ -227,21 +254,31 @@ class PublishStage(Stage):
             self._maybe_topology()
         return []
 
+    def _send_end(self, stream: str, frames: int, reason: str) -> None:
+        assert self.publisher is not None
+        seq = self.seqs[stream]
+        self.publisher.send(wire.topic(stream, "end"), wire.encode_end(EndOfStream(stream, frames, reason), stream, seq),
+                            reliable=True)
+        self.ended.add(stream)
+        self.count("end_sent")
+
     def _send_last_end(self) -> None:
         """The run stopped before its end of stream (an error, a killed stage, Ctrl-C twice, a stop
-        timeout): still tell subscribers, with the reason, so none waits forever. Bounded by linger_ms."""
+        timeout): still tell subscribers of every stream not ended yet, with the reason, so none waits
+        forever. Bounded by linger_ms."""
         pub = self.publisher
         if pub is None or pub.sock is None or self.end_sent:
             return
         reason = self.stop_reason or "stopped"
-        payload = wire.encode_end(EndOfStream(self.stream, self.seq, reason), self.stream, self.seq)
         try:
-            if self.cfg.mode == "lossless" and not pub.sock.poll(self.cfg.linger_ms, zmq.POLLOUT):
-                log.warning("no consumer took the end message within %d ms", self.cfg.linger_ms)
-                return
-            pub.send(wire.topic(self.stream, "end"), payload, reliable=True)
+            for stream in self.streams:
+                if stream in self.ended:
+                    continue
+                if self.cfg.mode == "lossless" and not pub.sock.poll(self.cfg.linger_ms, zmq.POLLOUT):
+                    log.warning("no consumer took the end message within %d ms", self.cfg.linger_ms)
+                    return
+                self._send_end(stream, self.seqs[stream], reason)
             self.end_sent = True
-            self.count("end_sent")
         except (zmq.ZMQError, OSError) as e:
             log.warning("could not send the end message: %s", e)
 

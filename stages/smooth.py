@@ -34,7 +34,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, now
+from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, SourceEnd, now
 from pipeline.stage import Stage, StageContext, config_section
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
@@ -327,7 +327,7 @@ class SmoothStage(Stage):
 
     # ------------------------------------------------------------------------------------- protocol
     def process(self, msg: Any) -> list:
-        if isinstance(msg, EndOfStream):
+        if isinstance(msg, (EndOfStream, SourceEnd)):  # that source's tracks end (RTS windows flushed)
             self._end_source(msg.source)
             self._queue.append(_Pending(msg))
             return self._ready()
@@ -449,10 +449,25 @@ class SmoothStage(Stage):
             self._end(key)
 
     def _ready(self) -> list:
+        """The messages whose persons are all filled, in order per source: one that waits for its smoothing
+        holds back the later messages of its own source only (and the run's EndOfStream, which goes last)."""
         out = []
         q = self._queue
         while q and q[0].missing == 0:
-            msg = q.popleft().msg
+            out.append(q.popleft().msg)
+        if len(q) > 1:  # the head waits: later messages of other sources may go
+            keep: collections.deque[_Pending] = collections.deque()
+            waiting: set[str] = set()  # sources with a message still held ahead
+            for p in q:
+                msg = p.msg
+                src = msg.frame.source if isinstance(msg, MeshFrame) else msg.source
+                if p.missing or src in waiting or (isinstance(msg, EndOfStream) and keep):
+                    keep.append(p)
+                    waiting.add(src)
+                else:
+                    out.append(msg)
+            self._queue = keep
+        for msg in out:
             if isinstance(msg, MeshFrame):
                 if msg.persons and msg.focal:  # joints2d: the projection of the published joints3d + cam_t
                     from fastmetro import camera  # (smoothed apart they disagreed by up to 173 px)
@@ -461,5 +476,4 @@ class SmoothStage(Stage):
                         [p.cam_t for p in msg.persons]), msg.focal, (msg.frame.width, msg.frame.height))
                     msg.persons = [dataclasses.replace(p, joints2d=j.astype(np.float32)) for p, j in zip(msg.persons, j2d)]
                 msg.frame.times[self.name] = now()  # when it left this stage (offline: after smoothing)
-            out.append(msg)
         return out

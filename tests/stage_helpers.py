@@ -124,3 +124,33 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+class StreamSink(Stage):
+    """Several sources: releases each frame's slot and appends ["frame", source, index, dropped], and
+    ["source_end", source, frames, reason] / ["end", source, frames, reason], to a JSON-lines file."""
+
+    name = "sink"
+
+    def __init__(self, out: str):
+        super().__init__()
+        self.out = out
+
+    def setup(self):
+        self.f = open(self.out, "w")
+
+    def process(self, msg):
+        from pipeline.messages import SourceEnd
+
+        if isinstance(msg, Frame):
+            self.store.release(msg)
+            row = ["frame", msg.source, msg.index, msg.dropped]
+        else:
+            row = ["source_end" if isinstance(msg, SourceEnd) else "end", msg.source, msg.frames, msg.reason]
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+        return []
+
+    def close(self):
+        if hasattr(self, "f"):
+            self.f.close()
