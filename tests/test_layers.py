@@ -135,6 +135,6 @@ def test_no_module_level_import_cycle():
     assert not cycles, "module-level import cycles:\n" + "\n".join(cycles)
 
 
-@pytest.mark.parametrize("module", ["pipeline.supervisor", "pipeline.stage", "pipeline.shm"])
+@pytest.mark.parametrize("module", ["pipeline.supervisor", "pipeline.stage_process", "pipeline.stage", "pipeline.shm"])
 def test_the_kernel_exists_where_the_layers_say(module):
     assert module in modules()  # a renamed kernel module would make the checks above vacuous

@@ -1,0 +1,330 @@
+"""The stage process: the loop that runs one stage in its own OS process for the supervisor.
+
+    in_q --message--> stage.process --messages--> out_q          (events -> the supervisor)
+
+It takes messages from its input queue (or, for the source, reads its frames once the supervisor says go),
+applies the run's queue policy when it puts (offline: block; live: drop the oldest queued item, count it,
+release its frame slot and report the drop on the next frame of its source), forwards the end messages
+exactly once, reports progress, readiness, errors and its end to the supervisor, and stops cleanly on a
+drain (Ctrl-C), an abort, or the death of its supervisor. pipeline/supervisor.py starts one per stage and
+says what the policies are.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Optional
+
+from .messages import CONTROL, EndOfStream, Frame, SourceEnd
+from .metrics import StageMetrics, percentiles
+from .shm import FrameStore
+from .stage import StageError
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 0.5
+LATENCY_SAMPLES = 20000
+ORPHAN_GRACE_S = 2.0  # what a stage whose supervisor died has to close itself before it exits anyway
+
+
+# --- messages from the stages to the supervisor ---------------------------------------------------
+
+def _frame_of(msg: Any) -> Optional[Frame]:
+    if isinstance(msg, Frame):
+        return msg
+    return getattr(msg, "frame", None)
+
+
+# --- the child side -------------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+class _Child:
+    """The loop that runs one stage inside its process."""
+
+    def __init__(self, stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure=None,
+                 source_name=None, end_reason=None):
+        self.stage, self.spec, self.in_q, self.out_q = stage, spec, in_q, out_q
+        self.end_reason = end_reason  # shared bytes: why the supervisor stopped the run (see _stop_reason)
+        self.events, self.drain, self.abort, self.go = events, drain, abort, go
+        self.parent_pid, self.live = parent_pid, live
+        self.measure, self.source_name = measure, source_name
+        self.m = StageMetrics(stage.name)
+        self.latencies: list[float] = []
+        self.e2e: list[float] = []
+        self.pending_drops: dict = {}  # stream id (None: unknown) -> drops the next frame of it reports
+        self.last_report = 0.0
+        self.store = None
+
+    # signals: Ctrl-C goes to the whole process group; only the supervisor acts on it.
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        def on_term(signum, frame):
+            raise SystemExit(143)
+
+        signal.signal(signal.SIGTERM, on_term)
+        # the supervisor started us with SIGINT blocked (so a Ctrl-C during start-up could not kill us
+        # with a traceback); ignored now, it can be let through
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    def parent_alive(self) -> bool:
+        return os.getppid() == self.parent_pid
+
+    def _exit_when_orphaned(self) -> None:
+        """A thread: once the supervisor is gone, the main thread has ORPHAN_GRACE_S to close the stage; a
+        long call that holds it (a network's forward pass, a detector on a large frame) does not keep the
+        process alive past that."""
+        while self.parent_alive():
+            time.sleep(0.2)
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(1)
+
+    def report(self, force: bool = False) -> None:
+        t = time.monotonic()
+        if not force and t - self.last_report < PROGRESS_EVERY_S:
+            return
+        self.last_report = t
+        self.m.counters = dict(self.stage.counters)
+        self.m.dropped_here = sum(self.stage.counters.get(k, 0) for k in getattr(self.stage, "drop_counters", ()))
+        if self.in_q is not None:
+            try:
+                self.m.queue_depth = self.in_q.qsize()
+            except NotImplementedError:  # macOS
+                self.m.queue_depth = 0
+            self.m.queue_depth_max = max(self.m.queue_depth_max, self.m.queue_depth)
+        self.events.put(("progress", self.stage.name, self.m))
+
+    # --- output with the mode's policy ---
+    def send(self, items) -> None:
+        if self.out_q is None:  # the last stage: nothing to pass on
+            return
+        for item in items:
+            f = _frame_of(item)
+            if f is not None:
+                f.times.setdefault(self.stage.name, time.time())  # when this stage emitted it
+            if f is not None and self.pending_drops:
+                f.dropped += self.pending_drops.pop(f.source, 0) + self.pending_drops.pop(None, 0)
+            self._put(item)
+            if not isinstance(item, SourceEnd):  # a control message, not an item of the stream
+                self.m.items_out += 1
+
+    def _put(self, item) -> None:
+        eos = isinstance(item, CONTROL)
+        if self.live and not eos:
+            while True:
+                try:
+                    self.out_q.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        old = self.out_q.get_nowait()
+                    except queue.Empty:
+                        continue
+                    if isinstance(old, CONTROL):  # never lose an end: put it back and wait
+                        self.out_q.put(old)
+                        continue
+                    f = _frame_of(old)
+                    if f is not None and f.slot >= 0:
+                        self.store.release(f)
+                    self.m.drops += 1
+                    # The item that pushed it out reports it (with what it carried) when it is of the
+                    # same source, else the next frame of that source: every drop is reported by the
+                    # next frame of its own stream that gets through.
+                    lost = 1 + (f.dropped if f is not None else 0)
+                    mine = _frame_of(item)
+                    if mine is not None and (f is None or mine.source == f.source):
+                        mine.dropped += lost
+                    else:
+                        key = None if f is None else f.source
+                        self.pending_drops[key] = self.pending_drops.get(key, 0) + lost
+        while True:  # offline (and the end of stream): block, but stay stoppable
+            try:
+                self.out_q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self.abort.is_set() or not self.parent_alive():
+                    raise SystemExit(1)
+
+    # --- the loops ---
+    def run(self) -> int:
+        self._install_signals()
+        _die_with_parent()
+        threading.Thread(target=self._exit_when_orphaned, name="orphan-watch", daemon=True).start()
+        status, detail = "done", None
+        try:
+            self.store = FrameStore.attach(self.spec)
+            self.stage.store = self.store
+            self.stage.setup()
+            self.events.put(("ready", self.stage.name, None))
+            start = time.monotonic()
+            if hasattr(self.stage, "frames"):
+                # Start reading only when every later stage is ready (models loaded, sockets bound):
+                # a live source would otherwise drop its first seconds while they start.
+                while not self.go.wait(0.1):
+                    if self.abort.is_set() or not self.parent_alive():
+                        raise SystemExit(1)
+                self._run_source()
+            else:
+                self._run_worker()
+            self.m.wall_s = time.monotonic() - start
+        except SystemExit as e:
+            status, detail = "stopped", f"exit {e.code}"
+        except StageError as e:  # the user's to fix: the message says how, a traceback would bury it
+            log.debug("stage %s:\n%s", self.stage.name, traceback.format_exc())
+            status, detail = "error", f"{self.stage.name}: {e}"
+        except BaseException:
+            status, detail = "error", traceback.format_exc()
+        finally:
+            if status != "done":  # stopped before the end of stream: say why, for an end message
+                self.stage.stop_reason = self._stop_reason(status, detail)
+            try:
+                self.stage.close()
+            except Exception:
+                if status == "done":
+                    status, detail = "error", traceback.format_exc()
+            self.m.latency_ms = percentiles(self.latencies)
+            self.m.e2e_ms = percentiles(self.e2e)
+            self.report(force=True)
+            self.events.put((status, self.stage.name, detail))
+            if self.store is not None:
+                self.store.close()
+            if status != "done" and self.out_q is not None:
+                self.out_q.cancel_join_thread()  # nobody may read what is still buffered
+        return 0 if status == "done" else 1
+
+    def _stop_reason(self, status: str, detail: Optional[str]) -> str:
+        """The end-of-stream reason when this stage stops early: its own error, else the one the
+        supervisor wrote before stopping every stage, else "stopped" (Ctrl-C, SIGTERM, stop timeout)."""
+        if status == "error" and detail:
+            return end_reason(self.stage.name, detail)
+        if self.end_reason is not None:
+            text = self.end_reason.value.decode("utf-8", "replace")
+            if text:
+                return text
+        return "stopped"
+
+    def _run_source(self) -> None:
+        frames = 0
+        it = self.stage.frames()
+        reason = "end of stream"
+        t0 = time.monotonic()
+        finished = threading.Event()
+
+        def stop_on_request() -> None:
+            # Ctrl-C while the source waits inside frames() (a camera or URL opening, a reconnect delay)
+            # must not wait for its next frame to be noticed
+            while not finished.wait(0.1):
+                if self.drain.is_set() or self.abort.is_set() or not self.parent_alive():
+                    self.stage.stop()
+                    return
+
+        threading.Thread(target=stop_on_request, name="stop-watch", daemon=True).start()
+        for item in it:
+            self.latencies.append(time.monotonic() - t0)  # time to produce the item (not to queue it)
+            if not isinstance(item, SourceEnd):
+                self.m.items_in += 1
+                frames += 1
+                self._count_source(item)
+            self.send([item])
+            self.report()
+            t0 = time.monotonic()
+            if self.abort.is_set() or not self.parent_alive():
+                raise SystemExit(1)
+            if self.drain.is_set():
+                self.stage.stop()
+                reason = "stopped"
+        finished.set()
+        if self.drain.is_set():
+            reason = "stopped"
+        source = getattr(self.stage, "source_id", None) or "default"
+        self.send([EndOfStream(source=source, frames=frames, reason=reason)])
+
+    def _count_source(self, msg) -> None:
+        f = _frame_of(msg)
+        if f is not None:
+            counts = self.m.sources.setdefault(f.source, [0, 0])
+            counts[0] += 1
+            counts[1] += f.dropped
+
+    def _run_worker(self) -> None:
+        stage = self.stage
+        while True:
+            if self.abort.is_set() or not self.parent_alive():
+                raise SystemExit(1)
+            deadline = stage.next_deadline()
+            wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+            try:
+                msg = self.in_q.get(timeout=wait) if wait > 0 else self.in_q.get_nowait()
+            except queue.Empty:
+                deadline = stage.next_deadline()
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.send(list(stage.tick()))
+                self.report()
+                continue
+            if not isinstance(msg, SourceEnd):
+                self.m.items_in += 1
+                self._count_source(msg)
+            if self.measure is not None:
+                self.m.persons += self.measure(msg)
+            t0 = time.monotonic()
+            outs = list(stage.process(msg))
+            if isinstance(msg, EndOfStream):
+                outs += list(stage.finish())
+                ends = [o for o in outs if isinstance(o, EndOfStream)] or [msg]
+                outs = [o for o in outs if not isinstance(o, EndOfStream)] + ends[:1]
+            self.latencies.append(time.monotonic() - t0)
+            f = _frame_of(msg)
+            if self.out_q is None and f is not None and self.source_name in f.times:
+                self.e2e.append(time.time() - f.times[self.source_name])  # capture to the end
+            if len(self.latencies) > LATENCY_SAMPLES:
+                del self.latencies[: LATENCY_SAMPLES // 2]
+            self.send(outs)
+            self.report()
+            if isinstance(msg, EndOfStream):
+                if self.out_q is not None:
+                    self.out_q.close()
+                    self.out_q.join_thread()  # everything handed to the next stage before exiting
+                return
+
+
+def end_reason(name: str, error: str) -> str:
+    """ "error: <stage>: <one line>" from a stage's error: a StageError's "<stage>: message", a
+    traceback (its last line), or the supervisor's "stage <name> killed by SIGKILL"."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "failed"
+    if len(lines) == 1 and (last.startswith(f"{name}: ") or last.startswith("stage ")):
+        return f"error: {last}"[:END_REASON_BYTES // 2]
+    return f"error: {name}: {last}"[:END_REASON_BYTES // 2]
+
+
+END_REASON_BYTES = 1024
+
+
+def _child_main(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name,
+                end_reason=None) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"[{stage.name}] %(levelname)s %(message)s")
+    code = _Child(stage, spec, in_q, out_q, events, drain, abort, go, parent_pid, live, measure, source_name,
+                  end_reason).run()
+    if os.getppid() != parent_pid:  # the supervisor died: the stage is closed, and no one waits for the
+        logging.shutdown()          # interpreter's teardown (collecting a torch model's heap takes seconds)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
