@@ -135,9 +135,14 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     stages = stages if stages is not None else build_stages(config)
     source = (", ".join(f"{s.id}={s.source}" for s in config.sources) if config.sources
               else config.source or "the shipped sample")
+    videos = ""
+    if config.overlay.path is not None:
+        from stages.overlay import overlay_paths
+
+        videos = ", ".join(str(p) for p in overlay_paths(config.overlay.path, [s.id for s in config.sources or ()]).values())
     console.print(f"fastmetro-stream: {source} ({config.mode}) -> {config.publish.endpoint}"
                   + (f", recording to {config.publish.record}" if config.publish.record else "")
-                  + (f", overlay video to {config.overlay.path}" if config.overlay.path else ""))
+                  + (f", overlay video to {videos}" if videos else ""))
     settings = config.run_settings()
     if settings.ring_slots > config.ring_slots:
         log.info("frame ring: %d slots (ring_slots %d), frames stay in it until drawn (overlay.path)",

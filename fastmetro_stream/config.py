@@ -87,9 +87,6 @@ class Config(BaseModel):
         if self.publish.stream is not None:
             raise ValueError("publish.stream renames the one stream of `source`; with `sources` each entry's "
                              "id is its stream id")
-        if self.overlay.path is not None and len(self.sources) > 1:
-            raise ValueError("overlay.path (--overlay) draws one video: not with several sources; record the "
-                             "run (--record) and `fastmetro-stream render` each stream instead")
         return self
 
     def stream_ids(self) -> list[str]:
@@ -101,11 +98,12 @@ class Config(BaseModel):
         has drawn them (`overlay.path`) to what the stages can hold at once, so that an offline run cannot
         starve: every queue up to the overlay full, one item in each of the five stages up to it, a detect
         batch, a full infer batch and, offline with the RTS smoother, its window (rts_lag + rts_window +
-        max_coast frames)."""
-        if self.overlay.path is None:  # several sources: at least 4 slots each
-            return max(self.ring_slots, 4 * len(self.sources or ()))
+        max_coast frames) for each source (several sources: at least 4 slots each in any case)."""
+        sources = len(self.sources or ())
+        if self.overlay.path is None:
+            return max(self.ring_slots, 4 * sources)
         n = 4 * self.queue_size + 5 + self.detect.batch_frames + self.infer.max_batch + 2
-        return max(self.ring_slots, n + self.smooth.holds_frames(self.mode))
+        return max(self.ring_slots, 4 * sources, n + max(1, sources) * self.smooth.holds_frames(self.mode))
 
     def resolved(self) -> "Config":
         """A copy with mode 'auto' decided from the source."""

@@ -6,6 +6,9 @@ slot until this stage has copied them, and this stage gives the slot back), hand
 and encoding thread, and forwards the MeshFrame. Offline every frame is written; live, frames are skipped
 (counted "overlay_skipped") when drawing falls behind, since the stream comes first. A drawing or writing
 failure stops the overlay ("overlay_failed"), not the run. Built only when `overlay.path` is set.
+
+With several sources each one gets its own video beside `overlay.path`, named with its stream id
+(`out.mp4` -> `out.door.mp4`, `out.desk.mp4`: overlay_paths), finished when that source ends.
 """
 from __future__ import annotations
 
@@ -134,6 +137,14 @@ class OverlayRecorder:
 
 
 
+def overlay_paths(path, source_ids: Sequence[str] = ()) -> dict[Optional[str], Path]:
+    """Where the overlay videos go: {None: path} for one source; for several, {id: NAME.<id>.EXT} beside it."""
+    path = Path(path)
+    if len(source_ids) <= 1:
+        return {None: path}
+    return {sid: path.with_name(f"{path.stem}.{sid}{path.suffix}") for sid in source_ids}
+
+
 class OverlayStage(Stage):
     """MeshFrame -> the same MeshFrame, its picture drawn into the overlay video on the way."""
 
@@ -148,10 +159,17 @@ class OverlayStage(Stage):
             raise ValueError("the overlay stage needs overlay.path")
         self.releases_pixels = True  # the last stage that reads pixels (the runtime says so again)
         self.store: Any = None  # set by the runtime
-        self.overlay: Optional[OverlayRecorder] = None
+        self.paths = overlay_paths(self.cfg.path, self.context.source_ids)
+        self.overlays: dict[Optional[str], OverlayRecorder] = {}  # None (one source) or stream id -> its video
+
+    @property
+    def overlay(self) -> Optional[OverlayRecorder]:
+        """The one video of a run of one source (None before setup, after the end, or with several)."""
+        return self.overlays.get(None)
 
     def check(self) -> None:
-        check_output_file(self.cfg.path, "overlay.path")
+        for path in self.paths.values():
+            check_output_file(path, "overlay.path")
 
     def setup(self) -> None:
         import fastmetro.assets
@@ -162,49 +180,58 @@ class OverlayStage(Stage):
             raise StageError(str(e)) from e
         live = self.context.mode == "live"
         coarse = self.cfg.mesh == "coarse" or (self.cfg.mesh == "auto" and live)
-        self.overlay = OverlayRecorder(
-            self.cfg.path, mesh.coarse_faces if coarse else mesh.faces, alpha=self.cfg.alpha,
-            block=not live, downsample=mesh.downsample if coarse else None)
-        log.info("writing the overlay video to %s (%s mesh)", self.cfg.path, "coarse" if coarse else "fine")
+        for key, path in self.paths.items():
+            self.overlays[key] = OverlayRecorder(
+                path, mesh.coarse_faces if coarse else mesh.faces, alpha=self.cfg.alpha,
+                block=not live, downsample=mesh.downsample if coarse else None)
+            log.info("writing the overlay video%s to %s (%s mesh)", f" of {key}" if key else "", path,
+                     "coarse" if coarse else "fine")
 
     def process(self, msg: Any) -> Iterable[Any]:
         if isinstance(msg, MeshFrame):
             self._submit(msg)
         elif isinstance(msg, EndOfStream):
             self._close()
-        elif not isinstance(msg, SourceEnd):
+        elif isinstance(msg, SourceEnd):
+            if msg.source in self.overlays:  # with several sources: that source's video is complete
+                self._close(msg.source)
+        else:
             raise TypeError(f"overlay stage got {type(msg).__name__}; expected MeshFrame or EndOfStream")
         return [msg]
 
     def _submit(self, msg: MeshFrame) -> None:
-        """Hand the frame to the writer: its pixels are copied out and, as the last reader, its slot released."""
+        """Hand the frame to its source's writer: its pixels are copied out and, as the last reader, its slot
+        released."""
         f = msg.frame
         if f.slot < 0 or self.store is None:
             return
+        rec = self.overlays.get(None if None in self.paths else f.source)
         rgb = None
-        if self.overlay is not None and self.overlay.error is None:
+        if rec is not None and rec.error is None:
             rgb = np.array(self.store.frame(f))
         if self.releases_pixels:
             self.store.release(f)
-        if rgb is not None and self.overlay.hand_faces is None and any(p.hands for p in msg.persons):
+        if rgb is None:
+            return
+        if rec.hand_faces is None and any(p.hands for p in msg.persons):
             import fastmetro.assets
 
             try:
-                self.overlay.hand_faces = fastmetro.assets.load_hand_faces(self.context.hand_assets_dir)
+                rec.hand_faces = fastmetro.assets.load_hand_faces(self.context.hand_assets_dir)
             except fastmetro.assets.AssetError as e:
                 raise StageError(str(e)) from e
-        if rgb is not None:
-            t = f.pts if f.pts is not None else f.times.get("decode")
-            if not self.overlay.submit(rgb, [person_data(p) for p in msg.persons], msg.focal, t, msg.lost):
-                self.count("overlay_skipped")
+        t = f.pts if f.pts is not None else f.times.get("decode")
+        if not rec.submit(rgb, [person_data(p) for p in msg.persons], msg.focal, t, msg.lost):
+            self.count("overlay_skipped")
 
-    def _close(self) -> None:
-        if self.overlay is not None:
-            self.overlay.close()
-            self.count("overlay_frames", self.overlay.written)
-            if self.overlay.error is not None:
+    def _close(self, key: Any = ...) -> None:
+        """Finish every video (or the one of source `key`)."""
+        for k in list(self.overlays) if key is ... else [key]:
+            rec = self.overlays.pop(k)
+            rec.close()
+            self.count("overlay_frames", rec.written)
+            if rec.error is not None:
                 self.count("overlay_failed")
-            self.overlay = None
 
     def close(self) -> None:
         self._close()

@@ -1,5 +1,6 @@
 """End to end: two sources in one run (the shipped sample video and an image folder), through the command
-line; the recording holds every frame of each under its own stream id, with its own track ids."""
+line; the recording holds every frame of each under its own stream id, with its own track ids, and the
+overlay gives one video per source."""
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ def test_two_sources_in_one_run_each_recorded_as_its_own_stream(tmp_path):
     r = cli("run", "--source", f"video={SAMPLE}", "--source", str(pics), "--record", str(rec),
             "--set", f"decode.max_frames={VIDEO_FRAMES}", "--set", "detect.detector=hog",
             "--set", "detect.max_persons=16", "--set", f"publish.endpoint={free_endpoint()}",
-            "--export", str(tmp_path / "tracks"), "--export-format", "npz")
+            "--export", str(tmp_path / "tracks"), "--export-format", "npz", "--overlay", str(tmp_path / "o.mp4"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"stream video: {VIDEO_FRAMES} frames published, 0 dropped" in r.stderr
     assert f"stream cam1: {IMAGES} frames published, 0 dropped" in r.stderr  # the second --source: cam1
@@ -52,6 +53,9 @@ def test_two_sources_in_one_run_each_recorded_as_its_own_stream(tmp_path):
         assert [f.index for f in recording_frames(rec, stream=stream)] == list(range(n))
         index = json.loads((tmp_path / "tracks" / stream / "tracks.json").read_text())
         assert index["complete"] and index["frames"] == n and index["tracks"]
+        with av.open(str(tmp_path / f"o.{stream}.mp4")) as c:  # --overlay: one video per source
+            assert sum(1 for _ in c.decode(video=0)) == n
+    assert not (tmp_path / "o.mp4").exists()
 
 
 @pytest.mark.slow

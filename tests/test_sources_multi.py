@@ -87,8 +87,6 @@ def test_sources_list_in_yaml_with_per_source_decode_settings(tmp_path):
     ({"sources": [{"id": "a", "source": "x", "fps": 3}]}, ["sources.0.fps", "unknown setting"]),
     ({"sources": [{"id": "a", "source": "x", "camera_width": 640}]}, []),  # pairing checked per source below
     ({"source_id": "cam7", "sources": [{"id": "a", "source": "x"}]}, ["source_id"]),
-    ({"sources": [{"id": "a", "source": "x"}, {"id": "b", "source": "y"}], "overlay": {"path": "o.mp4"}},
-     ["overlay.path", "several sources"]),
     ({"sources": [{"id": "a", "source": "x"}, {"id": "b", "source": "y"}], "publish": {"stream": "s"}},
      ["publish.stream"]),
 ])
