@@ -81,7 +81,27 @@ class DecodeConfig(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- the stage
-class DecodeStage(SourceStage):
+class StopFlagPickling:
+    """A source stage travels to its process pickled, and a threading.Event does not pickle: its `_stop`
+    event travels as whether it is set (and the attributes named in `_not_pickled` as empty lists)."""
+
+    _not_pickled: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_stop"] = self._stop.is_set()
+        state.update({name: [] for name in self._not_pickled})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        stopped = state.pop("_stop")
+        self.__dict__.update(state)
+        self._stop = threading.Event()
+        if stopped:
+            self._stop.set()
+
+
+class DecodeStage(StopFlagPickling, SourceStage):
     """Source stage: `DecodeStage(config)` with the root Config (reads `source`, `source_id`, `mode`
     and the section `decode`) or a `DecodeConfig` (then source/source_id/mode come as keywords).
     The runtime sets `self.store` (a FrameStore), calls `setup()`, iterates `frames()`, then `close()`.
@@ -114,18 +134,6 @@ class DecodeStage(SourceStage):
         self._max_pixels = section.max_pixels
 
     # --- life cycle ---------------------------------------------------------------------------------
-    def __getstate__(self) -> dict:  # the stage travels to its process pickled; an Event does not pickle
-        state = self.__dict__.copy()
-        state["_stop"] = self._stop.is_set()
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        stopped = state.pop("_stop")
-        self.__dict__.update(state)
-        self._stop = threading.Event()
-        if stopped:
-            self._stop.set()
-
     @property
     def live(self) -> bool:
         return self.mode == "live"

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.messages import ALL_SOURCES, Frame, SourceEnd
 from pipeline.stage import SourceStage, StageContext, StageError
 
-from .decode import SLOT_POLL_S, DecodeConfig, DecodeStage
+from .decode import SLOT_POLL_S, DecodeConfig, DecodeStage, StopFlagPickling
 from .sources import SourceError, is_live_source
 
 log = logging.getLogger(__name__)
@@ -210,13 +210,14 @@ class _Boxes:
 
 
 # ------------------------------------------------------------------------------------------- the stage
-class MultiDecodeStage(SourceStage):
+class MultiDecodeStage(StopFlagPickling, SourceStage):
     """Source stage of a run of several sources: `MultiDecodeStage(sources, decode_config, context)`.
     Yields each source's Frames interleaved and a SourceEnd when one ends (see the module docstring)."""
 
     name = "decode"
     drop_counters = ("dropped_no_slot", "dropped_behind")
     source_id = ALL_SOURCES
+    _not_pickled = ("_threads",)  # (each decoder carries its own stop flag)
 
     def __init__(self, sources: list[SourceSettings], config: Optional[DecodeConfig] = None,
                  context: Optional[StageContext] = None) -> None:
@@ -235,19 +236,6 @@ class MultiDecodeStage(SourceStage):
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ended: dict[str, str] = {}  # stream id -> reason its source ended
-
-    def __getstate__(self) -> dict:  # an Event does not pickle (the decoders carry their own)
-        state = self.__dict__.copy()
-        state["_stop"] = self._stop.is_set()
-        state["_threads"] = []
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        stopped = state.pop("_stop")
-        self.__dict__.update(state)
-        self._stop = threading.Event()
-        if stopped:
-            self._stop.set()
 
     @property
     def live(self) -> bool:

@@ -4,23 +4,13 @@ the source. Matroska keeps no frame count: the stream's DURATION tag says how ma
 from __future__ import annotations
 
 import logging
-import multiprocessing
 
 import av
 import pytest
 
-from pipeline.shm import FrameStore
-from test_decode_damage import FPS, decode_all, make_video
+from test_decode_damage import FPS, decode_all, make_video, store  # noqa: F401 (store: the fixture)
 
 N = 60
-
-
-@pytest.fixture
-def store():
-    s = FrameStore.create(multiprocessing.get_context("spawn"), 4, 640 * 480, 1)
-    yield s
-    s.close()
-    s.unlink()
 
 
 @pytest.fixture(scope="module")
