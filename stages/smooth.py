@@ -39,6 +39,7 @@ from pipeline.stage import Stage, StageContext, config_section
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
 from .smooth_hands import HandFilters, smooth_hand_runs
+from .smooth_values import compose, measure, rot6d_to_rotmat, rotmat_to_6d, signature
 
 __all__ = ["NoiseConfig", "OneEuroConfig", "SmoothConfig", "SmoothStage", "rotmat_to_6d", "rot6d_to_rotmat"]
 
@@ -140,95 +141,6 @@ class SmoothConfig(BaseModel):
         return 0
 
 
-# ---------------------------------------------------------------------------------- rotation helpers
-def rotmat_to_6d(rotmat: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 6): the first two columns (Zhou et al., CVPR 2019)."""
-    r = np.asarray(rotmat)
-    return r[..., :, :2].swapaxes(-1, -2).reshape(*r.shape[:-2], 6)
-
-
-def rot6d_to_rotmat(r6: np.ndarray) -> np.ndarray:
-    """(..., 6) -> (..., 3, 3) proper rotations by Gram-Schmidt on the two columns."""
-    r6 = np.asarray(r6, dtype=np.float64)
-    a1, a2 = r6[..., :3], r6[..., 3:]
-    b1 = a1 / np.maximum(np.linalg.norm(a1, axis=-1, keepdims=True), 1e-12)
-    a2 = a2 - np.sum(b1 * a2, axis=-1, keepdims=True) * b1
-    b2 = a2 / np.maximum(np.linalg.norm(a2, axis=-1, keepdims=True), 1e-12)
-    b3 = np.cross(b1, b2)
-    return np.stack([b1, b2, b3], axis=-1)
-
-
-# ------------------------------------------------------------------------------------- value groups
-_BODY_FIELDS = ("vertices", "joints3d", "joints_h36m")
-
-
-def _signature(pm: PersonMesh) -> tuple:
-    """Shapes of what a track filters; a change (e.g. another model) restarts the track."""
-    return tuple(None if getattr(pm, f) is None else np.shape(getattr(pm, f))
-                 for f in ("cam", "cam_t", "joints3d", "joints_h36m", "joints2d", "vertices", "rotmat", "betas"))
-
-
-def _root(pm: PersonMesh, kind: str) -> np.ndarray:
-    if kind == "pelvis" and pm.joints_h36m is not None and len(pm.joints_h36m):
-        return np.asarray(pm.joints_h36m[0], dtype=np.float64)
-    return np.asarray(pm.joints3d, dtype=np.float64).mean(axis=0)
-
-
-def _measure(pm: PersonMesh, root_kind: str) -> dict[str, np.ndarray]:
-    """PersonMesh -> flat float64 measurement per group."""
-    root = _root(pm, root_kind)
-    body = np.concatenate([(np.asarray(getattr(pm, f), dtype=np.float64) - root).ravel() for f in _BODY_FIELDS])
-    z = {
-        "body": body,
-        "root": root,
-        "translation": np.asarray(pm.cam_t, dtype=np.float64).ravel(),
-        "cam": np.asarray(pm.cam, dtype=np.float64).ravel(),
-        "joints2d": np.asarray(pm.joints2d, dtype=np.float64).ravel(),
-    }
-    if pm.rotmat is not None:
-        z["rotation"] = rotmat_to_6d(pm.rotmat).ravel().astype(np.float64)
-    if pm.betas is not None:
-        z["betas"] = np.asarray(pm.betas, dtype=np.float64).ravel()
-    for name, v in z.items():
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"smooth: track {pm.person.track_id} has NaN or infinite values in its "
-                             f"{name} values; the infer stage must not emit them")
-    return z
-
-
-def _like(a: np.ndarray, template: np.ndarray) -> np.ndarray:
-    t = np.asarray(template)
-    dtype = t.dtype if np.issubdtype(t.dtype, np.floating) else np.float32
-    return np.asarray(a).reshape(t.shape).astype(dtype, copy=False)
-
-
-def _compose(template: PersonMesh, v: dict[str, np.ndarray], person: Person, predicted: bool,
-             hands: Optional[dict] = None) -> PersonMesh:
-    """Filtered group values (and filtered hands) -> a PersonMesh shaped (and typed) like the template."""
-    root = v["root"]
-    body = v["body"]
-    out: dict[str, Any] = {}
-    start = 0
-    for f in _BODY_FIELDS:
-        t = np.asarray(getattr(template, f))
-        part = body[start:start + t.size].reshape(t.shape) + root
-        start += t.size
-        out[f] = _like(part, t)
-    out["cam_t"] = _like(v["translation"], template.cam_t)
-    out["cam"] = _like(v["cam"], template.cam)
-    out["joints2d"] = _like(v["joints2d"], template.joints2d)
-    if template.rotmat is not None:
-        n = np.asarray(template.rotmat).shape[0]
-        out["rotmat"] = _like(rot6d_to_rotmat(v["rotation"].reshape(n, 6)), template.rotmat)
-    if template.betas is not None:
-        out["betas"] = _like(v["betas"], template.betas)
-    out["hands"] = dict(hands or {})
-    out["hand_skips"] = dict(template.hand_skips)
-    if predicted and (template.hands or template.hand_skips):  # a coasting body has no hands
-        out["hand_skips"] = {"left": "body_coasting", "right": "body_coasting"}
-    return dataclasses.replace(template, person=person, predicted=predicted, **out)
-
-
 # ------------------------------------------------------------------------------------------- tracks
 @dataclasses.dataclass
 class _Pending:
@@ -256,13 +168,13 @@ class _Track:
 
     def __init__(self, pm: PersonMesh, frame: Frame, cfg: SmoothConfig, record: bool) -> None:
         self.cfg = cfg
-        self.signature = _signature(pm)
+        self.signature = signature(pm)
         self.template = pm
         self.last_index, self.last_pts = frame.index, frame.pts
         self.coast = 0
         self.record = record
         self.history: list[_Entry] = []
-        z = _measure(pm, cfg.root)
+        z = measure(pm, cfg.root)
         self.banks = {name: self._bank(name, values) for name, values in z.items()}
         self.hands = HandFilters(self._bank)
         self.hands.update(pm)
@@ -292,7 +204,7 @@ class _Track:
         self.hands.predict(dt)
 
     def update(self, pm: PersonMesh) -> None:
-        for name, z in _measure(pm, self.cfg.root).items():
+        for name, z in measure(pm, self.cfg.root).items():
             self.banks[name].update(z)
         self.hands.update(pm)
         self.template = pm
@@ -362,7 +274,7 @@ class SmoothStage(Stage):
             key = (src, tid)
             track = self._tracks.get(key)
             state = pm.person.state
-            if track is not None and (state == "new" or _signature(pm) != track.signature):
+            if track is not None and (state == "new" or signature(pm) != track.signature):
                 self._end(key)  # id reused (or the model changed): the old track's state ends here
                 self.count("ids_reused")
                 track = None
@@ -411,7 +323,7 @@ class SmoothStage(Stage):
              predicted: bool) -> None:
         """Fill the output slot now (online) or record the step for the backward pass (offline)."""
         if not track.record:
-            pending.msg.persons[slot] = _compose(template, track.values(), person, predicted, track.hands.compose())
+            pending.msg.persons[slot] = compose(template, track.values(), person, predicted, track.hands.compose())
             return
         pending.missing += 1
         track.history.append(_Entry(track.steps(), template, person, predicted, pending, slot, track.hands.record()))
@@ -430,7 +342,7 @@ class SmoothStage(Stage):
         for i in range(min(count, len(hist))):
             e = hist[i]
             values = {name: smoothed[name][i][0] for name in names}
-            e.pending.msg.persons[e.slot] = _compose(e.template, values, e.person, e.predicted, hands[i])
+            e.pending.msg.persons[e.slot] = compose(e.template, values, e.person, e.predicted, hands[i])
             e.pending.missing -= 1
         del hist[:count]
 
