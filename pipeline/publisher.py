@@ -10,7 +10,6 @@ Sockets (a ZeroMQ context of its own per Publisher, explicit high-water mark and
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -91,7 +90,6 @@ class Publisher:
         self.bytes = 0
         self.full_at: Optional[float] = None  # latest mode: when a send last found a subscriber full
         self.record_failed = False  # the recording stopped early (a write failed)
-        self._recorded_topology: dict[bytes, bytes] = {}  # topology topic -> digest of the last one recorded
 
     def open(self) -> None:
         cfg = self.cfg
@@ -155,9 +153,11 @@ class Publisher:
             return True
         return False
 
-    def send(self, topic: bytes, payload: bytes, t: Optional[float] = None, reliable: bool = False) -> None:
+    def send(self, topic: bytes, payload: bytes, t: Optional[float] = None, reliable: bool = False,
+             record: bool = True) -> None:
         """Send one message. Latest mode never blocks: past the high-water mark a subscriber's copy is
-        dropped, unless `reliable` (the end message): then wait up to linger_ms for room."""
+        dropped, unless `reliable` (the end message): then wait up to linger_ms for room. `record=False`:
+        not into the recording (a repeated topology, sent again only for late subscribers)."""
         assert self.sock is not None, "Publisher.open() first"
         if self.cfg.mode == "latest" and reliable:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
@@ -204,7 +204,7 @@ class Publisher:
             self.sock.send_multipart([topic, payload])
         self.sent += 1
         self.bytes += len(payload) + len(topic)
-        if self.recorder is not None and self._records(topic, payload):
+        if self.recorder is not None and record:
             try:
                 self.recorder.write(wire.now() if t is None else t, topic, payload)
             except OSError as e:  # a full disk, a removed drive: stop only the recording, the stream goes on
@@ -216,19 +216,6 @@ class Publisher:
                 except OSError:
                     pass  # what was buffered could not be written either; the file ends at a record
                 self.recorder = None
-
-    def _records(self, topic: bytes, payload: bytes) -> bool:
-        """Whether this message goes into the recording: everything but a topology repeated unchanged (the
-        periodic copies for late subscribers; a replay re-sends the last topology to each new one itself)."""
-        if not topic.endswith(b"/topology"):
-            return True
-        digest = hashlib.blake2b(payload, digest_size=16).digest()
-        if self._recorded_topology.get(topic) == digest:
-            return False
-        if len(self._recorded_topology) >= 1024:  # bounded (stream ids come from the config)
-            self._recorded_topology.clear()
-        self._recorded_topology[topic] = digest
-        return True
 
     def _stop_auth(self) -> None:
         if self.auth is not None:

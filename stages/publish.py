@@ -121,6 +121,7 @@ class PublishStage(Stage):
         self._hand_faces = None  # the MANO faces, read when the first frame with hands comes
         self._hand_joint_names: tuple = ()
         self._last_topology: Optional[float] = None  # monotonic time of the last topology sent
+        self._recorded: set[str] = set()  # streams whose current topology is in the recording
         self.end_sent = False
         self.stop_reason: Optional[str] = None  # set by the runtime when the run stops before its end
 
@@ -177,6 +178,7 @@ class PublishStage(Stage):
             raise StageError(str(e)) from e
         self._hand_joint_names = tuple(fastmetro.HAND_JOINT_NAMES)
         self._last_topology = None  # due now
+        self._recorded.clear()  # a new topology: recorded again
 
     def send_topology(self) -> None:
         """The topology of every stream still going."""
@@ -189,7 +191,9 @@ class PublishStage(Stage):
                 self.cfg.vertices_dtype, self.cfg.vertices_every, hand_faces=self._hand_faces,
                 hand_joint_names=self._hand_joint_names if self._hand_faces is not None else None,
             )
-            self.publisher.send(wire.topic(stream, "topology"), payload)
+            # a recording holds each stream's topology once, and again only when it changes
+            self.publisher.send(wire.topic(stream, "topology"), payload, record=stream not in self._recorded)
+            self._recorded.add(stream)
             self.count("topology_sent")
         self._last_topology = time.monotonic()
 

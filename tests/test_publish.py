@@ -493,23 +493,29 @@ def test_the_hand_faces_come_from_infer_hand_assets_dir(assets_dir, mano_dir, tm
     fastmetro.assets._load_hand_faces.cache_clear()
 
 
-def test_a_recording_holds_a_repeated_topology_once(tmp_path):
-    """The periodic topology copies go to subscribers, not into the recording: it holds each stream's
-    topology once, and again only when it changes."""
-    from pipeline.publisher import Publisher, PublisherSettings
-    from pipeline import wire
+def test_a_recording_holds_a_repeated_topology_once(assets_dir, mano_dir, tmp_path):
+    """The periodic topology copies go to subscribers, not into the recording: it holds the topology once,
+    and again only when it changes (hands appear)."""
+    from pipeline.stage import StageContext
+    from tests.test_wire_hands import _frame_with_hands
 
     rec = tmp_path / "r.msgpack"
-    pub = Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:0", record=rec))
-    pub.open()
+    stage = PublishStage(PublishConfig(endpoint=ANY_PORT, record=rec, topology_interval_s=0.1),
+                         StageContext(hand_assets_dir=str(mano_dir)))
+    stage.setup()
     try:
-        for payload in [b"A", b"A", b"A", b"B", b"B"]:
-            pub.send(b"s/topology", payload)
-        pub.send(b"t/topology", b"A")  # another stream's topology is its own
-        for _ in range(3):
-            pub.send(b"s/frame", b"F")
+        for i in range(3):
+            stage.process(wire.synthetic_mesh_frame(1, index=i))
+            time.sleep(0.15)  # past topology_interval_s: a periodic copy goes out before the next frame
+        stage.process(_frame_with_hands())
+        for i in range(2):
+            time.sleep(0.15)
+            stage.process(wire.synthetic_mesh_frame(1, index=4 + i))
+        stage.process(EndOfStream("default", 6))
     finally:
-        pub.close()
-    got = [(r.topic, r.payload) for r in wire.read_recording(rec)]
-    assert got == [(b"s/topology", b"A"), (b"s/topology", b"B"), (b"t/topology", b"A")] + [(b"s/frame", b"F")] * 3
-    assert pub.sent == 9  # every copy still went out on the socket
+        stage.close()
+    assert stage.counters["topology_sent"] >= 6  # the copies did go out on the socket
+    msgs = [wire.decode(r.payload) for r in wire.read_recording(rec)]
+    topologies = [m for m in msgs if m["kind"] == "topology"]
+    assert len(topologies) == 2 and "hand" not in topologies[0] and "hand" in topologies[1]
+    assert [m["kind"] for m in msgs].count("frame") == 6 and msgs[0]["kind"] == "topology"
