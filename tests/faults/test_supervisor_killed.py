@@ -18,28 +18,8 @@ from conftest import REPO, child_env, free_port
 from pipeline import wire
 from pipeline.recording import recording_frames
 
-
-def _children(pid: int) -> list[tuple[int, str]]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append((int(d), cmd))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    """Running (an exited process left unreaped by a container's init counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+sys.path.insert(0, str(REPO / "scripts"))
+from kill_supervisor import alive as _alive, children as _children  # noqa: E402  (the script measures the same)
 
 
 def _shm_files(pids) -> set[str]:
