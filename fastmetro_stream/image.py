@@ -122,7 +122,11 @@ def image_command(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold red]WARNING: {fastmetro.UNTRAINED_MESSAGE}[/]")
-    # untrained hand weights: the hand pass has said so already (one warning line, as in a run)
+    if result["hands_pretrained"] is False:
+        from rich.console import Console
+
+        Console(stderr=True).print("[bold red]WARNING: the hand network runs UNTRAINED weights (set "
+                                   "infer.hand_checkpoint): its hand meshes are meaningless[/]")
     hands = ""
     if result["hands_on"]:
         why = {}
