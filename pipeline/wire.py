@@ -58,6 +58,11 @@ MAX_COUNT = 2**53
 MAX_STREAM_ID = 256
 
 
+def is_stream_id(stream: str) -> bool:
+    """Whether `stream` may name a stream: 1 to MAX_STREAM_ID characters, no '/'."""
+    return bool(stream) and len(stream) <= MAX_STREAM_ID and "/" not in stream
+
+
 class WireError(ValueError):
     """A payload that does not follow wire schema v1."""
 
@@ -367,7 +372,7 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     if kind not in KINDS:
         raise WireError(f"unknown message kind {kind!r}")
     stream = _req(m, "stream", str, kind)
-    if not stream or len(stream) > MAX_STREAM_ID or "/" in stream:
+    if not is_stream_id(stream):
         raise WireError(f"{kind} message: stream id must be 1 to {MAX_STREAM_ID} characters without '/'")
     _count(m, "seq", kind)
     if not math.isfinite(_req(m, "wall", _NUM, kind)):

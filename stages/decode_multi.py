@@ -28,6 +28,7 @@ from typing import Any, Iterator, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline import wire
 from pipeline.messages import ALL_SOURCES, Frame, SourceEnd
 from pipeline.stage import SourceStage, StageContext, StageError
 
@@ -36,7 +37,6 @@ from .sources import SourceError, is_live_source
 
 log = logging.getLogger(__name__)
 
-MAX_STREAM_ID = 256  # the wire's limit on a stream id (pipeline/wire.py)
 RESERVE_SLOTS = 2  # slots of the ring kept for each other source
 BOX_DEPTH = 2  # frames that wait per source, decoded and in their slot
 
@@ -66,8 +66,8 @@ class SourceSettings(BaseModel):
     @field_validator("id")
     @classmethod
     def _stream_id(cls, v: str) -> str:
-        if not v or len(v) > MAX_STREAM_ID or "/" in v or v == ALL_SOURCES:
-            raise ValueError(f"stream id {v!r}: use 1 to {MAX_STREAM_ID} characters without '/' (it is the "
+        if not wire.is_stream_id(v) or v == ALL_SOURCES:
+            raise ValueError(f"stream id {v!r}: use 1 to {wire.MAX_STREAM_ID} characters without '/' (it is the "
                              f"first part of every topic)")
         return v
 
@@ -305,13 +305,13 @@ class MultiDecodeStage(StopFlagPickling, SourceStage):
         try:
             while len(self._ended) < len(self.ids):
                 item = boxes.take(SLOT_POLL_S)
+                if isinstance(item, SourceEnd):
+                    item.frames = delivered[item.source]
+                    self._ended[item.source] = item.reason
                 self._gather_counters()
                 if item is None:
                     continue
                 if isinstance(item, SourceEnd):
-                    item.frames = delivered[item.source]
-                    self._ended[item.source] = item.reason
-                    self._gather_counters()
                     log.info("decode: source %s ended after %d frames (%s)", item.source, item.frames, item.reason)
                     yield item
                     continue

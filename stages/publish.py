@@ -133,7 +133,7 @@ class PublishStage(Stage):
     # -- runtime protocol
     def check(self) -> None:
         for stream in self.streams:
-            if not stream or len(stream) > wire.MAX_STREAM_ID or "/" in stream:
+            if not wire.is_stream_id(stream):
                 raise StageError(f"stream id {stream!r} (publish.stream, source_id or a source's id): use 1 to "
                                  f"{wire.MAX_STREAM_ID} characters without '/' (it is the first part of every topic)")
         try:
