@@ -1,5 +1,5 @@
 """Bounds on untrusted msgpack, checked on the raw bytes before anything is built (docs/schema.md,
-"Decoding rules" 7): how many objects a payload holds and how deep it nests. `pipeline.wire.unpackb`
+"Decoding rules" 7): how many objects a payload holds and how deep it nests. `pipeline.wire_decode.unpackb`
 calls `check_structure` first, so a hostile message cannot make the decoder build far more than its size.
 """
 from __future__ import annotations
