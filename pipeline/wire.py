@@ -27,12 +27,12 @@ from .wire_limits import StructureError, check_structure
 from .wire_record import Record, RecordWriter, read_recording
 from .wire_samples import synthetic_mesh_frame
 from .wire_schema import (COORDINATES, DEFAULT_MAX_MESSAGE_BYTES, HAND_SIDES, KINDS, MAX_COUNT, MAX_STREAM_ID,
-                          SCHEMA_VERSION, TRACK_STATES, VERTEX_DTYPES, WireError, is_stream_id)
+                          SCHEMA_VERSION, TRACK_STATES, VERTEX_DTYPES, WireError, is_stream_id, stream_file_name)
 
 __all__ = [
     "COORDINATES", "DEFAULT_MAX_MESSAGE_BYTES", "HAND_SIDES", "KINDS", "MAX_COUNT", "MAX_STREAM_ID", "SCHEMA_VERSION",
     "TRACK_STATES", "VERTEX_DTYPES", "EndOfStream", "MeshFrame", "PersonMesh", "Record", "RecordWriter",
     "StructureError", "WireError", "check_structure", "decode", "encode_end", "encode_frame", "encode_topology",
-    "is_stream_id", "now", "pack_array", "pack_quantised", "read_recording", "synthetic_mesh_frame", "topic",
+    "is_stream_id", "stream_file_name", "now", "pack_array", "pack_quantised", "read_recording", "synthetic_mesh_frame", "topic",
     "unpack_array", "unpackb",
 ]

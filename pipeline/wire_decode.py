@@ -187,6 +187,9 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
             raise WireError("frame message: focal must be a positive number")
         persons = _req(m, "persons", list, kind)
         m["persons"] = [_decode_person(p, i) for i, p in enumerate(persons)]
+        ids = [p["track_id"] for p in m["persons"]]
+        if len(set(ids)) != len(ids):
+            raise WireError("frame message: a track_id appears twice among the persons (one person per track)")
         lost = m.get("lost", [])
         if not isinstance(lost, list) or not all(isinstance(t, int) and 0 <= t <= MAX_COUNT for t in lost):
             raise WireError("frame message: lost must be a list of track ids")

@@ -39,5 +39,24 @@ def is_stream_id(stream: str) -> bool:
     return bool(stream) and len(stream) <= MAX_STREAM_ID and "/" not in stream
 
 
+def stream_file_name(stream: str) -> str:
+    """A stream id as one safe file-name part: a stream id is never a path. ASCII letters, digits, "-", "_",
+    and "." and " " (not first or last) stay; every other character becomes %XX of its UTF-8 bytes, so "..", "a\\b" or
+    "con:" map to names that stay inside the folder and two ids never share a name. Ids whose escaped
+    form passes 120 characters keep 80 and add a digest."""
+    out = []
+    for i, ch in enumerate(stream):
+        if (ch.isascii() and ch.isalnum()) or ch in "-_" or (ch in ". " and 0 < i < len(stream) - 1):
+            out.append(ch)
+        else:
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")))
+    name = "".join(out)
+    if len(name) > 120:
+        import hashlib
+
+        name = f"{name[:80]}~{hashlib.sha256(stream.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    return name
+
+
 class WireError(ValueError):
     """A payload that does not follow wire schema v1."""
