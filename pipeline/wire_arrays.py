@@ -41,8 +41,10 @@ def unpack_array(obj: Any, name: str = "array") -> np.ndarray:
     if dt is None:
         raise WireError(f"{name}: unsupported dtype {obj['dtype']!r}")
     shape = obj["shape"]
-    if not isinstance(shape, (list, tuple)) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise WireError(f"{name}: shape must be a list of non-negative integers, got {shape!r}")
+    if isinstance(shape, (list, tuple)):  # integers; an integral float (3.0) reads as the integer (rule 3)
+        shape = [int(s) if type(s) is float and s.is_integer() else s for s in shape]
+    if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+        raise WireError(f"{name}: shape must be a list of non-negative integers, got {obj['shape']!r}")
     data = obj["data"]
     if not isinstance(data, (bytes, bytearray)):
         raise WireError(f"{name}: data must be bytes")
@@ -50,9 +52,11 @@ def unpack_array(obj: Any, name: str = "array") -> np.ndarray:
     if count * dt.itemsize != len(data):
         raise WireError(f"{name}: {len(data)} bytes do not hold shape {list(shape)} of {dt.str}")
     arr = np.frombuffer(data, dtype=dt).reshape(shape)
-    if "scale" in obj:
+    if "scale" in obj:  # rule 4: float32(data[i]) * float32(scale), computed in float32
         scale = obj["scale"]
-        if not isinstance(scale, (int, float)) or not np.isfinite(scale):
+        if dt.str != "<i2":
+            raise WireError(f"{name}: scale is for int16 (<i2) arrays only, not {dt.str}")
+        if type(scale) not in (int, float) or not np.isfinite(scale):
             raise WireError(f"{name}: scale must be a finite number")
         arr = arr.astype(np.float32) * np.float32(scale)
     return arr

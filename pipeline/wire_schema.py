@@ -26,9 +26,10 @@ COORDINATES = {
 # (83 KB per array) and a few hundred persons, small enough that a hostile message cannot make the
 # decoder allocate more than its own size.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Integers the schema counts with (seq, index, dropped, frames) lie in [0, 2**53]: exact as a double,
-# so a JavaScript subscriber reads them exactly too.
-MAX_COUNT = 2**53
+# Integers the schema counts with (seq, index, dropped, frames, track ids, num_vertices) lie in
+# [0, 2**53 - 1] (JavaScript's Number.MAX_SAFE_INTEGER): a JavaScript subscriber reads them exactly and can
+# tell every one of them from an integer beyond the range (2**53 + 1 reads as 2**53 in a double).
+MAX_COUNT = 2**53 - 1
 # Stream ids: the first part of the topic "<stream>/<kind>", so never holding "/" (a subscription to
 # "a/" would also match a stream "a/b"), never empty.
 MAX_STREAM_ID = 256
