@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import msgpack
@@ -119,7 +120,7 @@ def encode_frame(
     f = mf.frame
     fields = {
         "index": int(f.index),
-        "pts": None if f.pts is None else float(f.pts),
+        "pts": None if f.pts is None or not math.isfinite(f.pts) else float(f.pts),  # nil: unknown (never NaN)
         "width": int(f.width),
         "height": int(f.height),
         "times": {str(k): float(v) for k, v in f.times.items()},

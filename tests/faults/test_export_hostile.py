@@ -187,3 +187,13 @@ def test_the_scratch_store_keeps_no_file_open(tmp_path):
             s.append(name, np.float32(1))
     assert len(list(Path("/proc/self/fd").iterdir())) == fds
     assert store.array("a").tolist() == list(range(10)) and store.array("b")[9].tolist() == [9, 10, 11]
+
+
+def test_the_bvh_writer_refuses_a_rate_whose_frame_time_would_read_0(tmp_path):
+    from tools.export.bvh import write_bvh
+
+    args = (["Hips"], [-1], np.zeros((1, 3)), np.tile([0.0, 0, 0, 1], (2, 1, 1)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="fps"):
+        write_bvh(tmp_path / "a.bvh", *args, fps=1e9)
+    write_bvh(tmp_path / "b.bvh", *args, fps=1e4)
+    assert "Frame Time: 0.00010000" in (tmp_path / "b.bvh").read_text()

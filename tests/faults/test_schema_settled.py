@@ -229,3 +229,9 @@ def test_a_hand_vertex_count_other_than_the_topology_s_is_counted():
         assert sub._handle([b"s/frame", _packed(ok)]) is not None and sub.stats["vertex_count_mismatch"] == 0
         _hand(ok, vertices=_array(np.zeros((700, 3)), "<f4"))
         assert sub._handle([b"s/frame", _packed(ok)]) is not None and sub.stats["vertex_count_mismatch"] == 1
+
+
+def test_our_encoder_sends_an_unknown_pts_as_nil_never_nan():
+    mf = wire.synthetic_mesh_frame(1)
+    mf.frame.pts = float("nan")
+    assert wire.decode(wire.encode_frame(mf, "s", 0))["pts"] is None

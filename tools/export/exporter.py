@@ -130,7 +130,10 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         info = track.info(fps)
         if fps_note:
             info["note"] = fps_note
-        info["files"] = write_track(track, staged, formats, options, humanoid, faces, joint_names, info)
+        try:
+            info["files"] = write_track(track, staged, formats, options, humanoid, faces, joint_names, info)
+        except ValueError as e:  # a writer refusing this track's values: one line, nothing written (staged)
+            raise ExportError(f"cannot write {track.name}: {e}; nothing was written") from None
         track.store.remove()
         summary.files += len(info["files"])
         summary.tracks.append(info)
