@@ -197,3 +197,19 @@ def test_the_bvh_writer_refuses_a_rate_whose_frame_time_would_read_0(tmp_path):
         write_bvh(tmp_path / "a.bvh", *args, fps=1e9)
     write_bvh(tmp_path / "b.bvh", *args, fps=1e4)
     assert "Frame Time: 0.00010000" in (tmp_path / "b.bvh").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_with_a_source_named_dot_dot_exports_inside_its_folder(tmp_path):
+    from tests.test_e2e import SAMPLE, cli, free_endpoint
+
+    out = tmp_path / "runs" / "DIR"
+    r = cli("run", "--source", f"..={SAMPLE}", "--source", f"ok={SAMPLE}", "--record", str(tmp_path / "run.msgpack"),
+            "--set", "decode.max_frames=2", "--set", "detect.detector=hog", "--set", "detect.max_persons=1",
+            "--set", f"publish.endpoint={free_endpoint()}", "--export", str(out), "--export-format", "npz",
+            "--overlay", str(tmp_path / "o.mp4"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["DIR"]  # nothing in DIR's parent
+    assert sorted(p.name for p in out.iterdir()) == ["%2E%2E", "ok"]
+    assert json.loads((out / "%2E%2E" / "tracks.json").read_text())["frames"] == 2
+    assert (tmp_path / "o.%2E%2E.mp4").is_file() and (tmp_path / "o.ok.mp4").is_file()
