@@ -38,7 +38,7 @@ def check_structure(payload: bytes, max_objects: int = MAX_OBJECTS, max_depth: i
             remaining.pop()
             in_map.pop()
             continue
-        is_key = in_map[-1] and remaining[-1] % 2 == 0
+        is_key = in_map[-1] and not remaining[-1] & 1
         remaining[-1] -= 1
         if pos >= n:
             raise StructureError("not a msgpack object: truncated")
@@ -47,7 +47,7 @@ def check_structure(payload: bytes, max_objects: int = MAX_OBJECTS, max_depth: i
         objects += 1
         if objects > max_objects:
             raise StructureError(f"message holds more than {max_objects} msgpack objects")
-        if is_key:
+        if is_key and (t == 0xa9 or not 0xa0 <= t <= 0xbf):  # a fixstr key other than 9 bytes long is fine
             _check_key(b, t, pos)
         count = 0
         if t <= 0x7f or t >= 0xe0 or t in (0xc0, 0xc2, 0xc3):

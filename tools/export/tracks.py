@@ -106,10 +106,12 @@ class TrackStore:
     `append(name, value)` fixes the field's dtype and shape at its first value; `array(name)` maps the
     file back as a read-only (n, *shape) array. No file stays open between calls (an export may hold
     hundreds of tracks open, each with some twenty fields): values wait in a small buffer and are
-    appended to their files, opened and closed again, once it holds `BUFFER_BYTES`.
+    appended to their files, opened and closed again, a field once it holds `FIELD_BYTES` (a mesh, every
+    frame), every field once the store holds `BUFFER_BYTES`.
     """
 
-    BUFFER_BYTES = 256 * 1024
+    FIELD_BYTES = 64 * 1024
+    BUFFER_BYTES = 512 * 1024
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
@@ -129,19 +131,27 @@ class TrackStore:
         if arr.shape != shape:
             raise ValueError(f"{name}: shape {arr.shape} differs from the track's {shape}")
         data = np.ascontiguousarray(arr, dtype).tobytes()
+        self.counts[name] += 1
+        if len(data) >= self.FIELD_BYTES:  # a large value (a mesh) goes straight to its file
+            self._write(name, [*self._pending[name], data])
+            return
         self._pending[name].append(data)
         self._pending_bytes += len(data)
-        self.counts[name] += 1
         if self._pending_bytes >= self.BUFFER_BYTES:
             self.flush()
+
+    def _write(self, name: str, chunks: list) -> None:
+        with open(self.dir / f"{name}.raw", "ab") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        self._pending_bytes -= sum(map(len, self._pending[name]))
+        self._pending[name].clear()
 
     def flush(self) -> None:
         """Append every buffered value to its file."""
         for name, chunks in self._pending.items():
-            with open(self.dir / f"{name}.raw", "ab") as f:
-                f.write(b"".join(chunks))
-            chunks.clear()
-        self._pending_bytes = 0
+            if chunks:
+                self._write(name, chunks)
 
     def __contains__(self, name: str) -> bool:
         return name in self._kind
