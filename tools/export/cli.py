@@ -28,6 +28,10 @@ def add_export_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="mesh vertices in the npz files (default none)")
     p.add_argument(f"--{prefix}gltf-mesh", dest="export_gltf_mesh", action="store_true",
                    help="the mesh itself in the .glb files, one mesh per frame (about 83 KB per frame)")
+    p.add_argument(f"--{prefix}body", dest="export_body", action="store_true",
+                   help="each track's skinned body in the .glb and .fbx files (a .blend always has it)")
+    p.add_argument(f"--{prefix}video", dest="export_video", metavar="FILE",
+                   help="blend: the source video, shown behind the characters in the camera view")
     p.add_argument(f"--{prefix}frames", dest="export_frames", type=_frame_range, metavar="FIRST:LAST",
                    help="only these source frames (inclusive)")
 
@@ -35,7 +39,7 @@ def add_export_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
 def options_from(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(formats=parse_formats(args.export_formats or DEFAULT_FORMATS),
                          vertices=args.export_vertices, gltf_mesh=args.export_gltf_mesh, frames=args.export_frames,
-                         stream=getattr(args, "stream", None))
+                         stream=getattr(args, "stream", None), body=args.export_body, video=args.export_video)
 
 
 def export_and_report(recording, out_dir, options: ExportOptions, show_progress: bool = True) -> int:
@@ -74,7 +78,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("export", help="a recording to per-track files: npz, BVH, glTF (.glb), OBJ")
+    p = subparsers.add_parser("export", help="a recording to per-track files: npz, BVH, glTF (.glb), OBJ, FBX; a .blend scene")
     p.add_argument("recording", help="a --record file")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the files (created)")
     p.add_argument("--stream", help="which stream of the recording (default: the first with frames)")

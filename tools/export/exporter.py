@@ -8,6 +8,7 @@ npz, BVH and glTF files.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -23,7 +24,8 @@ import numpy as np
 from .tracks import RateEstimate, ReadStatus, RecordingError, Track, TrackStore, read_frames
 from .writers import HUMANOID_FORMATS, humanoid_module, write_track
 
-FORMATS = ("npz", "bvh", "gltf", "obj")
+FORMATS = ("npz", "bvh", "gltf", "obj", "fbx", "blend")
+BLENDER_FORMATS = ("fbx", "blend")  # written by Blender (bpy), tools/export/blender.py
 VERTEX_OPTIONS = ("none", "float32", "float16")
 
 
@@ -38,6 +40,8 @@ class ExportOptions:
     gltf_mesh: bool = False  # glb: the mesh itself as per-frame meshes, as well as the skeleton
     frames: Optional[tuple] = None  # (first, last) frame indices, inclusive; None = all
     stream: Optional[str] = None  # the recording's stream to export; None = the first with frames
+    body: bool = False  # glb, fbx: each track's skinned body (tools/export/skin.py); a .blend always has it
+    video: Optional[str] = None  # blend: the source video, the camera's background
 
 
 @dataclass
@@ -90,6 +94,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     is called after each frame."""
     options = options or ExportOptions()
     formats = parse_formats(options.formats)
+    options = dataclasses.replace(options, formats=formats)
     if options.vertices not in VERTEX_OPTIONS:
         raise ExportError(f"vertices must be one of {', '.join(VERTEX_OPTIONS)}, got {options.vertices!r}")
     recording = Path(recording)
@@ -98,9 +103,19 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     if "gltf" in formats:
         if importlib.util.find_spec("pygltflib") is None:
             raise ExportError("gltf needs pygltflib: pip install 'fastmetro-stream[export]'")
+    for name in set(formats) & set(BLENDER_FORMATS):
+        from .blender import BlenderMissing, blender_python
+
+        try:
+            blender_python(name)
+        except BlenderMissing as e:
+            raise ExportError(str(e)) from None
+    if options.video is not None and not Path(options.video).is_file():
+        raise ExportError(f"video {options.video} not found")
     humanoid = humanoid_module()
     if humanoid is None and set(formats) & set(HUMANOID_FORMATS):
-        raise ExportError("bvh and gltf need the humanoid skeleton (fastmetro.humanoid), missing from this build")
+        raise ExportError(f"{', '.join(HUMANOID_FORMATS)} need the humanoid skeleton (fastmetro.humanoid), "
+                          "missing from this build")
     if "obj" in formats:
         from draw.obj import write_obj
     out = output_dir(out_dir)
@@ -112,11 +127,17 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     open_tracks: dict[int, Track] = {}
     uses: dict[int, int] = {}
     faces = joint_names = None
+    camera: dict = {}
+    blend = None
+    if "blend" in formats:
+        from .blend import BlendScene
+
+        blend = BlendScene(scratch / "blend")
 
     def close(track: Track, end: str) -> None:
         track.end = end
         info = track.info(track.fps(rate.fps))
-        info["files"] = write_track(track, out, formats, options, humanoid, faces, joint_names, info)
+        info["files"] = write_track(track, out, formats, options, humanoid, faces, joint_names, info, blend)
         track.store.remove()
         summary.files += len(info["files"])
         summary.tracks.append(info)
@@ -124,6 +145,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     try:
         for frame in read_frames(recording, options.stream, status):
             rate.add(frame.index, frame.pts)
+            if frame.focal:
+                camera.update(focal=float(frame.focal), width=int(frame.width), height=int(frame.height))
             if frame.topology is not None:
                 faces = frame.topology.faces
                 joint_names = (frame.topology.joint_names, frame.topology.h36m_joint_names)
@@ -161,6 +184,10 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         end = "the recording ended" if summary.note is None else "the recording stopped"
         for tid in list(open_tracks):
             close(open_tracks.pop(tid), end)
+        if blend is not None:
+            fps = rate.fps or (summary.tracks[0]["fps"] if summary.tracks else 30.0)
+            if blend.write(out / f"{recording.stem}.blend", fps, camera or None, options.video):
+                summary.files += 1
     finally:
         for track in open_tracks.values():
             track.store.remove()
@@ -195,7 +222,8 @@ def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions,
         if value is not None:
             store.append(key, np.asarray(value, np.float32))
             store.append(f"{key}_frame", np.int64(frame.index))
-    if p.vertices is not None and (options.vertices != "none" or options.gltf_mesh):
+    if p.vertices is not None and (options.vertices != "none" or options.gltf_mesh or options.body
+                                   or "blend" in options.formats):
         store.append("vertices", np.asarray(p.vertices, np.float32))
         store.append("vertices_frame", np.int64(frame.index))
     if i is not None:

@@ -100,10 +100,11 @@ def _sticks(parents: Sequence[int], rest: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequence[int], offsets: np.ndarray,
               rotations: np.ndarray, root: np.ndarray, times: np.ndarray, mesh: Optional[MeshFrames] = None,
-              name: str = "track", extras: Optional[dict] = None) -> Path:
+              name: str = "track", extras: Optional[dict] = None, body=None) -> Path:
     """Write a .glb: skeleton `names`/`parents`/`offsets` (B, 3) at rest, animated by `rotations`
     (T, B, 4) local unit quaternions (x, y, z, w) and `root` (T, 3) root positions at `times` (T,) seconds
-    (strictly increasing). y up, metres. `extras` (JSON-able) is stored on the scene."""
+    (strictly increasing). y up, metres. `extras` (JSON-able) is stored on the scene. `body`: a
+    `skin.SkinnedBody` at the rest pose (the root at root[0]), bound to the same skin."""
     names = [str(n) for n in names]
     parents = [int(p) for p in parents]
     offsets = np.asarray(offsets, np.float64)
@@ -147,6 +148,8 @@ def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequ
     doc.meshes.append(gl.Mesh(name=f"{name}_sticks", primitives=[prim]))
     doc.nodes.append(gl.Node(name=f"{name}_sticks", mesh=0, skin=0))
     scene_nodes = [hips, len(doc.nodes) - 1]
+    if body is not None:
+        scene_nodes.append(_skinned_body(doc, blob, body, name))
 
     # animation
     anim = gl.Animation(name=name)
@@ -171,6 +174,23 @@ def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequ
     path = Path(path)
     doc.save_binary(str(path))
     return path
+
+
+def _skinned_body(doc: gl.GLTF2, blob: _Blob, body, name: str) -> int:
+    """The body as a mesh bound to skin 0 (up to four bones per vertex); returns its node."""
+    weights = np.asarray(body.weights, np.float32)
+    weights /= weights.sum(1, keepdims=True)
+    prim = gl.Primitive(
+        attributes=gl.Attributes(
+            POSITION=blob.accessor(np.asarray(body.vertices, np.float32), "VEC3", minmax=True, target=gl.ARRAY_BUFFER),
+            JOINTS_0=blob.accessor(np.asarray(body.joints, np.uint16), "VEC4", target=gl.ARRAY_BUFFER,
+                                   component=gl.UNSIGNED_SHORT),
+            WEIGHTS_0=blob.accessor(weights, "VEC4", target=gl.ARRAY_BUFFER)),
+        indices=blob.accessor(np.asarray(body.faces, np.uint32).reshape(-1), "SCALAR",
+                              target=gl.ELEMENT_ARRAY_BUFFER, component=gl.UNSIGNED_INT))
+    doc.meshes.append(gl.Mesh(name=f"{name}_body", primitives=[prim]))
+    doc.nodes.append(gl.Node(name=f"{name}_body", mesh=len(doc.meshes) - 1, skin=0))
+    return len(doc.nodes) - 1
 
 
 def _mesh_frames(doc: gl.GLTF2, blob: _Blob, mesh: MeshFrames, times: np.ndarray, name: str, channel) -> int:

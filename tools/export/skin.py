@@ -146,3 +146,42 @@ def skinning_error(body: SkinnedBody, transforms: np.ndarray, vertices: np.ndarr
     d = np.linalg.norm(pose_vertices(body, transforms) - np.asarray(vertices, np.float64), axis=-1)
     return {"median": float(np.median(d)), "p95": float(np.percentile(d, 95)), "max": float(d.max()),
             "frames": int(len(d))}
+
+
+def rest_pose(parents: Sequence[int], offsets: np.ndarray, hips_at: np.ndarray) -> np.ndarray:
+    """(B, 3) rest joint positions (every rest rotation identity: offsets add up), the root at `hips_at`
+    (the files place the rest pose where the track starts)."""
+    out = np.zeros((len(parents), 3))
+    for i, p in enumerate(parents):
+        out[i] = np.asarray(offsets[i], np.float64) + (out[p] if p >= 0 else 0.0)
+    return out + (np.asarray(hips_at, np.float64) - out[list(parents).index(-1)])
+
+
+ERROR_FRAMES = 256
+
+
+def track_body(store, faces: np.ndarray, humanoid, offsets: np.ndarray) -> tuple[SkinnedBody, dict]:
+    """A track's skinned body from its scratch store (vertices at every frame with a skeleton), and how
+    far the posed body is from the recorded vertices (`skinning_error` over up to `ERROR_FRAMES` frames)."""
+    parents = np.asarray(humanoid.PARENTS)
+    frames = np.asarray(store.array("humanoid_frame"))
+    seen = np.searchsorted(np.asarray(store.array("frame_index")), frames)
+    with_v = np.searchsorted(np.asarray(store.array("vertices_frame")), frames)
+    rotations, root = store.array("humanoid_rotations"), store.array("humanoid_root")
+    rest = rest_pose(parents, offsets, root[0])
+
+    def at(rows):
+        verts = (np.asarray(store.array("vertices")[with_v[rows]], np.float64)
+                 + np.asarray(store.array("cam_t"))[seen[rows]][:, None]) * np.array([1.0, -1.0, -1.0])
+        rot = np.asarray(rotations[rows], np.float64)
+        pose = humanoid.HumanoidPose(rot, np.broadcast_to(offsets, rot.shape[:-1] + (3,)),
+                                     np.asarray(root[rows], np.float64))
+        pos, q = humanoid.forward_kinematics(pose)
+        return verts, pos, q
+
+    pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), REST_FRAMES)).round().astype(int))
+    verts, pos, q = at(pick)
+    body = fit_body(verts, faces, parents, rest, offsets, pos, q)
+    check = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), ERROR_FRAMES)).round().astype(int))
+    verts, pos, q = at(check)
+    return body, skinning_error(body, bone_transforms(rest, pos, q), verts)
