@@ -54,7 +54,7 @@ report = {"bones": [b.name for b in arm.data.bones],
                    for b in arm.data.bones},
           "frame_range": [start, end], "keys": keys, "key_frames": key_frames,
           "fps": scene.render.fps / scene.render.fps_base, "scene_range": [scene.frame_start, scene.frame_end],
-          "objects": len(scene.objects), "skinned_meshes": [o.name for o in skinned], "positions": {}}
+          "objects": sorted(o.name for o in scene.objects), "skinned_meshes": [o.name for o in skinned], "positions": {}}
 meshes = {}
 for k in frames:
     scene.frame_set(int(round(start)) + k)

@@ -197,6 +197,7 @@ def main():
     if job.get("camera"):
         add_camera(job, scene)
     scene.render.engine = "BLENDER_WORKBENCH"
+    scene.view_settings.view_transform = "Standard"  # the video's colours as they are
     scene.display.shading.light = "STUDIO"
     scene.display.shading.color_type = "OBJECT"
     for arm in arms:

@@ -180,10 +180,11 @@ def _skinned_body(doc: gl.GLTF2, blob: _Blob, body, name: str) -> int:
     """The body as a mesh bound to skin 0 (up to four bones per vertex); returns its node."""
     weights = np.asarray(body.weights, np.float32)
     weights /= weights.sum(1, keepdims=True)
+    joints = np.where(weights > 0, np.asarray(body.joints), 0)  # an unused influence names joint 0
     prim = gl.Primitive(
         attributes=gl.Attributes(
             POSITION=blob.accessor(np.asarray(body.vertices, np.float32), "VEC3", minmax=True, target=gl.ARRAY_BUFFER),
-            JOINTS_0=blob.accessor(np.asarray(body.joints, np.uint16), "VEC4", target=gl.ARRAY_BUFFER,
+            JOINTS_0=blob.accessor(joints.astype(np.uint16), "VEC4", target=gl.ARRAY_BUFFER,
                                    component=gl.UNSIGNED_SHORT),
             WEIGHTS_0=blob.accessor(weights, "VEC4", target=gl.ARRAY_BUFFER)),
         indices=blob.accessor(np.asarray(body.faces, np.uint32).reshape(-1), "SCALAR",
