@@ -113,8 +113,10 @@ def test_glb_files_pass_the_khronos_validator(files, tmp_path):
 
 def bpy_python() -> str:
     """A Python with Blender as a module (bpy 4.5, unpatched): this one, or FASTMETRO_BLENDER_PYTHON."""
-    from tools.export.blender import BlenderMissing, blender_python
+    from tools.export.blender import ENV, BlenderMissing, blender_python
 
+    if not os.environ.get(ENV) and (REPO / ".venv-blender" / "bin" / "python").is_file():
+        os.environ[ENV] = str(REPO / ".venv-blender" / "bin" / "python")  # scripts/setup.sh makes it
     try:
         return blender_python("the Blender checks")
     except BlenderMissing as e:

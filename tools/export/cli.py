@@ -6,7 +6,8 @@ import sys
 import time
 
 
-from .exporter import FORMATS, VERTEX_OPTIONS, ExportError, ExportOptions, export_recording, parse_formats
+from .exporter import (FORMATS, VERTEX_OPTIONS, ExportError, ExportOptions, check_blender, export_recording,
+                       parse_formats)
 from .tracks import RecordingError
 
 DEFAULT_FORMATS = ("npz", "bvh", "gltf")
@@ -37,7 +38,9 @@ def add_export_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 
 def options_from(args: argparse.Namespace) -> ExportOptions:
-    return ExportOptions(formats=parse_formats(args.export_formats or DEFAULT_FORMATS),
+    formats = parse_formats(args.export_formats or DEFAULT_FORMATS)
+    check_blender(formats)
+    return ExportOptions(formats=formats,
                          vertices=args.export_vertices, gltf_mesh=args.export_gltf_mesh, frames=args.export_frames,
                          stream=getattr(args, "stream", None), body=args.export_body, video=args.export_video)
 

@@ -75,6 +75,17 @@ def parse_formats(values: Union[str, Sequence[str]]) -> tuple:
     return tuple(out)
 
 
+def check_blender(formats) -> None:
+    """The formats Blender writes need a Python with bpy: an `ExportError` (one line) when there is none."""
+    for name in sorted(set(formats) & set(BLENDER_FORMATS)):
+        from .blender import BlenderMissing, blender_python
+
+        try:
+            blender_python(name)
+        except BlenderMissing as e:
+            raise ExportError(str(e)) from None
+
+
 def output_dir(path: Union[str, os.PathLike]) -> Path:
     """Create the directory if needed and make sure files can be written in it (one-line error if not)."""
     path = Path(path)
@@ -103,13 +114,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     if "gltf" in formats:
         if importlib.util.find_spec("pygltflib") is None:
             raise ExportError("gltf needs pygltflib: pip install 'fastmetro-stream[export]'")
-    for name in set(formats) & set(BLENDER_FORMATS):
-        from .blender import BlenderMissing, blender_python
-
-        try:
-            blender_python(name)
-        except BlenderMissing as e:
-            raise ExportError(str(e)) from None
+    check_blender(formats)
     if options.video is not None and not Path(options.video).is_file():
         raise ExportError(f"video {options.video} not found")
     humanoid = humanoid_module()
