@@ -28,6 +28,10 @@ class BlenderMissing(RuntimeError):
     pass
 
 
+class BlenderFailed(RuntimeError):
+    """Blender ran and did not write the file; the message is one line with its last lines."""
+
+
 def blender_python(what: str = "this format") -> str:
     """The interpreter that runs Blender's side; BlenderMissing (one line) when there is none."""
     named = os.environ.get(ENV)
@@ -54,11 +58,11 @@ def track_job(path: Path, names, parents, rest, offsets, frames, rotations, root
 
 
 def run_build(job: dict, job_path: Path, timeout: Optional[float] = 1800) -> None:
-    """Write the job and run Blender on it; a failure is a RuntimeError with Blender's last lines."""
+    """Write the job and run Blender on it; a failure is a BlenderFailed with Blender's last lines."""
     python = blender_python(job["format"])
     job_path.write_text(json.dumps(job))
     proc = subprocess.run([python, str(BUILD_SCRIPT), str(job_path)], capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0 or not Path(job["output"]).is_file():
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-8:]
-        raise RuntimeError(f"Blender could not write {job['output']}: " + " | ".join(tail))
+        raise BlenderFailed(f"Blender could not write {job['output']}: " + " | ".join(tail))

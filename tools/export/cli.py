@@ -8,6 +8,7 @@ import time
 
 from .exporter import (FORMATS, VERTEX_OPTIONS, ExportError, ExportOptions, check_blender, export_recording,
                        parse_formats)
+from .blender import BlenderFailed
 from .tracks import RecordingError
 
 DEFAULT_FORMATS = ("npz", "bvh", "gltf")
@@ -57,7 +58,7 @@ def export_and_report(recording, out_dir, options: ExportOptions, show_progress:
 
     try:
         summary = export_recording(recording, out_dir, options, progress)
-    except (ExportError, RecordingError) as e:
+    except (ExportError, RecordingError, BlenderFailed) as e:
         print(f"\nerror: export: {e}" if last[0] else f"error: export: {e}", file=sys.stderr)
         return 1
     if last[0]:

@@ -120,11 +120,15 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
     info["animation_frames"] = [int(frames[0]), int(frames[-1])]
     rotations, root = store.array("humanoid_rotations"), store.array("humanoid_root")
     body = None
-    if (options.body or blend is not None) and "vertices" in store and faces is not None:
+    if (options.body or blend is not None) and "vertices" in store and faces is not None \
+            and np.size(faces) and int(np.max(faces)) + 1 == store.array("vertices").shape[1]:
         from .skin import track_body
 
         body, error = track_body(store, np.asarray(faces), humanoid, offsets)
         info["body_error_mm"] = {k: round(v * 1000, 2) if k != "frames" else v for k, v in error.items()}
+    elif options.body or blend is not None:
+        info["note"] = "no body: the recording's faces do not cover its vertices" if "vertices" in store \
+            else "no body: no frame of this track carries vertices"
     if "bvh" in formats:
         index = held_frames(frames)
         write_bvh(out / f"{track.name}.bvh", names, parents, offsets, _Held(rotations, index), _Held(root, index), fps)
