@@ -53,7 +53,10 @@ def tails(parents, rest, offsets):
     return np.asarray(out)
 
 
-def build_track(track, collection):
+def build_track(track, collection, rest_key=False):
+    """One track's armature, action and body. rest_key: also key the rest pose (T-pose) one frame before the
+    animation, outside the scene's range: the FBX exporter writes the bones' transforms at the current frame
+    as the file's skeleton, and exporting from that frame makes it the T-pose."""
     z = np.load(track["npz"])
     names = [str(n) for n in z["names"]]
     parents = [int(p) for p in z["parents"]]
@@ -90,11 +93,15 @@ def build_track(track, collection):
     loc = np.einsum("ji,tj->ti", rest_rot[parents.index(-1)], z["root"].astype(np.float64) @ C.T - head[parents.index(-1)])
     action = bpy.data.actions.new(f"{name}_action")
 
+    keys = np.concatenate([[frames[0] - 1], frames]) if rest_key else frames
+
     def curve(path, index, group, values):
+        if rest_key:
+            values = np.concatenate([[1.0 if path.endswith("quaternion") and index == 0 else 0.0], values])
         fc = action.fcurves.new(path, index=index, action_group=group)
-        fc.keyframe_points.add(len(frames))
-        fc.keyframe_points.foreach_set("co", np.stack([frames, values], 1).ravel().astype(np.float32))
-        fc.keyframe_points.foreach_set("interpolation", [1] * len(frames))  # LINEAR
+        fc.keyframe_points.add(len(keys))
+        fc.keyframe_points.foreach_set("co", np.stack([keys, values], 1).ravel().astype(np.float32))
+        fc.keyframe_points.foreach_set("interpolation", [1] * len(keys))  # LINEAR
         fc.update()
 
     for b, n in enumerate(names):
@@ -188,8 +195,9 @@ def main():
     scene.render.fps_base = scene.render.fps / fps
     scene.frame_start, scene.frame_end = int(job["frame_start"]), int(job["frame_end"])
     scene.unit_settings.system = "METRIC"
-    arms = [build_track(t, scene.collection) for t in job["tracks"]]
+    arms = [build_track(t, scene.collection, rest_key=job["format"] == "fbx") for t in job["tracks"]]
     if job["format"] == "fbx":
+        scene.frame_set(scene.frame_start - 1)  # the rest pose: the file's skeleton stands in the T-pose
         bpy.ops.export_scene.fbx(filepath=job["output"], add_leaf_bones=False, bake_anim_use_all_actions=False,
                                  bake_anim_use_nla_strips=False, bake_anim_simplify_factor=0.0,
                                  bake_anim_force_startend_keying=True)
