@@ -424,3 +424,80 @@ def test_blend_scene_opens_with_the_recording_and_renders_over_the_video(exporte
     u, v = VIDEO_FOCAL * hips[0] / -hips[2] + w / 2, -VIDEO_FOCAL * hips[1] / -hips[2] + h / 2
     ramp = np.array([np.linspace(0, 255, w)[int(u)], 0, 160])
     assert np.abs(img[int(v), int(u)] - ramp).max() > 60, (img[int(v), int(u)], ramp)
+
+
+# ------------------------------------------------------------------------------------------- rig presets
+# The targets' skeletons as their public documentation gives them (bone: parent), for the bones we drive and
+# those between them: Mixamo's rig (the `mixamorig:` names of any Mixamo download), Unreal Engine 5's
+# mannequin (Manny/Quinn, SK_Mannequin: root at the ground, five spine bones, two neck bones), SMPL's kinematic
+# tree (the SMPL paper / smplx's joint names and parents).
+MIXAMO = {"Hips": None, "Spine": "Hips", "Spine1": "Spine", "Spine2": "Spine1", "Neck": "Spine2",
+          "Head": "Neck", "LeftShoulder": "Spine2", "LeftArm": "LeftShoulder", "LeftForeArm": "LeftArm",
+          "LeftHand": "LeftForeArm", "RightShoulder": "Spine2", "RightArm": "RightShoulder",
+          "RightForeArm": "RightArm", "RightHand": "RightForeArm", "LeftUpLeg": "Hips", "LeftLeg": "LeftUpLeg",
+          "LeftFoot": "LeftLeg", "LeftToeBase": "LeftFoot", "RightUpLeg": "Hips", "RightLeg": "RightUpLeg",
+          "RightFoot": "RightLeg", "RightToeBase": "RightFoot"}
+UE5 = {"root": None, "pelvis": "root", "spine_01": "pelvis", "spine_02": "spine_01", "spine_03": "spine_02",
+       "spine_04": "spine_03", "spine_05": "spine_04", "neck_01": "spine_05", "neck_02": "neck_01",
+       "head": "neck_02", "clavicle_l": "spine_05", "upperarm_l": "clavicle_l", "lowerarm_l": "upperarm_l",
+       "hand_l": "lowerarm_l", "clavicle_r": "spine_05", "upperarm_r": "clavicle_r", "lowerarm_r": "upperarm_r",
+       "hand_r": "lowerarm_r", "thigh_l": "pelvis", "calf_l": "thigh_l", "foot_l": "calf_l", "ball_l": "foot_l",
+       "thigh_r": "pelvis", "calf_r": "thigh_r", "foot_r": "calf_r", "ball_r": "foot_r"}
+SMPL_TREE = [("pelvis", None), ("left_hip", "pelvis"), ("right_hip", "pelvis"), ("spine1", "pelvis"),
+             ("left_knee", "left_hip"), ("right_knee", "right_hip"), ("spine2", "spine1"),
+             ("left_ankle", "left_knee"), ("right_ankle", "right_knee"), ("spine3", "spine2"),
+             ("left_foot", "left_ankle"), ("right_foot", "right_ankle"), ("neck", "spine3"),
+             ("left_collar", "spine3"), ("right_collar", "spine3"), ("head", "neck"),
+             ("left_shoulder", "left_collar"), ("right_shoulder", "right_collar"), ("left_elbow", "left_shoulder"),
+             ("right_elbow", "right_shoulder"), ("left_wrist", "left_elbow"), ("right_wrist", "right_elbow")]
+TARGETS = {"mixamo": ({"mixamorig:" + k: v and "mixamorig:" + v for k, v in MIXAMO.items()}, "mixamorig:Hips"),
+           "ue5": (UE5, "pelvis"), "smpl": (dict(SMPL_TREE), "pelvis")}
+
+
+def nearest_driven_ancestor(table: dict, bone: str, driven) -> str:
+    p = table[bone]
+    while p is not None and p not in driven:
+        p = table[p]
+    return p
+
+
+@pytest.mark.parametrize("rig", ["mixamo", "ue5", "smpl"])
+def test_rig_presets_have_the_targets_names_and_hierarchy_and_land_on_the_joints(rig, assets_dir, tmp_path):
+    from fastmetro_stream.cli import main
+
+    bvhio = import_bvhio()
+    table, hips = TARGETS[rig]
+    write_posed_recording(tmp_path / "run.msgpack", assets_dir)
+    assert main(["export", str(tmp_path / "run.msgpack"), "-o", str(tmp_path / "out"), "--format", "npz,bvh,gltf",
+                 "--rig", rig]) == 0
+    out = tmp_path / "out"
+    npz = np.load(out / "track_0001.npz")  # the npz keeps the project's names
+    hierarchy = bvhio.readAsHierarchy(str(out / "track_0001.bvh"))
+    joints = {j.Name: j for j, _, _ in hierarchy.layout()}
+    parent_of = {j.Name: (j.Parent.Name if j.Parent is not None else None) for j in joints.values()}
+    assert set(joints) <= set(table) and len(joints) == len(hu.BONES) and hierarchy.Name == hips
+    for bone in joints:
+        assert parent_of[bone] == nearest_driven_ancestor(table, bone, joints), bone
+    if rig == "smpl":  # SMPL's joint order, in the file as in the table
+        assert [j.Name for j, _, _ in hierarchy.layout()][0] == "pelvis"
+    from tools.export.rigs import NAMES
+
+    ours = dict(zip(NAMES[rig], hu.BONES))
+    frames = SEEN[1]
+    scene = assimp_reader.read(out / "track_0001.glb", tmp_path) if assimp_reader.available() else None
+    for k in range(frames[-1] - frames[0] + 1):
+        f = frames[0] + k
+        seen = max(s for s in frames if s <= f)
+        expected = npz["humanoid_positions"][frames.index(seen)]
+        hierarchy.loadPose(k)
+        got = {n: np.array(list(j.PositionWorld)) for n, j in joints.items()}
+        assert_bones_at({ours[n]: p for n, p in got.items()}, expected, hu.BONES, f"bvhio, {rig} at {f}", 2e-4)
+        if scene is not None and f == seen:
+            got = scene.world_positions((f - frames[0]) / POSED_FPS)
+            assert_bones_at({ours[n]: got[n] for n in joints}, expected, hu.BONES, f"assimp glb, {rig} at {f}")
+    if rig == "ue5":  # A-pose at rest: the elbow 45 degrees below the shoulder's horizontal (the BVH OFFSET)
+        import re
+
+        text = (out / "track_0001.bvh").read_text()
+        offset = np.array(re.search(r"JOINT lowerarm_l\s*{\s*OFFSET (\S+) (\S+) (\S+)", text).groups(), float)
+        assert np.degrees(np.arctan2(-offset[1], offset[0])) == pytest.approx(45.0, abs=1.0)

@@ -9,6 +9,7 @@ import time
 from .exporter import (FORMATS, VERTEX_OPTIONS, ExportError, ExportOptions, check_blender, export_recording,
                        parse_formats)
 from .blender import BlenderFailed
+from .rigs import RIGS
 from .tracks import RecordingError
 
 DEFAULT_FORMATS = ("npz", "bvh", "gltf")
@@ -32,6 +33,8 @@ def add_export_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="the mesh itself in the .glb files, one mesh per frame (about 83 KB per frame)")
     p.add_argument(f"--{prefix}body", dest="export_body", action="store_true",
                    help="each track's skinned body in the .glb and .fbx files (a .blend always has it)")
+    p.add_argument(f"--{prefix}rig", dest="export_rig", choices=RIGS, default="unity",
+                   help="bone names and rest pose of bvh/gltf/fbx/blend: unity (default), mixamo, ue5, smpl")
     p.add_argument(f"--{prefix}video", dest="export_video", metavar="FILE",
                    help="blend: the source video, shown behind the characters in the camera view")
     p.add_argument(f"--{prefix}frames", dest="export_frames", type=_frame_range, metavar="FIRST:LAST",
@@ -43,7 +46,8 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
     check_blender(formats)
     return ExportOptions(formats=formats,
                          vertices=args.export_vertices, gltf_mesh=args.export_gltf_mesh, frames=args.export_frames,
-                         stream=getattr(args, "stream", None), body=args.export_body, video=args.export_video)
+                         stream=getattr(args, "stream", None), body=args.export_body, video=args.export_video,
+                         rig=args.export_rig)
 
 
 def export_and_report(recording, out_dir, options: ExportOptions, show_progress: bool = True) -> int:

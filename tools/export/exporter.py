@@ -42,6 +42,7 @@ class ExportOptions:
     stream: Optional[str] = None  # the recording's stream to export; None = the first with frames
     body: bool = False  # glb, fbx: each track's skinned body (tools/export/skin.py); a .blend always has it
     video: Optional[str] = None  # blend: the source video, the camera's background
+    rig: str = "unity"  # bvh, gltf, fbx, blend: bone names and rest pose (tools/export/rigs.py)
 
 
 @dataclass
@@ -115,6 +116,10 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         if importlib.util.find_spec("pygltflib") is None:
             raise ExportError("gltf needs pygltflib: pip install 'fastmetro-stream[export]'")
     check_blender(formats)
+    from .rigs import RIGS
+
+    if options.rig not in RIGS:
+        raise ExportError(f"unknown rig {options.rig!r}: choose from {', '.join(RIGS)}")
     if options.video is not None and not Path(options.video).is_file():
         raise ExportError(f"video {options.video} not found")
     humanoid = humanoid_module()

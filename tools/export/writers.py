@@ -119,6 +119,7 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
     frames = np.asarray(store.array("humanoid_frame"))  # the frames with a skeleton (with vertices)
     info["animation_frames"] = [int(frames[0]), int(frames[-1])]
     rotations, root = store.array("humanoid_rotations"), store.array("humanoid_root")
+    rig = getattr(options, "rig", "unity")
     body = None
     if (options.body or blend is not None) and "vertices" in store and faces is not None \
             and np.size(faces) and int(np.max(faces)) + 1 == store.array("vertices").shape[1]:
@@ -126,6 +127,15 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
 
         body, error = track_body(store, np.asarray(faces), humanoid, offsets)
         info["body_error_mm"] = {k: round(v * 1000, 2) if k != "frames" else v for k, v in error.items()}
+    if rig != "unity":  # the preset's names, bone order and rest pose (tools/export/rigs.py)
+        from .rigs import apply, apply_to_body
+
+        bones = names
+        names, parents, order, rig_offsets, rotations = apply(rig, bones, parents, offsets, np.asarray(rotations))
+        if body is not None:
+            body = apply_to_body(body, rig, bones, humanoid.PARENTS, offsets, np.asarray(root[0]), order)
+        offsets = rig_offsets
+        info["rig"] = rig
     elif options.body or blend is not None:
         info["note"] = "no body: the recording's faces do not cover its vertices" if "vertices" in store \
             else "no body: no frame of this track carries vertices"
