@@ -2,8 +2,9 @@
 weights computed here, and linear blend skinning to pose it (what glTF viewers, Blender and FBX tools do).
 
 How (docs/export.md, "Skinned body"):
-1. Rigid first guess: every vertex of a recorded frame goes with the bone whose segment (its joint to its
-   child's joint) is nearest in that frame, and is moved back to the rest pose by that bone's transform.
+1. Rigid first guess: every vertex of a few recorded frames (`RIGID_FRAMES`) goes with the bone whose
+   segment (its joint to its child's joint) is nearest in that frame, and is moved back to the rest pose by
+   that bone's transform; averaged.
 2. Weights on that rest mesh: each vertex starts one-hot on its nearest rest bone segment, then the weights
    diffuse over the mesh's own edges (`DIFFUSION_STEPS` steps of averaging with the neighbours), so they
    blend only across the surface around a joint (an elbow's weights do not leak to the chest through the
@@ -25,6 +26,7 @@ from scipy import sparse
 INFLUENCES = 4
 DIFFUSION_STEPS = 12
 REST_FRAMES = 64
+RIGID_FRAMES = 8
 _LEAF_LENGTH = 0.5  # a leaf bone's segment: half its own offset further on (as the BVH End Site)
 
 
@@ -125,12 +127,13 @@ def fit_body(vertices: np.ndarray, faces: np.ndarray, parents: Sequence[int], re
     pos = np.asarray(positions, np.float64)[pick]
     transforms = bone_transforms(rest, pos, np.asarray(rotations)[pick])
     owner, _ = bone_segments(parents, rest, offsets)
-    # 1. rigid: each vertex with its nearest bone in its own frame
-    first = np.empty_like(verts)
-    for k in range(len(verts)):
+    # 1. rigid: each vertex with its nearest bone in its own frame (a few frames do for the weights)
+    few = np.unique(np.linspace(0, len(verts) - 1, min(len(verts), RIGID_FRAMES)).round().astype(int))
+    first = np.empty((len(few),) + verts.shape[1:])
+    for i, k in enumerate(few):
         _, ends = bone_segments(parents, pos[k], offsets, transforms[k, :, :, :3])
         bone = _nearest_bone(verts[k], owner, ends)
-        first[k] = _unpose(verts[k:k + 1], transforms[k:k + 1, bone])[0]
+        first[i] = _unpose(verts[k:k + 1], transforms[k:k + 1, bone])[0]
     first = first.mean(0)
     # 2. smooth weights on that rest mesh; 3. the rest mesh again through the blended transforms
     joints, weights = smooth_weights(first, faces, parents, rest, offsets)
