@@ -10,7 +10,7 @@ How (docs/export.md, "Skinned body"):
    blend only across the surface around a joint (an elbow's weights do not leak to the chest through the
    air); at most four bones per vertex (glTF's JOINTS_0/WEIGHTS_0), renormalised.
 3. The rest mesh again, with those weights: each recorded frame's vertices moved back by the inverse of
-   their blended transform, averaged over up to `REST_FRAMES` frames spread over the track.
+   their blended transform, the median over up to `REST_FRAMES` frames spread over the track.
 Posing the rest mesh with the track's animation (`pose_vertices`) then follows the recorded vertices up to
 what a skeleton of rigid bones with blended joints can express; `skinning_error` measures it.
 Numpy and scipy only.
@@ -134,11 +134,13 @@ def fit_body(vertices: np.ndarray, faces: np.ndarray, parents: Sequence[int], re
         _, ends = bone_segments(parents, pos[k], offsets, transforms[k, :, :, :3])
         bone = _nearest_bone(verts[k], owner, ends)
         first[i] = _unpose(verts[k:k + 1], transforms[k:k + 1, bone])[0]
-    first = first.mean(0)
+    first = np.median(first, axis=0)
     # 2. smooth weights on that rest mesh; 3. the rest mesh again through the blended transforms
     joints, weights = smooth_weights(first, faces, parents, rest, offsets)
     blended = np.einsum("vk,tvkij->tvij", weights, transforms[:, joints])
-    rest_vertices = _unpose(verts, blended).mean(0)
+    # the median over frames: a frame where a vertex's blend is near singular (its bones turned far apart)
+    # throws it far away, and must not drag its rest place
+    rest_vertices = np.median(_unpose(verts, blended), axis=0)
     return SkinnedBody(rest_vertices.astype(np.float32), np.asarray(faces, np.int64), joints,
                        weights.astype(np.float32))
 
