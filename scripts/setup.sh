@@ -17,7 +17,7 @@ if command -v npm >/dev/null 2>&1 && [ ! -d examples/node/node_modules ]; then
   npm ci --silent --prefix examples/node || echo "npm ci failed: the Node.js example tests will be skipped"
 fi
 # The Khronos glTF validator and three.js for the export tests (tests/js; optional: those tests skip without it)
-if command -v npm >/dev/null 2>&1 && [ ! -d tests/js/node_modules ]; then
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/js/node_modules/three ]; then
   npm ci --silent --prefix tests/js || echo "npm ci failed: the glTF validator tests will be skipped"
 fi
 # Blender 4.5 LTS as a Python module (PyPI bpy, Python 3.11 only) for `export --format fbx,blend` and the
