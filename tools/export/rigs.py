@@ -57,14 +57,21 @@ def _quat(axis, angle: float) -> np.ndarray:
     return np.concatenate([axis * np.sin(angle / 2), [np.cos(angle / 2)]])
 
 
-def rest_turns(rig: str, bones) -> np.ndarray:
-    """(B, 4) each bone's world rest rotation in the target's rest relative to ours (identity: T-pose)."""
+def rest_turns(rig: str, bones, parents) -> np.ndarray:
+    """(B, 4) each bone's world rest rotation in the target's rest relative to ours (identity: T-pose); a
+    turned bone's descendants (forearm, hand, fingers where the skeleton has them) turn with it."""
+    bones, parents = list(bones), [int(p) for p in parents]
     turns = np.tile([0.0, 0.0, 0.0, 1.0], (len(bones), 1))
     if rig == "ue5":
         a = np.radians(A_POSE_DEGREES)
         for side, sign in (("Left", -1.0), ("Right", 1.0)):  # +X is the character's left: left arm down = -Z turn
-            for part in ("UpperArm", "LowerArm", "Hand"):
-                turns[list(bones).index(side + part)] = _quat([0, 0, 1], sign * a)
+            top = bones.index(side + "UpperArm")
+            for b in range(len(bones)):
+                p = b
+                while p >= 0 and p != top:
+                    p = parents[p]
+                if p == top:
+                    turns[b] = _quat([0, 0, 1], sign * a)
     return turns
 
 
@@ -78,14 +85,16 @@ def apply(rig: str, bones, parents, offsets: np.ndarray, rotations: np.ndarray):
     if rig not in RIGS:
         raise ValueError(f"unknown rig {rig!r}: choose from {', '.join(RIGS)}")
     bones, parents = list(bones), np.asarray(parents)
-    turns = rest_turns(rig, bones)
+    turns = rest_turns(rig, bones, parents)
     parent_turn = np.where(parents[:, None] >= 0, turns[np.maximum(parents, 0)], [0.0, 0.0, 0.0, 1.0])
     new_offsets = quat_rotate(parent_turn, np.asarray(offsets, np.float64))
     new_rot = quat_multiply(quat_multiply(np.broadcast_to(parent_turn, np.shape(rotations)),
                                           np.asarray(rotations, np.float64)),
                             np.broadcast_to(quat_conjugate(turns), np.shape(rotations)))
-    names = NAMES[rig]
-    order = [names.index(n) for n in SMPL_ORDER] if rig == "smpl" else list(range(len(bones)))
+    names = list(NAMES[rig]) + bones[len(NAMES[rig]):]  # bones beyond the 22 (fingers) keep their names
+    order = list(range(len(bones)))
+    if rig == "smpl":
+        order = [names.index(n) for n in SMPL_ORDER] + order[len(SMPL_ORDER):]
     where = {b: i for i, b in enumerate(order)}
     new_parents = np.array([where[parents[b]] if parents[b] >= 0 else -1 for b in order])
     return ([names[b] for b in order], new_parents, order, new_offsets[order],
@@ -101,8 +110,8 @@ def apply_to_body(body, rig: str, bones, parents, offsets: np.ndarray, root0: np
 
     from .skin import bone_transforms, pose_vertices, rest_pose
 
-    turns = rest_turns(rig, bones)
     parents = np.asarray(parents)
+    turns = rest_turns(rig, bones, parents)
     rest = rest_pose(parents, offsets, root0)
     # our skeleton posed into the preset's rest: world rotation of each bone = its rest turn
     parent_turn = np.where(parents[:, None] >= 0, turns[np.maximum(parents, 0)], [0.0, 0.0, 0.0, 1.0])

@@ -169,6 +169,7 @@ def track_body(store, faces: np.ndarray, humanoid, offsets: np.ndarray) -> tuple
     """A track's skinned body from its scratch store (vertices at every frame with a skeleton), and how
     far the posed body is from the recorded vertices (`skinning_error` over up to `ERROR_FRAMES` frames)."""
     parents = np.asarray(humanoid.PARENTS)
+    offsets = np.asarray(offsets)[: len(parents)]  # the body's 22 bones (a skeleton with fingers has more)
     frames = np.asarray(store.array("humanoid_frame"))
     seen = np.searchsorted(np.asarray(store.array("frame_index")), frames)
     with_v = np.searchsorted(np.asarray(store.array("vertices_frame")), frames)

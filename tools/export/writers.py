@@ -130,10 +130,10 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
     if rig != "unity":  # the preset's names, bone order and rest pose (tools/export/rigs.py)
         from .rigs import apply, apply_to_body
 
-        bones = names
+        bones, bone_parents = names, parents
         names, parents, order, rig_offsets, rotations = apply(rig, bones, parents, offsets, np.asarray(rotations))
         if body is not None:
-            body = apply_to_body(body, rig, bones, humanoid.PARENTS, offsets, np.asarray(root[0]), order)
+            body = apply_to_body(body, rig, bones, bone_parents, offsets, np.asarray(root[0]), order)
         offsets = rig_offsets
         info["rig"] = rig
     elif options.body or blend is not None:
