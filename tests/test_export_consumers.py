@@ -183,10 +183,11 @@ def test_blender_imports_with_the_frames_bones_and_positions(name, motion, files
     if name == "mesh.glb":  # the mesh group and its three frames, beside the armature and its stick figure
         assert [o for o in report["objects"] if o.startswith("track_mesh")] == [
             "track_mesh", "track_mesh_0", "track_mesh_11", "track_mesh_5"]
-    if name == "m.fbx":  # the file's skeleton is the T-pose, its bones along the limbs: upper arm to elbow
-        head, tail = (blender_to_y_up(p) for p in report["rest"]["LeftUpperArm"])
-        elbow = offsets[names.index("LeftLowerArm")]
-        assert np.dot(tail - head, elbow) / (np.linalg.norm(tail - head) * np.linalg.norm(elbow)) > 0.99
+    if name != "m.bvh":  # Blender draws the bones along the limbs: upper arm to elbow, thigh to knee
+        for bone, child in (("LeftUpperArm", "LeftLowerArm"), ("RightUpperLeg", "RightLowerLeg")):
+            head, tail = (blender_to_y_up(p) for p in report["rest"][bone])
+            limb = offsets[names.index(child)]
+            assert np.dot(tail - head, limb) / (np.linalg.norm(tail - head) * np.linalg.norm(limb)) > 0.99, bone
 
 
 @pytest.mark.parametrize("name", ["m.bvh", "m.glb", "mesh.glb", "m.fbx"])

@@ -1,7 +1,10 @@
 """glTF 2.0 binary (.glb) writer, with pygltflib: a skinned skeleton animation, and optionally the mesh
 itself, one mesh per frame, shown only at its own frame.
 
-The skeleton: one node per bone (rest translation = its offset, rest rotation identity), a skin over them
+The skeleton: one node per bone, its frame at rest turned so that its +Y runs along the bone (towards its
+first child: importers such as Blender's draw bones along +Y), translation = its offset in the parent's
+frame; the animation's rotations are the humanoid's local rotations q carried into those frames
+(F_parent^-1 q F_bone), so the rest and every posed position are the humanoid's. A skin over them
 with a stick-figure mesh (a thin double pyramid along each bone, bound rigidly to the parent bone) so any
 viewer shows the motion; the animation has a rotation channel per bone and a translation channel for the
 root, LINEAR, keyframes at the frames the track was seen (a gap is a longer interval, never invented
@@ -75,6 +78,49 @@ def world_rest(parents: Sequence[int], offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ax, ay, az, aw = np.moveaxis(np.asarray(a, np.float64), -1, 0)
+    bx, by, bz, bw = np.moveaxis(np.asarray(b, np.float64), -1, 0)
+    return np.stack([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz], -1)
+
+
+def _qconj(q: np.ndarray) -> np.ndarray:
+    return np.asarray(q, np.float64) * np.array([-1.0, -1.0, -1.0, 1.0])
+
+
+def _qmat(q: np.ndarray) -> np.ndarray:
+    x, y, z, w = np.moveaxis(np.asarray(q, np.float64), -1, 0)
+    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+                     np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+                     np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
+
+
+def _qrot(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return _qmat(q) @ np.asarray(v, np.float64)
+
+
+def bone_frames(parents: Sequence[int], rest: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(B, 4) for each bone the shortest rotation taking +Y to its direction at rest: towards its first
+    child (a leaf: along its own offset; a bone of no length: none)."""
+    out = np.tile([0.0, 0.0, 0.0, 1.0], (len(parents), 1))
+    for b in range(len(parents)):
+        children = [c for c, p in enumerate(parents) if p == b]
+        d = rest[children[0]] - rest[b] if children else np.asarray(offsets[b], np.float64)
+        n = np.linalg.norm(d)
+        if n < 1e-6:
+            continue
+        d = d / n
+        axis = np.cross([0.0, 1.0, 0.0], d)
+        s, c = np.linalg.norm(axis), d[1]
+        if s < 1e-9:
+            out[b] = [0.0, 0.0, 0.0, 1.0] if c > 0 else [1.0, 0.0, 0.0, 0.0]  # already +Y, or half a turn
+            continue
+        half = np.arctan2(s, c) / 2
+        out[b] = np.concatenate([axis / s * np.sin(half), [np.cos(half)]])
+    return out
+
+
 def _sticks(parents: Sequence[int], rest: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stick-figure geometry at rest: positions, triangles, and the joint each vertex is bound to."""
     verts, faces, joints = [], [], []
@@ -123,15 +169,25 @@ def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequ
     hips = parents.index(-1)
     rest = world_rest(parents, offsets)
     rest += root[0] - rest[hips]  # the rest pose stands where the track starts
+    # each node's frame at rest turned so that its +Y runs along its bone (what importers draw bones along);
+    # the skeleton's rest positions and every posed position are unchanged (module docstring)
+    frame = bone_frames(parents, rest, offsets)  # (B, 4) world rest rotation of each node
+    parent_frame = np.array([frame[p] if p >= 0 else [0.0, 0.0, 0.0, 1.0] for p in parents])
+    local_rest = _qmul(_qconj(parent_frame), frame).astype(np.float32)  # float32: |w| <= 1 exactly
+    local_rest = np.clip(local_rest / np.linalg.norm(local_rest, axis=1, keepdims=True), -1.0, 1.0)
     for i in range(b):
         children = [c for c, p in enumerate(parents) if p == i]
-        translation = (root[0] if parents[i] < 0 else offsets[i]).tolist()
+        translation = root[0] if parents[i] < 0 else _qrot(_qconj(parent_frame[i]), offsets[i])
         doc.nodes.append(gl.Node(name=names[i], translation=[float(v) for v in translation],
-                                 children=children))
+                                 rotation=[float(v) for v in local_rest[i]], children=children))
+    rotations = _qmul(_qmul(np.broadcast_to(_qconj(parent_frame), rotations.shape), rotations),
+                      np.broadcast_to(frame, rotations.shape)).astype(np.float32)
 
-    # skin + stick figure
+    # skin + stick figure: inverse bind matrices, the inverse of each node's world rest transform
     ibm = np.tile(np.eye(4, dtype=np.float32), (b, 1, 1))
-    ibm[:, 3, :3] = -rest  # column-major: the translation sits in the last column, stored as the 4th row
+    inv = np.swapaxes(_qmat(frame), -1, -2)
+    ibm[:, :3, :3] = np.swapaxes(inv, -1, -2)  # column-major storage: the transposed matrix, row by row
+    ibm[:, 3, :3] = -np.einsum("bij,bj->bi", inv, rest)
     skin_acc = blob.accessor(ibm.reshape(b, 16), "MAT4")
     doc.skins.append(gl.Skin(name=f"{name}_skeleton", joints=list(range(b)), skeleton=hips,
                              inverseBindMatrices=skin_acc))
