@@ -28,6 +28,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import pygltflib as gl
 
+from fastmetro.humanoid import quat_conjugate, quat_multiply, quat_rotate, quat_to_matrix
+
 # Unit double pyramid along +Y from 0 to 1 (the bone), 6 vertices, 8 triangles, outward winding.
 _STICK_V = np.array([[0, 0, 0], [0, 1, 0], [1, 0.15, 0], [0, 0.15, 1], [-1, 0.15, 0], [0, 0.15, -1]], np.float64)
 _STICK_F = np.array([[0, 3, 2], [0, 4, 3], [0, 5, 4], [0, 2, 5], [1, 2, 3], [1, 3, 4], [1, 4, 5], [1, 5, 2]])
@@ -76,28 +78,6 @@ def world_rest(parents: Sequence[int], offsets: np.ndarray) -> np.ndarray:
     for i, p in enumerate(parents):
         out[i] = offsets[i] + (out[p] if p >= 0 else 0.0)
     return out
-
-
-def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ax, ay, az, aw = np.moveaxis(np.asarray(a, np.float64), -1, 0)
-    bx, by, bz, bw = np.moveaxis(np.asarray(b, np.float64), -1, 0)
-    return np.stack([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz], -1)
-
-
-def _qconj(q: np.ndarray) -> np.ndarray:
-    return np.asarray(q, np.float64) * np.array([-1.0, -1.0, -1.0, 1.0])
-
-
-def _qmat(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = np.moveaxis(np.asarray(q, np.float64), -1, 0)
-    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-                     np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-                     np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
-
-
-def _qrot(q: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return _qmat(q) @ np.asarray(v, np.float64)
 
 
 def bone_frames(parents: Sequence[int], rest: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -173,19 +153,19 @@ def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequ
     # the skeleton's rest positions and every posed position are unchanged (module docstring)
     frame = bone_frames(parents, rest, offsets)  # (B, 4) world rest rotation of each node
     parent_frame = np.array([frame[p] if p >= 0 else [0.0, 0.0, 0.0, 1.0] for p in parents])
-    local_rest = _qmul(_qconj(parent_frame), frame).astype(np.float32)  # float32: |w| <= 1 exactly
+    local_rest = quat_multiply(quat_conjugate(parent_frame), frame).astype(np.float32)  # float32: |w| <= 1 exactly
     local_rest = np.clip(local_rest / np.linalg.norm(local_rest, axis=1, keepdims=True), -1.0, 1.0)
     for i in range(b):
         children = [c for c, p in enumerate(parents) if p == i]
-        translation = root[0] if parents[i] < 0 else _qrot(_qconj(parent_frame[i]), offsets[i])
+        translation = root[0] if parents[i] < 0 else quat_rotate(quat_conjugate(parent_frame[i]), offsets[i])
         doc.nodes.append(gl.Node(name=names[i], translation=[float(v) for v in translation],
                                  rotation=[float(v) for v in local_rest[i]], children=children))
-    rotations = _qmul(_qmul(np.broadcast_to(_qconj(parent_frame), rotations.shape), rotations),
+    rotations = quat_multiply(quat_multiply(np.broadcast_to(quat_conjugate(parent_frame), rotations.shape), rotations),
                       np.broadcast_to(frame, rotations.shape)).astype(np.float32)
 
     # skin + stick figure: inverse bind matrices, the inverse of each node's world rest transform
     ibm = np.tile(np.eye(4, dtype=np.float32), (b, 1, 1))
-    inv = np.swapaxes(_qmat(frame), -1, -2)
+    inv = np.swapaxes(quat_to_matrix(frame), -1, -2)
     ibm[:, :3, :3] = np.swapaxes(inv, -1, -2)  # column-major storage: the transposed matrix, row by row
     ibm[:, 3, :3] = -np.einsum("bij,bj->bi", inv, rest)
     skin_acc = blob.accessor(ibm.reshape(b, 16), "MAT4")
