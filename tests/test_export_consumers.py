@@ -118,7 +118,7 @@ def bpy_python() -> str:
     if not os.environ.get(ENV) and (REPO / ".venv-blender" / "bin" / "python").is_file():
         os.environ[ENV] = str(REPO / ".venv-blender" / "bin" / "python")  # scripts/setup.sh makes it
     try:
-        return blender_python("the Blender checks")
+        return blender_python("this test")
     except BlenderMissing as e:
         require("bpy", False, str(e))
 
