@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Export cost per format: seconds per 1,000 person-frames for npz, npz with vertices, BVH, glTF, glTF with
-the mesh, and OBJ, each the whole `export_recording` of one recording (reading, decoding and solving the
-humanoid skeleton included), and the reading alone (decode only) as the floor they share.
+the mesh, glTF with the skinned body, OBJ, FBX (with the body) and the .blend scene, each the whole
+`export_recording` of one recording (reading, decoding and solving the humanoid skeleton included), and the
+reading alone (decode only) as the floor they share. FBX and .blend start Blender (bpy, in
+FASTMETRO_BLENDER_PYTHON or this Python) once per track and once per file; without bpy their rows say so.
 
     python scripts/bench_export.py [--frames 300] [--persons 2] [--json out.json]
 
@@ -22,17 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from pipeline import wire  # noqa: E402
-from tools.export import ExportOptions, export_recording  # noqa: E402
+from tools.export import ExportError, ExportOptions, export_recording  # noqa: E402
 from tools.export.tracks import read_frames  # noqa: E402
 
-CASES = [  # name, formats, npz vertices, glTF mesh
-    ("npz", ("npz",), "none", False),
-    ("npz + vertices f32", ("npz",), "float32", False),
-    ("npz + vertices f16", ("npz",), "float16", False),
-    ("bvh", ("bvh",), "none", False),
-    ("gltf (skeleton)", ("gltf",), "none", False),
-    ("gltf + mesh", ("gltf",), "none", True),
-    ("obj", ("obj",), "none", False),
+CASES = [  # name, formats, npz vertices, glTF mesh, skinned body
+    ("npz", ("npz",), "none", False, False),
+    ("npz + vertices f32", ("npz",), "float32", False, False),
+    ("npz + vertices f16", ("npz",), "float16", False, False),
+    ("bvh", ("bvh",), "none", False, False),
+    ("gltf (skeleton)", ("gltf",), "none", False, False),
+    ("gltf + mesh", ("gltf",), "none", True, False),
+    ("gltf + body", ("gltf",), "none", False, True),
+    ("obj", ("obj",), "none", False, False),
+    ("fbx (skeleton)", ("fbx",), "none", False, False),
+    ("fbx + body", ("fbx",), "none", False, True),
+    ("blend", ("blend",), "none", False, False),
 ]
 
 
@@ -62,10 +68,15 @@ def main() -> None:
         n = sum(len(f.persons) for f in read_frames(rec))
         assert n == person_frames
         results["read (decode only)"] = (time.perf_counter() - t0) * 1000 / person_frames
-        for name, formats, vertices, mesh in CASES:
+        for name, formats, vertices, mesh, body in CASES:
             out = Path(tmp) / name.replace(" ", "_")
             t0 = time.perf_counter()
-            export_recording(rec, out, ExportOptions(formats=formats, vertices=vertices, gltf_mesh=mesh))
+            try:
+                export_recording(rec, out, ExportOptions(formats=formats, vertices=vertices, gltf_mesh=mesh,
+                                                         body=body))
+            except ExportError as e:  # fbx, blend without bpy
+                print(f"{name}: {e}", file=sys.stderr)
+                continue
             results[name] = (time.perf_counter() - t0) * 1000 / person_frames
             size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
             results[name + " MB"] = size / 1e6
@@ -73,6 +84,9 @@ def main() -> None:
     print(f"{args.frames} frames x {args.persons} persons ({person_frames} person-frames), synthetic meshes")
     print(f"{'format':<22}{'s / 1000 person-frames':>24}{'vs npz':>9}{'MB written':>12}")
     for name in ["read (decode only)"] + [c[0] for c in CASES]:
+        if name not in results:
+            print(f"{name:<22}{'(needs bpy)':>24}")
+            continue
         mb = results.get(name + " MB")
         print(f"{name:<22}{results[name]:>24.2f}{results[name] / base:>9.2f}"
               f"{'' if mb is None else f'{mb:.1f}':>12}")

@@ -16,13 +16,26 @@ fi
 if command -v npm >/dev/null 2>&1 && [ ! -d examples/node/node_modules ]; then
   npm ci --silent --prefix examples/node || echo "npm ci failed: the Node.js example tests will be skipped"
 fi
-# The Khronos glTF validator for the export tests (tests/js; optional: those tests skip without it)
-if command -v npm >/dev/null 2>&1 && [ ! -d tests/js/node_modules ]; then
+# The Khronos glTF validator and three.js for the export tests (tests/js; optional: those tests skip without it)
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/js/node_modules/three ]; then
   npm ci --silent --prefix tests/js || echo "npm ci failed: the glTF validator tests will be skipped"
 fi
-# The export tests import files into Debian's Blender (optional: they skip without it)
-if ! command -v blender >/dev/null 2>&1; then
-  echo "note: no blender here; the export tests' Blender import will be skipped (apt-get install blender python3-numpy)"
+# Blender 4.5 LTS as a Python module (PyPI bpy, Python 3.11 only) for `export --format fbx,blend` and the
+# export tests' Blender checks. bpy 4.5 needs NumPy < 2, which the project's other dependencies rule out in
+# one environment: it gets a venv of its own, .venv-blender, named by FASTMETRO_BLENDER_PYTHON.
+BPY_PY=${BLENDER_PYTHON_FOR_VENV:-$PY}
+if [ ! -x .venv-blender/bin/python ] || ! .venv-blender/bin/python -c "import bpy" >/dev/null 2>&1; then
+  if "$BPY_PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    "$BPY_PY" -m venv .venv-blender && .venv-blender/bin/python -m pip install -q "bpy==4.5.*" \
+      || echo "note: bpy did not install: export --format fbx,blend and the Blender checks will not run"
+  else
+    echo "note: bpy 4.5 needs Python 3.11 ($BPY_PY is $("$BPY_PY" --version 2>&1)): no .venv-blender"
+  fi
+fi
+[ -x .venv-blender/bin/python ] && echo "Blender: export FASTMETRO_BLENDER_PYTHON=$PWD/.venv-blender/bin/python"
+# The export tests' second reader (optional: they skip without it): the Open Asset Import Library
+if ! command -v assimp >/dev/null 2>&1; then
+  echo "note: no assimp here; the export tests' assimp checks will be skipped (apt-get install assimp-utils)"
 fi
 # The viewer's browser test drives Debian's Chromium (optional: it skips without it)
 if ! command -v chromium >/dev/null 2>&1; then

@@ -68,3 +68,49 @@ def mesh_faces() -> np.ndarray:
     """Faces over the synthetic frames' 6,890 vertices (any valid triangles do for the export)."""
     i = np.arange(6888)
     return np.stack([i, i + 1, i + 2], 1).astype(np.int32)
+
+
+# A recording of posed SMPL template meshes (tests/test_export_consumers.py): track 1 is seen at frames 0-9
+# except 4-5 (a gap) and runs to the end; track 2 at 2-7, lost at 8.
+POSED_SEEN = {1: [0, 1, 2, 3, 6, 7, 8, 9], 2: [2, 3, 4, 5, 6, 7]}
+POSED_ROOTS = {1: np.array([0.5, 0.95, -4.0]), 2: np.array([-0.8, 0.9, -5.5])}
+POSED_FPS = 30.0
+
+
+def write_posed_recording(path: Path, assets_dir: Path, size=(720, 1280), focal: float = 1000.0) -> tuple:
+    """The template posed with random rotations, per track and frame, recorded as the stream sends it.
+    Returns ({(track, frame): the person's joints as the mesh gives them (y-up)}, {(track, frame): the
+    vertices, y-up world}, faces)."""
+    from fastmetro import humanoid as hu
+    from fastmetro.assets import load_mesh_faces
+    from humanoid_data import PosedTemplate, random_rotations, to_camera
+    from pipeline.messages import Frame, MeshFrame, Person, PersonMesh
+
+    template = PosedTemplate(assets_dir)
+    faces = load_mesh_faces(assets_dir).faces
+    rng = np.random.default_rng(3)
+    joints, vertices = {}, {}
+    persons = {i: [] for i in range(10)}
+    for tid, frames in POSED_SEEN.items():
+        rot = random_rotations(rng, len(frames), max_angle=0.5)
+        root = POSED_ROOTS[tid] + np.cumsum(rng.normal(scale=0.03, size=(len(frames), 3)), 0)
+        kp, verts, h36m = template.posed(rot, root)
+        for k, f in enumerate(frames):
+            joints[tid, f] = hu.key_points(verts[k:k + 1], h36m[k:k + 1])[0, : len(hu.BONES)]
+            vertices[tid, f] = verts[k]
+            cam_t = to_camera(root[k]).astype(np.float32)
+            person = Person(tid, "tracked", (100.0, 100.0, 300.0, 500.0), 0.9, (200.0, 300.0), 440.0)
+            persons[f].append(PersonMesh(
+                person, np.float32([1, 0, 0]), cam_t, np.zeros((14, 3), np.float32),
+                (to_camera(h36m[k]) - cam_t).astype(np.float32), np.zeros((14, 2), np.float32),
+                (to_camera(verts[k]) - cam_t).astype(np.float32)))
+    rec = wire.RecordWriter(path)
+    rec.write(0.0, b"default/topology", wire.encode_topology("default", 0, faces, ["j"] * 14, ["h"] * 17))
+    for i in range(10):
+        mf = MeshFrame(Frame("default", i, i / POSED_FPS, -1, size[0], size[1]), persons[i],
+                       lost=[2] if i == 8 else [])
+        mf.focal = focal
+        rec.write(0.0, b"default/frame", wire.encode_frame(mf, "default", i))
+    rec.write(0.0, b"default/end", wire.encode_end(EndOfStream("default", 10), "default", 10))
+    rec.close()
+    return joints, vertices, faces

@@ -108,9 +108,9 @@ def test_damaged_record_stops_there(tmp_path):
 def test_unknown_format_and_unwritable_directory_are_one_line(tmp_path, capsys):
     rec = tmp_path / "run.msgpack"
     write_layout_recording(rec, FACES, frames=[0, 1])
-    assert main(["export", str(rec), "-o", str(tmp_path / "out"), "--format", "npz,fbx"]) == 2
+    assert main(["export", str(rec), "-o", str(tmp_path / "out"), "--format", "npz,usd"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: export: unknown export format 'fbx': choose from npz, bvh, gltf, obj"
+    assert err.strip() == "error: export: unknown export format 'usd': choose from npz, bvh, gltf, obj, fbx, blend"
     (tmp_path / "file").write_text("")
     assert main(["export", str(rec), "-o", str(tmp_path / "file" / "out"), "--format", "npz"]) == 1
     err = capsys.readouterr().err
@@ -172,9 +172,30 @@ def test_run_export_options_are_checked_before_the_run_starts(tmp_path, capsys):
     assert main(["run", "--export", str(tmp_path / "file" / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: export: cannot write to {tmp_path / 'file' / 'out'}") and "\n" not in err
-    assert main(["run", "--export", str(tmp_path / "out"), "--export-format", "fbx"]) == 2
+    assert main(["run", "--export", str(tmp_path / "out"), "--export-format", "usd"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: export: unknown export format 'fbx': choose from npz, bvh, gltf, obj")
+        "error: export: unknown export format 'usd': choose from npz, bvh, gltf, obj, fbx, blend")
+
+
+def test_blender_formats_without_bpy_are_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+    """fbx and blend run Blender (bpy) in a Python that has it; without one, before any work is done."""
+    import importlib.util
+
+    rec = tmp_path / "run.msgpack"
+    write_layout_recording(rec, FACES, frames=[0, 1])
+    monkeypatch.setenv("FASTMETRO_BLENDER_PYTHON", str(tmp_path / "no-python"))
+    assert main(["export", str(rec), "-o", str(tmp_path / "out"), "--format", "npz,fbx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: export: FASTMETRO_BLENDER_PYTHON={tmp_path / 'no-python'} is not a file; "
+                          "fbx needs Blender as a Python module: pip install 'fastmetro-stream[blender]'")
+    assert "\n" not in err and not (tmp_path / "out").exists()
+    assert main(["run", "--export", str(tmp_path / "out2"), "--export-format", "blend"]) == 2
+    assert "blend needs Blender as a Python module" in capsys.readouterr().err
+    if importlib.util.find_spec("bpy") is None:  # this Python has no bpy: the variable unset, the same line
+        monkeypatch.delenv("FASTMETRO_BLENDER_PYTHON")
+        with pytest.raises(ExportError, match=r"^fbx needs Blender as a Python module: pip install "
+                                              r"'fastmetro-stream\[blender\]' \(Python 3.11\), or set"):
+            export_recording(rec, tmp_path / "out", ExportOptions(formats=("fbx",)))
 
 
 def test_skeleton_only_in_frames_sent_with_vertices(tmp_path):

@@ -1,5 +1,5 @@
-"""Offline export of a recording: one file per track in standard formats (npz, BVH, glTF binary, OBJ)
-that animation tools open. docs/export.md describes every file.
+"""Offline export of a recording: one file per track in standard formats (npz, BVH, glTF binary, OBJ, FBX)
+and a Blender scene, that animation tools open. docs/export.md describes every file.
 
     from tools.export import ExportOptions, export_recording
     summary = export_recording("run.msgpack", "out/", ExportOptions(formats=("npz", "bvh", "gltf")))

@@ -9,7 +9,10 @@ from pathlib import Path
 
 from pipeline.wire import stream_file_name
 
-from .exporter import FORMATS, VERTEX_OPTIONS, ExportError, ExportOptions, export_recording, parse_formats
+from .exporter import (FORMATS, VERTEX_OPTIONS, ExportError, ExportOptions, check_blender, export_recording,
+                       parse_formats)
+from .blender import BlenderFailed
+from .rigs import RIGS
 from .tracks import RecordingError
 
 DEFAULT_FORMATS = ("npz", "bvh", "gltf")
@@ -31,14 +34,23 @@ def add_export_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="mesh vertices in the npz files (default none)")
     p.add_argument(f"--{prefix}gltf-mesh", dest="export_gltf_mesh", action="store_true",
                    help="the mesh itself in the .glb files, one mesh per frame (about 83 KB per frame)")
+    p.add_argument(f"--{prefix}body", dest="export_body", action="store_true",
+                   help="each track's skinned body in the .glb and .fbx files (a .blend always has it)")
+    p.add_argument(f"--{prefix}rig", dest="export_rig", choices=RIGS, default="unity",
+                   help="bone names and rest pose of bvh/gltf/fbx/blend: unity (default), mixamo, ue5, smpl")
+    p.add_argument(f"--{prefix}video", dest="export_video", metavar="FILE",
+                   help="blend: the source video, shown behind the characters in the camera view")
     p.add_argument(f"--{prefix}frames", dest="export_frames", type=_frame_range, metavar="FIRST:LAST",
                    help="only these source frames (inclusive)")
 
 
 def options_from(args: argparse.Namespace) -> ExportOptions:
-    return ExportOptions(formats=parse_formats(args.export_formats or DEFAULT_FORMATS),
+    formats = parse_formats(args.export_formats or DEFAULT_FORMATS)
+    check_blender(formats)
+    return ExportOptions(formats=formats,
                          vertices=args.export_vertices, gltf_mesh=args.export_gltf_mesh, frames=args.export_frames,
-                         stream=getattr(args, "stream", None))
+                         stream=getattr(args, "stream", None), body=args.export_body, video=args.export_video,
+                         rig=args.export_rig)
 
 
 def stream_jobs(out_dir, options: ExportOptions, stream_ids) -> list:
@@ -59,7 +71,7 @@ def export_and_report(recording, out_dir, options: ExportOptions, show_progress:
 
     try:
         summary = export_recording(recording, out_dir, options, progress)
-    except (ExportError, RecordingError) as e:
+    except (ExportError, RecordingError, BlenderFailed) as e:
         print(f"\nerror: export: {e}" if last[0] else f"error: export: {e}", file=sys.stderr)
         return 1
     if last[0]:
@@ -85,7 +97,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("export", help="a recording to per-track files: npz, BVH, glTF (.glb), OBJ")
+    p = subparsers.add_parser("export", help="a recording to per-track files: npz, BVH, glTF (.glb), OBJ, FBX; a .blend scene")
     p.add_argument("recording", help="a --record file")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the files (created)")
     p.add_argument("--stream", help="which stream of the recording (default: the first with frames)")

@@ -10,6 +10,7 @@ npz, BVH and glTF files.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -25,7 +26,8 @@ import numpy as np
 from .tracks import DEFAULT_FPS, RateEstimate, ReadStatus, RecordingError, Track, TrackStore, read_frames
 from .writers import HUMANOID_FORMATS, humanoid_module, write_track
 
-FORMATS = ("npz", "bvh", "gltf", "obj")
+FORMATS = ("npz", "bvh", "gltf", "obj", "fbx", "blend")
+BLENDER_FORMATS = ("fbx", "blend")  # written by Blender (bpy), tools/export/blender.py
 VERTEX_OPTIONS = ("none", "float32", "float16")
 # Frame rates an export believes: outside this range the timestamps are wrong (a BVH "Frame Time" of
 # 0.00000000, or hours per frame), and the recording's rate, else 30, is used instead (tracks.json says so).
@@ -43,6 +45,9 @@ class ExportOptions:
     gltf_mesh: bool = False  # glb: the mesh itself as per-frame meshes, as well as the skeleton
     frames: Optional[tuple] = None  # (first, last) frame indices, inclusive; None = all
     stream: Optional[str] = None  # the recording's stream to export; None = the first with frames
+    body: bool = False  # glb, fbx: each track's skinned body (tools/export/skin.py); a .blend always has it
+    video: Optional[str] = None  # blend: the source video, the camera's background
+    rig: str = "unity"  # bvh, gltf, fbx, blend: bone names and rest pose (tools/export/rigs.py)
 
 
 @dataclass
@@ -77,6 +82,17 @@ def parse_formats(values: Union[str, Sequence[str]]) -> tuple:
     return tuple(out)
 
 
+def check_blender(formats) -> None:
+    """The formats Blender writes need a Python with bpy: an `ExportError` (one line) when there is none."""
+    for name in sorted(set(formats) & set(BLENDER_FORMATS)):
+        from .blender import BlenderMissing, blender_python
+
+        try:
+            blender_python(name)
+        except BlenderMissing as e:
+            raise ExportError(str(e)) from None
+
+
 def output_dir(path: Union[str, os.PathLike]) -> Path:
     """Create the directory if needed and make sure files can be written in it (one-line error if not)."""
     path = Path(path)
@@ -96,6 +112,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     is called after each frame."""
     options = options or ExportOptions()
     formats = parse_formats(options.formats)
+    options = dataclasses.replace(options, formats=formats)
     if options.vertices not in VERTEX_OPTIONS:
         raise ExportError(f"vertices must be one of {', '.join(VERTEX_OPTIONS)}, got {options.vertices!r}")
     recording = Path(recording)
@@ -104,9 +121,17 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     if "gltf" in formats:
         if importlib.util.find_spec("pygltflib") is None:
             raise ExportError("gltf needs pygltflib: pip install 'fastmetro-stream[export]'")
+    check_blender(formats)
+    from .rigs import RIGS
+
+    if options.rig not in RIGS:
+        raise ExportError(f"unknown rig {options.rig!r}: choose from {', '.join(RIGS)}")
+    if options.video is not None and not Path(options.video).is_file():
+        raise ExportError(f"video {options.video} not found")
     humanoid = humanoid_module()
     if humanoid is None and set(formats) & set(HUMANOID_FORMATS):
-        raise ExportError("bvh and gltf need the humanoid skeleton (fastmetro.humanoid), missing from this build")
+        raise ExportError(f"{', '.join(HUMANOID_FORMATS)} need the humanoid skeleton (fastmetro.humanoid), "
+                          "missing from this build")
     if "obj" in formats:
         from draw.obj import write_obj
     out = output_dir(out_dir)
@@ -123,6 +148,12 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     uses: dict[int, int] = {}
     faces = joint_names = None
     hand_frames = 0
+    camera: dict = {}
+    blend = None
+    if "blend" in formats:
+        from .blend import BlendScene
+
+        blend = BlendScene(scratch / "blend")
 
     def close(track: Track, end: str) -> None:
         track.end = end
@@ -131,7 +162,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         if fps_note:
             info["note"] = fps_note
         try:
-            info["files"] = write_track(track, staged, formats, options, humanoid, faces, joint_names, info)
+            info["files"] = write_track(track, staged, formats, options, humanoid, faces, joint_names, info, blend)
         except ValueError as e:  # a writer refusing this track's values: one line, nothing written (staged)
             raise ExportError(f"cannot write {track.name}: {e}; nothing was written") from None
         track.store.remove()
@@ -144,6 +175,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         staged.mkdir()
         for frame in read_frames(recording, options.stream, status):
             rate.add(frame.index, frame.pts)
+            if frame.focal:
+                camera.update(focal=float(frame.focal), width=int(frame.width), height=int(frame.height))
             if frame.topology is not None:
                 faces = frame.topology.faces
                 joint_names = (frame.topology.joint_names, frame.topology.h36m_joint_names)
@@ -194,6 +227,10 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                  "fps": _believable_fps(rate.fps)[0], "complete": summary.note is None, "note": summary.note,
                  "skipped_records": status.skipped, "formats": list(formats),
                  "humanoid": humanoid is not None, "hands_dropped": hand_frames, "tracks": summary.tracks}
+        if blend is not None:
+            fps = _believable_fps(rate.fps)[0] if rate.fps else (summary.tracks[0]["fps"] if summary.tracks else DEFAULT_FPS)
+            if blend.write(staged / f"{recording.stem}.blend", fps, camera or None, options.video):
+                summary.files += 1
         (staged / "tracks.json").write_text(json.dumps(index, indent=1))
         _move_into(staged, out)
     except OSError as e:  # a full disk, a file over the size limit, a folder gone
@@ -244,7 +281,8 @@ def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions,
         if value is not None:
             store.append(key, np.asarray(value, np.float32))
             store.append(f"{key}_frame", np.int64(frame.index))
-    if p.vertices is not None and (options.vertices != "none" or options.gltf_mesh):
+    if p.vertices is not None and (options.vertices != "none" or options.gltf_mesh or options.body
+                                   or "blend" in options.formats):
         store.append("vertices", np.asarray(p.vertices, np.float32))
         store.append("vertices_frame", np.int64(frame.index))
     if i is not None:

@@ -1,7 +1,10 @@
 """glTF 2.0 binary (.glb) writer, with pygltflib: a skinned skeleton animation, and optionally the mesh
 itself, one mesh per frame, shown only at its own frame.
 
-The skeleton: one node per bone (rest translation = its offset, rest rotation identity), a skin over them
+The skeleton: one node per bone, its frame at rest turned so that its +Y runs along the bone (towards its
+first child: importers such as Blender's draw bones along +Y), translation = its offset in the parent's
+frame; the animation's rotations are the humanoid's local rotations q carried into those frames
+(F_parent^-1 q F_bone), so the rest and every posed position are the humanoid's. A skin over them
 with a stick-figure mesh (a thin double pyramid along each bone, bound rigidly to the parent bone) so any
 viewer shows the motion; the animation has a rotation channel per bone and a translation channel for the
 root, LINEAR, keyframes at the frames the track was seen (a gap is a longer interval, never invented
@@ -24,6 +27,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import pygltflib as gl
+
+from fastmetro.humanoid import quat_conjugate, quat_multiply, quat_rotate, quat_to_matrix
 
 # Unit double pyramid along +Y from 0 to 1 (the bone), 6 vertices, 8 triangles, outward winding.
 _STICK_V = np.array([[0, 0, 0], [0, 1, 0], [1, 0.15, 0], [0, 0.15, 1], [-1, 0.15, 0], [0, 0.15, -1]], np.float64)
@@ -75,6 +80,27 @@ def world_rest(parents: Sequence[int], offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+def bone_frames(parents: Sequence[int], rest: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(B, 4) for each bone the shortest rotation taking +Y to its direction at rest: towards its first
+    child (a leaf: along its own offset; a bone of no length: none)."""
+    out = np.tile([0.0, 0.0, 0.0, 1.0], (len(parents), 1))
+    for b in range(len(parents)):
+        children = [c for c, p in enumerate(parents) if p == b]
+        d = rest[children[0]] - rest[b] if children else np.asarray(offsets[b], np.float64)
+        n = np.linalg.norm(d)
+        if n < 1e-6:
+            continue
+        d = d / n
+        axis = np.cross([0.0, 1.0, 0.0], d)
+        s, c = np.linalg.norm(axis), d[1]
+        if s < 1e-9:
+            out[b] = [0.0, 0.0, 0.0, 1.0] if c > 0 else [1.0, 0.0, 0.0, 0.0]  # already +Y, or half a turn
+            continue
+        half = np.arctan2(s, c) / 2
+        out[b] = np.concatenate([axis / s * np.sin(half), [np.cos(half)]])
+    return out
+
+
 def _sticks(parents: Sequence[int], rest: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stick-figure geometry at rest: positions, triangles, and the joint each vertex is bound to."""
     verts, faces, joints = [], [], []
@@ -100,10 +126,11 @@ def _sticks(parents: Sequence[int], rest: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequence[int], offsets: np.ndarray,
               rotations: np.ndarray, root: np.ndarray, times: np.ndarray, mesh: Optional[MeshFrames] = None,
-              name: str = "track", extras: Optional[dict] = None) -> Path:
+              name: str = "track", extras: Optional[dict] = None, body=None) -> Path:
     """Write a .glb: skeleton `names`/`parents`/`offsets` (B, 3) at rest, animated by `rotations`
     (T, B, 4) local unit quaternions (x, y, z, w) and `root` (T, 3) root positions at `times` (T,) seconds
-    (strictly increasing). y up, metres. `extras` (JSON-able) is stored on the scene."""
+    (strictly increasing). y up, metres. `extras` (JSON-able) is stored on the scene. `body`: a
+    `skin.SkinnedBody` at the rest pose (the root at root[0]), bound to the same skin."""
     names = [str(n) for n in names]
     parents = [int(p) for p in parents]
     offsets = np.asarray(offsets, np.float64)
@@ -122,15 +149,25 @@ def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequ
     hips = parents.index(-1)
     rest = world_rest(parents, offsets)
     rest += root[0] - rest[hips]  # the rest pose stands where the track starts
+    # each node's frame at rest turned so that its +Y runs along its bone (what importers draw bones along);
+    # the skeleton's rest positions and every posed position are unchanged (module docstring)
+    frame = bone_frames(parents, rest, offsets)  # (B, 4) world rest rotation of each node
+    parent_frame = np.array([frame[p] if p >= 0 else [0.0, 0.0, 0.0, 1.0] for p in parents])
+    local_rest = quat_multiply(quat_conjugate(parent_frame), frame).astype(np.float32)  # float32: |w| <= 1 exactly
+    local_rest = np.clip(local_rest / np.linalg.norm(local_rest, axis=1, keepdims=True), -1.0, 1.0)
     for i in range(b):
         children = [c for c, p in enumerate(parents) if p == i]
-        translation = (root[0] if parents[i] < 0 else offsets[i]).tolist()
+        translation = root[0] if parents[i] < 0 else quat_rotate(quat_conjugate(parent_frame[i]), offsets[i])
         doc.nodes.append(gl.Node(name=names[i], translation=[float(v) for v in translation],
-                                 children=children))
+                                 rotation=[float(v) for v in local_rest[i]], children=children))
+    rotations = quat_multiply(quat_multiply(np.broadcast_to(quat_conjugate(parent_frame), rotations.shape), rotations),
+                      np.broadcast_to(frame, rotations.shape)).astype(np.float32)
 
-    # skin + stick figure
+    # skin + stick figure: inverse bind matrices, the inverse of each node's world rest transform
     ibm = np.tile(np.eye(4, dtype=np.float32), (b, 1, 1))
-    ibm[:, 3, :3] = -rest  # column-major: the translation sits in the last column, stored as the 4th row
+    inv = np.swapaxes(quat_to_matrix(frame), -1, -2)
+    ibm[:, :3, :3] = np.swapaxes(inv, -1, -2)  # column-major storage: the transposed matrix, row by row
+    ibm[:, 3, :3] = -np.einsum("bij,bj->bi", inv, rest)
     skin_acc = blob.accessor(ibm.reshape(b, 16), "MAT4")
     doc.skins.append(gl.Skin(name=f"{name}_skeleton", joints=list(range(b)), skeleton=hips,
                              inverseBindMatrices=skin_acc))
@@ -147,6 +184,8 @@ def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequ
     doc.meshes.append(gl.Mesh(name=f"{name}_sticks", primitives=[prim]))
     doc.nodes.append(gl.Node(name=f"{name}_sticks", mesh=0, skin=0))
     scene_nodes = [hips, len(doc.nodes) - 1]
+    if body is not None:
+        scene_nodes.append(_skinned_body(doc, blob, body, name))
 
     # animation
     anim = gl.Animation(name=name)
@@ -171,6 +210,24 @@ def write_glb(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequ
     path = Path(path)
     doc.save_binary(str(path))
     return path
+
+
+def _skinned_body(doc: gl.GLTF2, blob: _Blob, body, name: str) -> int:
+    """The body as a mesh bound to skin 0 (up to four bones per vertex); returns its node."""
+    weights = np.asarray(body.weights, np.float32)
+    weights /= weights.sum(1, keepdims=True)
+    joints = np.where(weights > 0, np.asarray(body.joints), 0)  # an unused influence names joint 0
+    prim = gl.Primitive(
+        attributes=gl.Attributes(
+            POSITION=blob.accessor(np.asarray(body.vertices, np.float32), "VEC3", minmax=True, target=gl.ARRAY_BUFFER),
+            JOINTS_0=blob.accessor(joints.astype(np.uint16), "VEC4", target=gl.ARRAY_BUFFER,
+                                   component=gl.UNSIGNED_SHORT),
+            WEIGHTS_0=blob.accessor(weights, "VEC4", target=gl.ARRAY_BUFFER)),
+        indices=blob.accessor(np.asarray(body.faces, np.uint32).reshape(-1), "SCALAR",
+                              target=gl.ELEMENT_ARRAY_BUFFER, component=gl.UNSIGNED_INT))
+    doc.meshes.append(gl.Mesh(name=f"{name}_body", primitives=[prim]))
+    doc.nodes.append(gl.Node(name=f"{name}_body", mesh=len(doc.meshes) - 1, skin=0))
+    return len(doc.nodes) - 1
 
 
 def _mesh_frames(doc: gl.GLTF2, blob: _Blob, mesh: MeshFrames, times: np.ndarray, name: str, channel) -> int:

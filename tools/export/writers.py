@@ -11,8 +11,8 @@ import numpy as np
 from .bvh import held_frames, write_bvh
 from .tracks import Track, TrackStore
 
-HUMANOID_FORMATS = ("bvh", "gltf")
-FORMAT_SUFFIX = {"npz": ".npz", "bvh": ".bvh", "gltf": ".glb"}
+HUMANOID_FORMATS = ("bvh", "gltf", "fbx", "blend")
+FORMAT_SUFFIX = {"npz": ".npz", "bvh": ".bvh", "gltf": ".glb", "fbx": ".fbx"}
 CHUNK = 2048
 # Fields copied into the npz as they are (one row per frame the track was seen).
 PER_FRAME = ("frame_index", "timestamp", "wall", "state", "predicted", "coasting", "box", "score", "center",
@@ -93,7 +93,7 @@ def skeleton_positions(store: TrackStore, offsets: np.ndarray, humanoid) -> np.n
 
 
 def write_track(track: Track, out: Path, formats, options, humanoid, faces: Optional[np.ndarray],
-                joint_names, info: dict) -> list[str]:
+                joint_names, info: dict, blend=None) -> list[str]:
     """Write the track's files in `formats` (obj is written while reading); returns their names."""
     store, fps = track.store, info["fps"]
     written = []
@@ -123,13 +123,33 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
     if not set(formats) & set(HUMANOID_FORMATS):
         return written
     if not has_pose:
-        info["note"] = "no frame of this track carries vertices, so no skeleton: no BVH or glTF file"
+        info["note"] = "no frame of this track carries vertices, so no skeleton: no BVH, glTF, FBX or Blender file"
         return written
     names, parents = list(humanoid.BONES), np.asarray(humanoid.PARENTS)
     offsets = skeleton_offsets(store)
     frames = np.asarray(store.array("humanoid_frame"))  # the frames with a skeleton (with vertices)
     info["animation_frames"] = [int(frames[0]), int(frames[-1])]
     rotations, root = store.array("humanoid_rotations"), store.array("humanoid_root")
+    rig = getattr(options, "rig", "unity")
+    body = None
+    if (options.body or blend is not None) and "vertices" in store and faces is not None \
+            and np.size(faces) and int(np.max(faces)) + 1 == store.array("vertices").shape[1]:
+        from .skin import track_body
+
+        body, error = track_body(store, np.asarray(faces), humanoid, offsets)
+        info["body_error_mm"] = {k: round(v * 1000, 2) if k != "frames" else v for k, v in error.items()}
+    if rig != "unity":  # the preset's names, bone order and rest pose (tools/export/rigs.py)
+        from .rigs import apply, apply_to_body
+
+        bones, bone_parents = names, parents
+        names, parents, order, rig_offsets, rotations = apply(rig, bones, parents, offsets, np.asarray(rotations))
+        if body is not None:
+            body = apply_to_body(body, rig, bones, bone_parents, offsets, np.asarray(root[0]), order)
+        offsets = rig_offsets
+        info["rig"] = rig
+    if (options.body or blend is not None) and body is None:
+        info["note"] = "no body: the recording's faces do not cover its vertices" if "vertices" in store \
+            else "no body: no frame of this track carries vertices"
     if "bvh" in formats and not bvh_span_ok(frames):
         info["refused"] = (f"no BVH: seen in {len(frames)} frames from {int(frames[0])} to {int(frames[-1])}, a "
                            f"fixed-rate file would repeat its poses over {int(frames[-1]) - int(frames[0]) + 1} "
@@ -154,6 +174,16 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
                                        "animation_frames")}
         extras["coasting_frames"] = np.asarray(store.array("frame_index"))[np.asarray(store.array("coasting"))].tolist()
         write_glb(out / f"{track.name}.glb", names, parents, offsets, np.asarray(rotations), np.asarray(root),
-                  (frames - frames[0]) / fps, mesh=mesh, name=track.name, extras=extras)
+                  (frames - frames[0]) / fps, mesh=mesh, name=track.name, extras=extras,
+                  body=body if options.body else None)
         written.append(f"{track.name}.glb")
+    if "fbx" in formats:
+        from .fbx import write_fbx
+
+        write_fbx(out / f"{track.name}.fbx", track.name, track.track_id, names, parents, offsets, frames,
+                  np.asarray(rotations), np.asarray(root), fps, body if options.body else None, store.dir)
+        written.append(f"{track.name}.fbx")
+    if blend is not None:
+        blend.add(track.name, track.track_id, names, parents, offsets, frames, np.asarray(rotations),
+                  np.asarray(root), body)
     return written
