@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from .hands import append_hands, frame_hands
 from .tracks import RateEstimate, ReadStatus, RecordingError, Track, TrackStore, read_frames
 from .writers import HUMANOID_FORMATS, humanoid_module, write_track
 
@@ -112,12 +113,15 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     open_tracks: dict[int, Track] = {}
     uses: dict[int, int] = {}
     faces = joint_names = None
+    policy = _hand_policy(humanoid)  # the finger bones (fastmetro.humanoid_hand_policy), per track
 
     def close(track: Track, end: str) -> None:
         track.end = end
         info = track.info(track.fps(rate.fps))
         info["files"] = write_track(track, out, formats, options, humanoid, faces, joint_names, info)
         track.store.remove()
+        if policy is not None:
+            policy.forget(track.track_id)
         summary.files += len(info["files"])
         summary.tracks.append(info)
 
@@ -134,6 +138,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
             pose = humanoid.solve_persons([persons[i] for i in solvable]) if solvable else None
             finite = [] if pose is None else np.isfinite(pose.rotations).all((1, 2)) & np.isfinite(pose.root).all(1)
             pose_row = {i: k for k, i in enumerate(solvable) if finite[k]}  # a degenerate mesh gets no skeleton
+            fingers = frame_hands(policy, humanoid, pose, persons, pose_row, frame) if policy is not None else {}
             for i, p in enumerate(persons):
                 track = open_tracks.get(p.track_id)
                 if track is None:
@@ -142,7 +147,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                     track = open_tracks[p.track_id] = Track(p.track_id, name, TrackStore(scratch / name))
                 coasting = p.state == "coasting" or bool(p.predicted)
                 track.add_frame(frame.index, frame.pts, coasting)
-                _append(track.store, frame, p, coasting, options, pose, pose_row.get(i))
+                _append(track.store, frame, p, coasting, options, pose, pose_row.get(i), fingers.get(pose_row.get(i)))
                 if "obj" in formats and p.vertices is not None and faces is not None:
                     folder = out / "obj" / track.name
                     folder.mkdir(parents=True, exist_ok=True)
@@ -175,7 +180,18 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     return summary
 
 
-def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: Optional[int]) -> None:
+def _hand_policy(humanoid):
+    if humanoid is None:
+        return None
+    try:
+        from fastmetro.humanoid_hand_policy import HandPolicy
+    except ImportError:
+        return None
+    return HandPolicy()
+
+
+def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: Optional[int],
+            fingers: Optional[tuple] = None) -> None:
     """One person-frame into its track's scratch files (exactly the values the recording holds)."""
     store.append("frame_index", np.int64(frame.index))
     store.append("timestamp", np.float64(np.nan if frame.pts is None else frame.pts))
@@ -200,6 +216,9 @@ def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions,
         store.append("vertices_frame", np.int64(frame.index))
     if i is not None:
         store.append("humanoid_frame", np.int64(frame.index))
-        store.append("humanoid_rotations", np.asarray(pose.rotations[i], np.float32))
+        rotations = pose.rotations[i] if fingers is None else fingers[0][: pose.rotations.shape[1]]  # Hand: blended
+        store.append("humanoid_rotations", np.asarray(rotations, np.float32))
         store.append("humanoid_offsets", np.asarray(pose.offsets[i], np.float32))
         store.append("humanoid_root", np.asarray(pose.root[i], np.float32))
+        if fingers is not None:
+            append_hands(store, frame.index, fingers, pose.rotations.shape[1])
