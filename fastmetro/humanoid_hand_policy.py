@@ -27,7 +27,7 @@ import numpy as np
 
 from . import humanoid as hu
 from . import humanoid_hands as hh
-from .rotations import quat_conjugate, quat_from_matrix, quat_multiply, quat_slerp
+from .rotations import quat_from_matrix, quat_slerp, quat_to_matrix
 
 __all__ = ["HandTiming", "HandPolicy"]
 
@@ -71,6 +71,8 @@ def _chain(bone: int) -> list[int]:
 
 
 _LOWER_ARM_CHAIN = {s: _chain(hh.LOWER_ARM[s]) for s in hh.SIDES}
+_TRUNK = [b for b in _LOWER_ARM_CHAIN["left"] if b in _LOWER_ARM_CHAIN["right"]]  # Hips .. UpperChest
+_CHAIN_BONES = sorted(set(_LOWER_ARM_CHAIN["left"]) | set(_LOWER_ARM_CHAIN["right"]))
 _RELAXED = {s: hh.relaxed_fingers(s) for s in hh.SIDES}
 _DEFAULT_OFFSETS = {s: hh.default_offsets(s) for s in hh.SIDES}
 
@@ -107,17 +109,15 @@ class HandPolicy:
         offsets = np.concatenate([pose.offsets, np.zeros((n, 30, 3))], axis=1)
         seen = np.zeros((n, 2), bool)
         people = [self.persons.setdefault(k, _Person()) for k in keys]
-        mesh: dict[str, dict[int, tuple]] = {}
-        for side in hh.SIDES:
-            rows = [i for i, h in enumerate(hands) if _usable(h.get(side) if h else None)]
-            mesh[side] = {}
-            if not rows:
-                continue
-            solved = hh.solve_hand(np.stack([hands[i][side].joints3d for i in rows]),
-                                   np.stack([hands[i][side].vertices for i in rows]), side)
-            arm = self._world(pose.rotations[rows], side)
-            hand_local = quat_multiply(quat_conjugate(arm), quat_from_matrix(solved.hand_world))
-            for k, i in enumerate(rows):
+        mesh: dict[str, dict[int, tuple]] = {s: {} for s in hh.SIDES}
+        found = [(i, side) for side in hh.SIDES for i, h in enumerate(hands) if _usable(h.get(side) if h else None)]
+        if found:  # every seen hand of the frame in one solve
+            solved = hh.solve_hand(np.stack([hands[i][s].joints3d for i, s in found]),
+                                   np.stack([hands[i][s].vertices for i, s in found]), [s for _, s in found])
+            arms = self._lower_arms(pose.rotations)
+            arm = np.stack([arms[s][i] for i, s in found])
+            hand_local = quat_from_matrix(np.swapaxes(arm, -1, -2) @ solved.hand_world)
+            for k, (i, side) in enumerate(found):
                 mesh[side][i] = (hand_local[k], solved.local[k], solved.offsets[k])
         for i, person in enumerate(people):
             for s, side in enumerate(hh.SIDES):
@@ -137,13 +137,20 @@ class HandPolicy:
         return hu.HumanoidPose(rotations, offsets, pose.root), seen
 
     @staticmethod
-    def _world(rotations: np.ndarray, side: str) -> np.ndarray:
-        """(n, 4) world rotation of the side's LowerArm from body locals (n, 22, 4): its chain only."""
-        chain = _LOWER_ARM_CHAIN[side]
-        q = rotations[:, chain[0]]
-        for b in chain[1:]:
-            q = quat_multiply(q, rotations[:, b])
-        return q
+    def _lower_arms(rotations: np.ndarray) -> dict:
+        """side -> (n, 3, 3) world rotation of its LowerArm, from body locals (n, 22, 4): its chain only."""
+        m = quat_to_matrix(rotations[:, _CHAIN_BONES])
+        at = {b: k for k, b in enumerate(_CHAIN_BONES)}
+        out = {}
+        trunk = m[:, at[_TRUNK[0]]]
+        for b in _TRUNK[1:]:
+            trunk = trunk @ m[:, at[b]]
+        for side in hh.SIDES:
+            w = trunk
+            for b in _LOWER_ARM_CHAIN[side][len(_TRUNK):]:
+                w = w @ m[:, at[b]]
+            out[side] = w
+        return out
 
     def _step(self, st: _Side, got: Optional[tuple], body_hand: np.ndarray, relaxed: np.ndarray,
               t: float) -> tuple[np.ndarray, np.ndarray]:

@@ -109,6 +109,7 @@ def _rests() -> tuple[dict, dict]:
 _REST_HAND, _REST_FINGERS = _rests()
 _REST_HAND_T = {s: np.swapaxes(m, -1, -2) for s, m in _REST_HAND.items()}
 _REST_FINGERS_T = {s: np.swapaxes(m, -1, -2) for s, m in _REST_FINGERS.items()}
+_REST_ALL_T = {s: np.concatenate([_REST_HAND_T[s][None], _REST_FINGERS_T[s]]) for s in SIDES}
 
 
 @dataclass
@@ -123,24 +124,32 @@ class HandSolve:
         return len(self.local)
 
 
-def solve_hand(joints: np.ndarray, vertices: np.ndarray, side: str) -> HandSolve:
-    """The finger bones of N hands of one side from the stream's arrays (docs/schema.md, `hands`):
-    joints (N, 21, 3) and vertices (N, 778, 3), hand-relative, camera frame (y down). Left hands as published
-    (real left hands, already mirrored back)."""
-    if side not in SIDES:
-        raise ValueError(f"solve_hand: side must be 'left' or 'right', got {side!r}")
+def solve_hand(joints: np.ndarray, vertices: np.ndarray, side) -> HandSolve:
+    """The finger bones of N hands from the stream's arrays (docs/schema.md, `hands`): joints (N, 21, 3) and
+    vertices (N, 778, 3), hand-relative, camera frame (y down); side "left" or "right" for all of them, or a
+    sequence of N sides. Left hands as published (real left hands, already mirrored back)."""
     j = np.asarray(joints, dtype=np.float64)
     v = np.asarray(vertices)
     if j.ndim != 3 or j.shape[1:] != (21, 3) or v.shape != (len(j), 778, 3):
         raise ValueError(f"solve_hand: expected joints (N, 21, 3) and vertices (N, 778, 3), got {j.shape} and {v.shape}")
+    sides = [side] * len(j) if isinstance(side, str) else list(side)
+    if len(sides) != len(j) or any(s not in SIDES for s in sides):
+        raise ValueError(f"solve_hand: side must be 'left' or 'right' (one, or one per hand), got {side!r}")
+    left = np.array([s == "left" for s in sides], bool)
+    rest = np.where(left[:, None, None, None], _REST_ALL_T["left"], _REST_ALL_T["right"])  # Hand, then fingers
     j = j * _FLIP
     pairs = v[:, TWIST_PAIRS.reshape(-1), :].astype(np.float64).reshape(len(j), 15, 2, 3) * _FLIP
-    hand = frames(j[:, _MIDDLE_1] - j[:, _WRIST], j[:, _INDEX_1] - j[:, _PINKY_1]) @ _REST_HAND_T[side]
-    world = frames(j[:, _NEXT] - j[:, FINGER_BASE], pairs[:, :, 0] - pairs[:, :, 1]) @ _REST_FINGERS_T[side]
-    parent = np.where((_PARENT_K < 0)[None, :, None, None], hand[:, None], world[:, np.maximum(_PARENT_K, 0)])
-    local = np.swapaxes(parent, -1, -2) @ world
+    primary = np.concatenate([j[:, None, _MIDDLE_1] - j[:, None, _WRIST], j[:, _NEXT] - j[:, FINGER_BASE]], axis=1)
+    across = np.concatenate([j[:, None, _INDEX_1] - j[:, None, _PINKY_1], pairs[:, :, 0] - pairs[:, :, 1]], axis=1)
+    both = frames(primary, across) @ rest  # (N, 16, 3, 3) world rotations: the Hand, then the 15 finger bones
+    hand, world = both[:, 0], both[:, 1:]
+    parent = np.empty_like(world)
+    parent[:, _PARENT_K < 0] = hand[:, None]
+    parent[:, _PARENT_K >= 0] = world[:, _PARENT_K[_PARENT_K >= 0]]
+    parent_t = np.swapaxes(parent, -1, -2)
+    local = parent_t @ world
     d = j[:, FINGER_BASE] - j[:, _PARENT_JOINT]
-    offsets = (np.swapaxes(parent, -1, -2) @ d[..., None])[..., 0]
+    offsets = (parent_t @ d[..., None])[..., 0]
     return HandSolve(hand, quat_from_matrix(local), offsets)
 
 
