@@ -64,6 +64,7 @@ _NEXT = FINGER_BASE + 1  # the joint its primary axis points to
 _PARENT_JOINT = np.array([0 if p == 0 else 1 + 4 * f + p - 1 for f in range(5) for p in range(3)])
 _WRIST, _INDEX_1, _MIDDLE_1, _PINKY_1 = 0, 5, 9, 17
 _PARENT_K = np.array([-1 if k % 3 == 0 else k - 1 for k in range(15)])  # within a side's 15
+_PARENT_IN_BOTH = _PARENT_K + 1  # the same, in the solve's 16 frames (0: the Hand)
 
 # MANO vertices (778-vertex topology, the same for left hands) across each bone at its middle: (nail side,
 # pad side). Picked on the MANO template for this module (the vertices nearest each segment, between 30%
@@ -109,7 +110,7 @@ def _rests() -> tuple[dict, dict]:
 _REST_HAND, _REST_FINGERS = _rests()
 _REST_HAND_T = {s: np.swapaxes(m, -1, -2) for s, m in _REST_HAND.items()}
 _REST_FINGERS_T = {s: np.swapaxes(m, -1, -2) for s, m in _REST_FINGERS.items()}
-_REST_ALL_T = {s: np.concatenate([_REST_HAND_T[s][None], _REST_FINGERS_T[s]]) for s in SIDES}
+_REST_ALL_T_BY_SIDE = np.stack([np.concatenate([_REST_HAND_T[s][None], _REST_FINGERS_T[s]]) for s in SIDES])
 
 
 @dataclass
@@ -135,18 +136,14 @@ def solve_hand(joints: np.ndarray, vertices: np.ndarray, side) -> HandSolve:
     sides = [side] * len(j) if isinstance(side, str) else list(side)
     if len(sides) != len(j) or any(s not in SIDES for s in sides):
         raise ValueError(f"solve_hand: side must be 'left' or 'right' (one, or one per hand), got {side!r}")
-    left = np.array([s == "left" for s in sides], bool)
-    rest = np.where(left[:, None, None, None], _REST_ALL_T["left"], _REST_ALL_T["right"])  # Hand, then fingers
+    rest = _REST_ALL_T_BY_SIDE[[SIDES.index(s) for s in sides]]  # (N, 16, 3, 3): the Hand, then the fingers
     j = j * _FLIP
     pairs = v[:, TWIST_PAIRS.reshape(-1), :].astype(np.float64).reshape(len(j), 15, 2, 3) * _FLIP
     primary = np.concatenate([j[:, None, _MIDDLE_1] - j[:, None, _WRIST], j[:, _NEXT] - j[:, FINGER_BASE]], axis=1)
     across = np.concatenate([j[:, None, _INDEX_1] - j[:, None, _PINKY_1], pairs[:, :, 0] - pairs[:, :, 1]], axis=1)
     both = frames(primary, across) @ rest  # (N, 16, 3, 3) world rotations: the Hand, then the 15 finger bones
     hand, world = both[:, 0], both[:, 1:]
-    parent = np.empty_like(world)
-    parent[:, _PARENT_K < 0] = hand[:, None]
-    parent[:, _PARENT_K >= 0] = world[:, _PARENT_K[_PARENT_K >= 0]]
-    parent_t = np.swapaxes(parent, -1, -2)
+    parent_t = np.swapaxes(both[:, _PARENT_IN_BOTH], -1, -2)  # each finger bone's parent: the Hand or a bone
     local = parent_t @ world
     d = j[:, FINGER_BASE] - j[:, _PARENT_JOINT]
     offsets = (parent_t @ d[..., None])[..., 0]
