@@ -132,7 +132,8 @@ def solve_hand(joints: np.ndarray, vertices: np.ndarray, side) -> HandSolve:
     j = np.asarray(joints, dtype=np.float64)
     v = np.asarray(vertices)
     if j.ndim != 3 or j.shape[1:] != (21, 3) or v.shape != (len(j), 778, 3):
-        raise ValueError(f"solve_hand: expected joints (N, 21, 3) and vertices (N, 778, 3), got {j.shape} and {v.shape}")
+        raise ValueError(f"solve_hand: expected joints (N, 21, 3) and vertices (N, 778, 3), "
+                         f"got {j.shape} and {v.shape}")
     sides = [side] * len(j) if isinstance(side, str) else list(side)
     if len(sides) != len(j) or any(s not in SIDES for s in sides):
         raise ValueError(f"solve_hand: side must be 'left' or 'right' (one, or one per hand), got {side!r}")

@@ -53,7 +53,8 @@ def exported(template, hands, tmp_path_factory):
         for k, pm in enumerate(mf.persons):
             q = random_rotations(rng, 1, 0.4)
             _, verts, joints = template.posed(q, root=np.zeros((1, 3)))
-            pm.vertices, pm.joints_h36m = to_camera(verts[0]).astype(np.float32), to_camera(joints[0]).astype(np.float32)
+            pm.vertices = to_camera(verts[0]).astype(np.float32)
+            pm.joints_h36m = to_camera(joints[0]).astype(np.float32)
             pm.cam_t = np.array([0.5 * k, 0.1, 3.0], np.float32)
         for side in hh.SIDES:
             if side == "left" and i in LEFT_GONE:

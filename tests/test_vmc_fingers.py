@@ -28,8 +28,8 @@ for _side in ("Left", "Right"):
         UNITY_FINGER_PARENT[f"{_side}{_f}Proximal"] = f"{_side}Hand"
         UNITY_FINGER_PARENT[f"{_side}{_f}Intermediate"] = f"{_side}{_f}Proximal"
         UNITY_FINGER_PARENT[f"{_side}{_f}Distal"] = f"{_side}{_f}Intermediate"
-REST_DIRECTION = {("Left", "Thumb"): np.array([-1.0, 0, 1]) / 2 ** 0.5, ("Right", "Thumb"): np.array([1.0, 0, 1]) / 2 ** 0.5,
-                  ("Left", None): np.array([-1.0, 0, 0]), ("Right", None): np.array([1.0, 0, 0])}
+REST_DIRECTION = {("Left", "Thumb"): np.array([-1.0, 0, 1]) / 2 ** 0.5,
+                  ("Right", "Thumb"): np.array([1.0, 0, 1]) / 2 ** 0.5, ("Left", None): np.array([-1.0, 0, 0]), ("Right", None): np.array([1.0, 0, 0])}
 PARENT = {**UNITY_PARENT, **UNITY_FINGER_PARENT}
 
 

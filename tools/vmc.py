@@ -11,12 +11,13 @@ engine (Unity EVMC4U, Unreal VMC4UE, Blender VMC4B, Godot, VSeeFace, Warudo ...)
 
 Per frame and destination one OSC bundle (protocol.vmc.info, Marionette spec): /VMC/Ext/OK, /VMC/Ext/T,
 /VMC/Ext/Root/Pos and /VMC/Ext/Bone/Pos for the 22 bones of `fastmetro.humanoid`, each a local position
-and rotation in Unity's frame (left-handed, y up, metres), and the 30 finger bones of
-`fastmetro.humanoid_hands` for a person once the stream has shown one of its hands. VMC has no actor id, so each person gets its
+and rotation in Unity's frame (left-handed, y up, metres). VMC has no actor id, so each person gets its
 own destination ("slot"); slots go to tracks when they appear and come free when a track is lost.
 Several publishers (`--endpoint` repeated) are one merged subscription: a person is (stream id, track id),
 so two cameras' track 1 are two persons with a slot each; a stream that ends or goes quiet frees its slots.
 UDP: a receiver that is not there costs nothing, nothing blocks, nothing queues. docs/engines.md.
+Fingers: the 30 finger bones of `fastmetro.humanoid_hands` follow the 22 for a person once the stream has
+shown one of its hands (`fastmetro.humanoid_hand_policy`: the hand mesh while seen, held, then relaxed).
 """
 from __future__ import annotations
 
@@ -156,15 +157,14 @@ class BundlePacker:
         return b"".join(parts)
 
 
-def unity_pose(pose: hu.HumanoidPose, i: int, root_motion: bool,
-               bones: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unity_pose(pose: hu.HumanoidPose, i: int, root_motion: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Person i of `pose` as VMC wants it: Root/Pos (7,), local bone positions (B, 3) and rotations (B, 4),
-    in Unity's frame, for the pose's first `bones` bones (default all). The root sits on the floor under the Hips (the lowest joint of the rest skeleton);
+    in Unity's frame. The root sits on the floor under the Hips (the lowest joint of the rest skeleton);
     the Hips' local position is its height above it. Without root motion the root stays at the origin."""
-    offsets = pose.offsets[i, :bones].copy()
+    offsets = pose.offsets[i].copy()
     height = float(hu.rest_height(pose)[i])
     offsets[0] = (0.0, height, 0.0)
-    pos, rot = to_unity(offsets, pose.rotations[i, :bones])
+    pos, rot = to_unity(offsets, pose.rotations[i])
     root = np.zeros(7)
     root[6] = 1.0
     if root_motion:
@@ -271,11 +271,13 @@ class VmcSender:
                 pose = hu.solve_persons([p for _, p in measured], scale=self.settings.scale,
                                         use_rotmat=self.settings.use_rotmat)
                 keys = [self.assigner.owner[slot] for slot, _ in measured]
+                full = pose
                 if any(p.hands or self.hands.has_hands(k) for (_, p), k in zip(measured, keys)):
-                    pose = self._with_fingers(pose, keys, [p for _, p in measured], frame)
-                fingers = [self.hands.has_hands(k) for k in keys]  # once a hand was seen: 52 bones
-                posed = [unity_pose(pose, i, self.settings.root_motion, 52 if fingers[i] else 22)
-                         for i in range(len(measured))]
+                    full = self._with_fingers(pose, keys, [p for _, p in measured], frame)
+                    pose = hu.HumanoidPose(full.rotations[:, : len(hu.BONES)], full.offsets[:, : len(hu.BONES)],
+                                           full.root)  # the Hand bones as the hands gave them
+                posed = [unity_pose(full if self.hands.has_hands(k) else pose, i, self.settings.root_motion)
+                         for i, k in enumerate(keys)]  # once a hand was seen: 52 bones
             for (slot, _), bones in zip(measured, posed):
                 if not all(np.isfinite(a).all() for a in bones):  # never NaN or infinity over OSC
                     self.stats["nonfinite"] += 1
