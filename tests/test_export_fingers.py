@@ -148,18 +148,30 @@ json.dump(report, open(out, "w"))
 '''
 
 
+def bpy_python() -> str:
+    """A Python with Blender as a module (bpy 4.5 from PyPI, unpatched): FASTMETRO_BLENDER_PYTHON, else the
+    checkout's .venv-blender (bpy pins numpy < 2, so it lives in a venv of its own), else this one."""
+    import importlib.util
+    from pathlib import Path
+
+    env = os.environ.get("FASTMETRO_BLENDER_PYTHON")
+    local = Path(__file__).resolve().parents[1] / ".venv-blender" / "bin" / "python"
+    if env:
+        return env
+    if local.is_file():
+        return str(local)
+    if importlib.util.find_spec("bpy") is not None:
+        return sys.executable
+    why = ("bpy not found: python -m venv .venv-blender && .venv-blender/bin/pip install 'bpy==4.5.*' "
+           "(or set FASTMETRO_BLENDER_PYTHON)")
+    if os.environ.get("FASTMETRO_REQUIRE_EXPORT_TOOLS"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 def blender_import(path, frames, tmp_path) -> dict:
-    try:
-        import importlib.util
-        found = importlib.util.find_spec("bpy") is not None
-    except ValueError:
-        found = False
-    if not found:
-        if os.environ.get("FASTMETRO_REQUIRE_EXPORT_TOOLS"):
-            pytest.fail("bpy not installed: pip install 'bpy==4.5.*'")
-        pytest.skip("bpy not installed: pip install 'bpy==4.5.*'")
     out = tmp_path / (path.name + ".json")
-    proc = subprocess.run([sys.executable, "-c", BLENDER, str(path), str(out), str(FPS), *map(str, frames)],
+    proc = subprocess.run([bpy_python(), "-c", BLENDER, str(path), str(out), str(FPS), *map(str, frames)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and out.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())
