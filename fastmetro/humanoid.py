@@ -135,6 +135,9 @@ class HumanoidPose:
     rotations: np.ndarray  # (N, B, 4) local rotations (x, y, z, w), relative to the parent bone
     offsets: np.ndarray  # (N, B, 3) rest offset of each bone from its parent, in the parent's frame, metres
     root: np.ndarray  # (N, 3) Hips position
+    # (N, B, 3, 3) each bone's world rotation where the solve had it (the finger bones' policy reads the
+    # LowerArms'); None otherwise. Not kept in step with `rotations` if those are changed afterwards.
+    world: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.root)
@@ -229,7 +232,7 @@ def solve_points(kp: np.ndarray, root: Optional[np.ndarray] = None, rotmat: Opti
         world[..., _TOES, :, :] = world[..., _FEET, :, :]
     local = _locals_from_world(world)
     root = kp[..., 0, :] if root is None else np.asarray(root, dtype=np.float64)
-    return HumanoidPose(quat_from_matrix(local), _offsets(world, kp) * scale, root * scale)
+    return HumanoidPose(quat_from_matrix(local), _offsets(world, kp) * scale, root * scale, world)
 
 
 def _world_from_smpl(rotmat: np.ndarray) -> np.ndarray:

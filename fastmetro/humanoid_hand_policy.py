@@ -114,8 +114,11 @@ class HandPolicy:
         if found:  # every seen hand of the frame in one solve
             solved = hh.solve_hand(np.stack([hands[i][s].joints3d for i, s in found]),
                                    np.stack([hands[i][s].vertices for i, s in found]), [s for _, s in found])
-            arms = self._lower_arms(pose.rotations)
-            arm = np.stack([arms[s][i] for i, s in found])
+            if pose.world is not None:  # the body solve's own world rotations
+                arm = pose.world[[i for i, _ in found], [hh.LOWER_ARM[s] for _, s in found]]
+            else:
+                arms = self._lower_arms(pose.rotations)
+                arm = np.stack([arms[s][i] for i, s in found])
             hand_local = quat_from_matrix(np.swapaxes(arm, -1, -2) @ solved.hand_world)
             for k, (i, side) in enumerate(found):
                 mesh[side][i] = (hand_local[k], solved.local[k], solved.offsets[k])

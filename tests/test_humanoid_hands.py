@@ -188,6 +188,9 @@ def test_the_hand_bone_from_the_hand_mesh_agrees_with_the_body_solve(template, h
                                                           hands[side].local0)) for side in hh.SIDES})
     pose, seen = HandPolicy().apply(body, list(range(n)), persons, 0.0)
     assert seen.all() and pose.rotations.shape == (n, 52, 4)
+    bare = hu.HumanoidPose(body.rotations, body.offsets, body.root)  # no world rotations: the chain is multiplied
+    np.testing.assert_allclose(HandPolicy().apply(bare, list(range(n)), persons, 0.0)[0].rotations, pose.rotations,
+                               atol=1e-9)
     _, world = hu.forward_kinematics(pose)
     _, world_body = hu.forward_kinematics(body)
     for side in hh.SIDES:

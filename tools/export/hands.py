@@ -23,7 +23,8 @@ def frame_hands(policy, humanoid_module, pose, persons, rows: dict, frame) -> di
     if not any(persons[i].hands for i in order) and not any(policy.has_hands(k) for k in keys):
         return {}
     sel = [rows[i] for i in order]
-    sub = humanoid_module.HumanoidPose(pose.rotations[sel], pose.offsets[sel], pose.root[sel])
+    sub = humanoid_module.HumanoidPose(pose.rotations[sel], pose.offsets[sel], pose.root[sel],
+                                       None if pose.world is None else pose.world[sel])
     t = frame.pts if frame.pts is not None else frame.index / 30.0
     full, seen = policy.apply(sub, keys, [persons[i].hands for i in order], t)
     return {rows[i]: (full.rotations[k], full.offsets[k], seen[k])
