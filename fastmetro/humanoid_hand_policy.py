@@ -56,10 +56,7 @@ class _Side:
 @dataclass
 class _Person:
     sides: dict = field(default_factory=lambda: {s: _Side() for s in hh.SIDES})
-
-    @property
-    def ever(self) -> bool:
-        return any(s.offsets is not None for s in self.sides.values())
+    ever: bool = False  # a hand of this person has been seen
 
 
 def _chain(bone: int) -> list[int]:
@@ -126,6 +123,7 @@ class HandPolicy:
             for s, side in enumerate(hh.SIDES):
                 got = mesh[side].get(i)
                 seen[i, s] = got is not None
+                person.ever = person.ever or got is not None
                 hand, fingers = self._step(person.sides[side], got, pose.rotations[i, hh.HAND_BONE[side]],
                                            _RELAXED[side], float(times[i]))
                 first = hh.FIRST[side]
