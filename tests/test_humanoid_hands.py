@@ -244,3 +244,25 @@ def test_the_policy_blends_holds_and_relaxes(template, hands):
     total = np.degrees(angle_between(out[-1], out[70]))  # mesh-driven (t 3.5) against relaxed (t 2.33), per bone
     bad = step > total / (0.2 * 30) * 1.6 + 1e-3
     assert not bad.any(), (np.flatnonzero(bad), step[bad].round(2), total[bad].round(2))
+
+
+def test_degenerate_hands_still_give_unit_rotations():
+    """An untrained hand network's output can collapse: every joint on one point, a twist pair on one point.
+    The frames stay orthonormal: finite unit quaternions, and the policy passes them on."""
+    rng = np.random.default_rng(0)
+    joints = rng.normal(scale=0.05, size=(3, 21, 3))
+    verts = rng.normal(scale=0.05, size=(3, 778, 3))
+    joints[0] = 0.01
+    verts[0] = 0.01
+    verts[1, hh.TWIST_PAIRS[4, 0]] = verts[1, hh.TWIST_PAIRS[4, 1]]
+    joints[2, 6] = joints[2, 5]  # a zero-length bone
+    got = hh.solve_hand(joints, verts, "left")
+    assert np.isfinite(got.local).all() and np.allclose(np.linalg.norm(got.local, axis=-1), 1)
+    assert np.isfinite(got.hand_world).all() and np.isfinite(got.offsets).all()
+    body = hu.HumanoidPose(np.tile([0, 0, 0, 1.0], (3, 22, 1)), np.zeros((3, 22, 3)), np.zeros((3, 3)))
+    pose, seen = HandPolicy().apply(body, [0, 1, 2], [{"left": hand_of(j, v)} for j, v in zip(joints, verts)], 0.0)
+    assert seen[:, 0].all() and np.isfinite(pose.rotations).all()
+    with pytest.raises(ValueError, match="side"):
+        hh.solve_hand(joints, verts, "middle")
+    with pytest.raises(ValueError, match="expected joints"):
+        hh.solve_hand(joints[:, :20], verts, "left")
