@@ -33,7 +33,7 @@ def quat_from_matrix(m: np.ndarray) -> np.ndarray:
     q4 = (m.reshape(m.shape[:-2] + (9,)) @ _QW + _QC).reshape(m.shape[:-2] + (4, 4))
     k = np.argmax(q4[..., [0, 1, 2, 3], [0, 1, 2, 3]], axis=-1)  # the largest component: a well-conditioned row
     q = np.take_along_axis(q4, k[..., None, None], axis=-2)[..., 0, :]
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    q = q / np.sqrt((q * q).sum(-1, keepdims=True))
     return q * np.where(q[..., 3:] < 0, -1.0, 1.0)
 
 
@@ -83,15 +83,15 @@ def frames(a: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Orthonormal frames (..., 3, 3), columns (primary, secondary, their cross), from two directions.
     Always orthonormal, so forward kinematics lands on the joints whatever the mesh: a zero primary
     becomes +X, a secondary along the primary (or zero) the axis least along the primary."""
-    na = np.linalg.norm(a, axis=-1, keepdims=True)
+    na = np.sqrt((a * a).sum(-1, keepdims=True))
     e1 = np.where(na > 1e-9, a / np.maximum(na, 1e-300), _AXES[0])
     s = s - (s * e1).sum(-1, keepdims=True) * e1
-    ns = np.linalg.norm(s, axis=-1, keepdims=True)
+    ns = np.sqrt((s * s).sum(-1, keepdims=True))
     if not np.all(ns > 1e-9):
         helper = _AXES[np.argmin(np.abs(e1), axis=-1)]
         helper = helper - (helper * e1).sum(-1, keepdims=True) * e1
         s = np.where(ns > 1e-9, s, helper)
-        ns = np.linalg.norm(s, axis=-1, keepdims=True)
+        ns = np.sqrt((s * s).sum(-1, keepdims=True))
     e2 = s / ns
     return np.stack([e1, e2, cross(e1, e2)], -1)
 
