@@ -48,8 +48,7 @@ def _laid_out(store: TrackStore, name: str, frames: np.ndarray, fill: np.ndarray
     out[: at[0] if len(at) else len(frames)] = fill
     for start in range(0, len(src), CHUNK):
         out[at[start:start + CHUNK]] = src[start:start + CHUNK]
-    out.flush()
-    return out
+    return out  # read back through this mapping: no flush to disk needed
 
 
 def hand_fields(store: TrackStore, humanoid_hands) -> dict:

@@ -100,8 +100,7 @@ def _with_fingers(store: TrackStore, body: np.ndarray, hands: np.ndarray, name: 
     for start in range(0, len(body), CHUNK):
         out[start:start + CHUNK, : body.shape[1]] = body[start:start + CHUNK]
         out[start:start + CHUNK, body.shape[1]:] = hands[start:start + CHUNK]
-    out.flush()
-    return out
+    return out  # read back through this mapping: no flush to disk needed
 
 
 def _finger_module():
@@ -114,16 +113,15 @@ def _finger_module():
 
 def _finger_positions(store: TrackStore, offsets: np.ndarray, fingers: dict, humanoid) -> np.ndarray:
     """World positions (n, 30, 3) of the finger bones as the BVH and glTF files hold them."""
-    rotations = _with_fingers(store, store.array("humanoid_rotations"), fingers["hand_rotations"], "fk52")
+    body, hands = store.array("humanoid_rotations"), fingers["hand_rotations"]
     full = np.concatenate([offsets, fingers["skeleton_finger_offsets"]])
     root = store.array("humanoid_root")
-    out = np.memmap(store.dir / "finger_positions.raw", dtype=np.float32, mode="w+", shape=(len(rotations), 30, 3))
-    for start in range(0, len(rotations), CHUNK):
-        rot = np.asarray(rotations[start:start + CHUNK], np.float64)
+    out = np.memmap(store.dir / "finger_positions.raw", dtype=np.float32, mode="w+", shape=(len(body), 30, 3))
+    for start in range(0, len(body), CHUNK):
+        rot = np.concatenate([body[start:start + CHUNK], hands[start:start + CHUNK]], axis=1).astype(np.float64)
         pose = humanoid.HumanoidPose(rot, np.broadcast_to(full, rot.shape[:-1] + (3,)),
                                      np.asarray(root[start:start + CHUNK], np.float64))
         out[start:start + CHUNK] = humanoid.forward_kinematics(pose)[0][:, len(offsets):]
-    out.flush()
     return out
 
 
