@@ -17,7 +17,8 @@ Two ways to the rotations, same skeleton, same offsets:
   onto the 22 bones (same tree); a fixed per-bone correction (`_TEMPLATE_ROT`, the rotation of the SMPL
   template's own segments away from the ideal T-pose) puts them on the same rest.
 Offsets are measured on the person's own mesh, so forward kinematics lands on the person's joints.
-Numpy only; quaternions are (x, y, z, w).
+Numpy only; quaternions are (x, y, z, w) (`fastmetro.rotations`, re-exported here). The finger bones,
+solved from the hand network's output, are `fastmetro.humanoid_hands`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from .humanoid_rest import TEMPLATE_KEY_POINTS as _TEMPLATE_KEY_POINTS
+from .rotations import (cross, frames, quat_conjugate, quat_from_matrix, quat_multiply,  # noqa: F401  (API)
+                        quat_rotate, quat_slerp, quat_to_matrix)
 
 __all__ = [
     "BONES", "PARENTS", "SMPL_JOINT", "MARKERS", "HumanoidPose", "solve", "solve_persons", "solve_points",
@@ -122,70 +127,6 @@ for _b in _SOLVED:
             KEYPOINT_BONE[_k] = _b
 
 
-# ------------------------------------------------------------------------------------------- quaternions
-def _quat_basis() -> tuple[np.ndarray, np.ndarray]:
-    # 4 q q^T (order x, y, z, w) is linear in the matrix entries: Q = m.flat @ W + c
-    w, c = np.zeros((9, 4, 4)), np.zeros((4, 4))
-    c[0, 0] = c[1, 1] = c[2, 2] = c[3, 3] = 1.0
-    for i, signs in enumerate(((1, -1, -1), (-1, 1, -1), (-1, -1, 1), (1, 1, 1))):
-        for k, sg in enumerate(signs):
-            w[4 * k, i, i] = sg
-    for (i, j), terms in {(0, 1): ((0, 1, 1), (1, 0, 1)), (0, 2): ((0, 2, 1), (2, 0, 1)), (1, 2): ((1, 2, 1), (2, 1, 1)),
-                          (0, 3): ((2, 1, 1), (1, 2, -1)), (1, 3): ((0, 2, 1), (2, 0, -1)),
-                          (2, 3): ((1, 0, 1), (0, 1, -1))}.items():
-        for r, col, sg in terms:
-            w[3 * r + col, i, j] = w[3 * r + col, j, i] = sg
-    return w.reshape(9, 16), c.reshape(16)
-
-
-_QW, _QC = _quat_basis()
-
-
-def quat_from_matrix(m: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (x, y, z, w), w >= 0."""
-    m = np.asarray(m, dtype=np.float64)
-    q4 = (m.reshape(m.shape[:-2] + (9,)) @ _QW + _QC).reshape(m.shape[:-2] + (4, 4))
-    k = np.argmax(q4[..., [0, 1, 2, 3], [0, 1, 2, 3]], axis=-1)  # the largest component: a well-conditioned row
-    q = np.take_along_axis(q4, k[..., None, None], axis=-2)[..., 0, :]
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    return q * np.where(q[..., 3:] < 0, -1.0, 1.0)
-
-
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """(..., 4) quaternions (x, y, z, w) -> (..., 3, 3) rotation matrices."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1).reshape(q.shape[:-1] + (3, 3))
-
-
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product a * b (apply b, then a), (..., 4) (x, y, z, w)."""
-    ax, ay, az, aw = np.moveaxis(np.asarray(a, dtype=np.float64), -1, 0)
-    bx, by, bz, bw = np.moveaxis(np.asarray(b, dtype=np.float64), -1, 0)
-    return np.stack([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz], -1)
-
-
-def quat_conjugate(q: np.ndarray) -> np.ndarray:
-    return np.asarray(q, dtype=np.float64) * np.array([-1.0, -1.0, -1.0, 1.0])
-
-
-def quat_rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Rotate vectors v (..., 3) by unit quaternions q (..., 4)."""
-    q = np.asarray(q, dtype=np.float64)
-    u, w = q[..., :3], q[..., 3:]
-    t = 2.0 * _cross(u, v)
-    return v + w * t + _cross(u, t)
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a[..., [1, 2, 0]] * b[..., [2, 0, 1]] - a[..., [2, 0, 1]] * b[..., [1, 2, 0]]
-
-
 # ------------------------------------------------------------------------------------------------ pose
 @dataclass
 class HumanoidPose:
@@ -194,29 +135,12 @@ class HumanoidPose:
     rotations: np.ndarray  # (N, B, 4) local rotations (x, y, z, w), relative to the parent bone
     offsets: np.ndarray  # (N, B, 3) rest offset of each bone from its parent, in the parent's frame, metres
     root: np.ndarray  # (N, 3) Hips position
+    # (N, B, 3, 3) each bone's world rotation where the solve had it (the finger bones' policy reads the
+    # LowerArms'); None otherwise. Not kept in step with `rotations` if those are changed afterwards.
+    world: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.root)
-
-
-def _frames(a: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Orthonormal frames (..., 3, 3), columns (primary, secondary, their cross), from two directions.
-    Always orthonormal, so forward kinematics lands on the joints whatever the mesh: a zero primary
-    becomes +X, a secondary along the primary (or zero) the axis least along the primary."""
-    na = np.linalg.norm(a, axis=-1, keepdims=True)
-    e1 = np.where(na > 1e-9, a / np.maximum(na, 1e-300), _AXES[0])
-    s = s - (s * e1).sum(-1, keepdims=True) * e1
-    ns = np.linalg.norm(s, axis=-1, keepdims=True)
-    if not np.all(ns > 1e-9):
-        helper = _AXES[np.argmin(np.abs(e1), axis=-1)]
-        helper = helper - (helper * e1).sum(-1, keepdims=True) * e1
-        s = np.where(ns > 1e-9, s, helper)
-        ns = np.linalg.norm(s, axis=-1, keepdims=True)
-    e2 = s / ns
-    return np.stack([e1, e2, _cross(e1, e2)], -1)
-
-
-_AXES = np.eye(3)
 
 
 def _joint_weights() -> np.ndarray:
@@ -254,75 +178,6 @@ def key_points(vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
     src = np.concatenate([np.asarray(joints, dtype=np.float64), v[..., _MARKER_IDS, :]], axis=-2)
     return np.concatenate([_JOINT_W @ src, src[..., len(_H):, :]], axis=-2)
 
-
-# The SMPL template's key points (y-up, metres; `key_points` of the template mesh of mesh_downsampling.npz and
-# its Human3.6M joints; tests/test_humanoid.py recomputes them). They define the rest: each bone's twist
-# reference and, with the ideal directions below, `_TEMPLATE_ROT`.
-_TEMPLATE_KEY_POINTS = np.array([
-    [-0.0011997, -0.1881252, 0.0169310],
-    [-0.0035449, -0.0721392, -0.0007586],
-    [-0.0058901, 0.0438468, -0.0184483],
-    [-0.0012711, 0.1612055, -0.0163917],
-    [0.0033478, 0.2785642, -0.0143352],
-    [-0.0002980, 0.4053005, 0.0045270],
-    [0.0367938, 0.2706133, -0.0159616],
-    [0.1371320, 0.2467606, -0.0208408],
-    [0.3988139, 0.2468718, -0.0268409],
-    [0.6421094, 0.2271328, -0.0259264],
-    [-0.0313876, 0.2700575, -0.0164684],
-    [-0.1355939, 0.2445374, -0.0228680],
-    [-0.3996127, 0.2387618, -0.0357095],
-    [-0.6389788, 0.2166443, -0.0120850],
-    [0.1464460, -0.1955981, 0.0103182],
-    [0.1133060, -0.6224715, 0.0133214],
-    [0.0960782, -1.0149091, -0.0568252],
-    [0.1171665, -1.1077690, 0.1321915],
-    [-0.1494400, -0.1821468, 0.0250156],
-    [-0.1062391, -0.6062695, 0.0181486],
-    [-0.1103683, -1.0055137, -0.0562503],
-    [-0.1126960, -1.1100685, 0.1359395],
-    [0.0700830, 0.4064020, 0.0052260],
-    [-0.0706790, 0.4041990, 0.0038280],
-    [0.8268420, 0.2103140, -0.0158910],
-    [0.8355870, 0.2134400, -0.0528920],
-    [0.7789960, 0.1995270, -0.1083420],
-    [-0.8262940, 0.2066790, -0.0196010],
-    [-0.8348560, 0.2104630, -0.0565540],
-    [-0.7808680, 0.1992080, -0.1117620],
-    [0.0850180, -1.1046211, 0.1558870],
-    [0.1493150, -1.1109170, 0.1084960],
-    [-0.0772770, -1.1059040, 0.1571950],
-    [-0.1481150, -1.1142330, 0.1146840],
-    [-0.0019280, 0.5376610, 0.0045460],
-    [0.0024680, -0.0127920, 0.1418450],
-    [-0.0344710, -0.0175860, -0.0868500],
-    [-0.0298100, 0.0926210, 0.1391840],
-    [-0.0196070, 0.1126080, -0.1140170],
-    [0.0023350, 0.2123840, 0.0655330],
-    [0.0164730, 0.2110500, -0.0925470],
-    [0.0029070, 0.2981410, 0.0595950],
-    [-0.0006090, 0.2971020, -0.0561780],
-    [0.0808800, 0.2814160, -0.0388160],
-    [-0.0776050, 0.2800560, -0.0375190],
-    [0.2560960, 0.2055380, 0.0235050],
-    [0.2614450, 0.1970910, -0.0718450],
-    [0.5431360, 0.2218380, -0.0073590],
-    [0.5403600, 0.2052630, -0.0705500],
-    [-0.2563440, 0.2004550, 0.0212570],
-    [-0.2622790, 0.1972720, -0.0760170],
-    [-0.5403430, 0.2196110, -0.0090870],
-    [-0.5383260, 0.2033190, -0.0728710],
-    [0.1617600, -0.4207870, 0.0893110],
-    [0.1207400, -0.4035490, -0.0603460],
-    [0.0978130, -0.8097740, 0.0204650],
-    [0.1014790, -0.8270370, -0.0905300],
-    [-0.1626160, -0.4215430, 0.0874830],
-    [-0.1221210, -0.4046750, -0.0628570],
-    [-0.1003570, -0.8087930, 0.0195810],
-    [-0.1001340, -0.8266790, -0.0904730],
-])
-
-
 def _rest_reference(tkp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rest frames of the solved bones and the template's world rotation of every bone, from the
     template's key points: the rest primary axis is ideal (arms and shoulders +-X, legs -Y, the rest the
@@ -338,9 +193,9 @@ def _rest_reference(tkp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             a0[n] = [0.0, -1.0, 0.0]
         else:
             a0[n, 0] = 0.0
-    rest = _frames(a0, s_t)
+    rest = frames(a0, s_t)
     world = np.tile(np.eye(3), (len(BONES), 1, 1))
-    world[_SOLVED] = _frames(a_t, s_t) @ np.swapaxes(rest, -1, -2)
+    world[_SOLVED] = frames(a_t, s_t) @ np.swapaxes(rest, -1, -2)
     for toes, foot in (("LeftToes", "LeftFoot"), ("RightToes", "RightFoot")):
         world[_I[toes]] = world[_I[foot]]
     return rest, world
@@ -373,11 +228,11 @@ def solve_points(kp: np.ndarray, root: Optional[np.ndarray] = None, rotmat: Opti
         a = kp[..., _TIP_K, :] - kp[..., _SOLVED, :]
         s = kp[..., _SIDE_A, :] - kp[..., _SIDE_B, :]
         world = np.tile(np.eye(3), kp.shape[:-2] + (len(BONES), 1, 1))
-        world[..., _SOLVED, :, :] = _frames(a, s) @ _REST_T
+        world[..., _SOLVED, :, :] = frames(a, s) @ _REST_T
         world[..., _TOES, :, :] = world[..., _FEET, :, :]
     local = _locals_from_world(world)
     root = kp[..., 0, :] if root is None else np.asarray(root, dtype=np.float64)
-    return HumanoidPose(quat_from_matrix(local), _offsets(world, kp) * scale, root * scale)
+    return HumanoidPose(quat_from_matrix(local), _offsets(world, kp) * scale, root * scale, world)
 
 
 def _world_from_smpl(rotmat: np.ndarray) -> np.ndarray:
@@ -420,14 +275,19 @@ def solve_persons(persons: Sequence, scale: float = 1.0, use_rotmat: bool = True
                  np.stack([p.cam_t for p in persons]), rotmat=rot, scale=scale)
 
 
-def forward_kinematics(pose: HumanoidPose) -> tuple[np.ndarray, np.ndarray]:
-    """World positions (N, B, 3) and rotations (N, B, 4) of every bone in the y-up frame."""
+def forward_kinematics(pose: HumanoidPose, parents: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """World positions (N, B, 3) and rotations (N, B, 4) of every bone in the y-up frame. parents: (B,)
+    parent indices, parents first (default: `PARENTS` for the 22 bones, `humanoid_hands.ALL_PARENTS` for
+    the 52 with fingers)."""
     local = quat_to_matrix(pose.rotations)
+    if parents is None and local.shape[1] != len(BONES):
+        from .humanoid_hands import ALL_PARENTS as parents
+    parents = PARENTS if parents is None else np.asarray(parents)
     world = np.empty_like(local)
     pos = np.empty(pose.offsets.shape)
     world[:, 0], pos[:, 0] = local[:, 0], pose.root
-    for b in range(1, len(BONES)):
-        p = PARENTS[b]
+    for b in range(1, local.shape[1]):
+        p = parents[b]
         world[:, b] = world[:, p] @ local[:, b]
         pos[:, b] = pos[:, p] + (world[:, p] @ pose.offsets[:, b, :, None])[..., 0]
     return pos, quat_from_matrix(world)
@@ -447,8 +307,9 @@ _ANCESTORS = _ancestors()  # (B, B): 1 where the column is the row bone or one o
 
 
 def rest_height(pose: HumanoidPose) -> np.ndarray:
-    """(N,) height of the Hips above the lowest joint of the rest skeleton (identity rotations)."""
-    rest = _ANCESTORS @ pose.offsets  # rest positions relative to the Hips: sums of offsets down the chain
+    """(N,) height of the Hips above the lowest joint of the rest skeleton (identity rotations); the body's
+    22 bones (finger bones, when the pose has them, come after and hang at the hands)."""
+    rest = _ANCESTORS @ pose.offsets[..., : len(BONES), :]  # rest positions relative to the Hips: offset sums
     return -rest[..., 1].min(axis=-1)
 
 

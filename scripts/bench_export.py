@@ -42,12 +42,26 @@ CASES = [  # name, formats, npz vertices, glTF mesh, skinned body
 ]
 
 
-def make_recording(path: Path, frames: int, persons: int) -> None:
+def with_hands(mf):
+    """Both hands on every person: random joints and MANO-sized vertices."""
+    from pipeline.messages import HandMesh
+
+    rng = np.random.default_rng(mf.frame.index)
+    for pm in mf.persons:
+        for side in ("left", "right"):
+            pm.hands[side] = HandMesh(side, np.array([5.0, 0, 0], np.float32), pm.cam_t,
+                                      rng.uniform(-0.1, 0.1, (21, 3)).astype(np.float32),
+                                      rng.uniform(-0.1, 0.1, (778, 3)).astype(np.float32), (0.0, 0.0), 50.0)
+    return mf
+
+
+def make_recording(path: Path, frames: int, persons: int, hands: bool = False) -> None:
     faces = np.stack([np.arange(13776) % 6888, np.arange(13776) % 6888 + 1, np.arange(13776) % 6888 + 2], 1)
     w = wire.RecordWriter(path)
     w.write(0.0, b"bench/topology", wire.encode_topology("bench", 0, faces, ["j"] * 14, ["h"] * 17))
     for i in range(frames):
-        w.write(0.0, b"bench/frame", wire.encode_frame(wire.synthetic_mesh_frame(persons, index=i), "bench", i))
+        mf = wire.synthetic_mesh_frame(persons, index=i)
+        w.write(0.0, b"bench/frame", wire.encode_frame(with_hands(mf) if hands else mf, "bench", i))
     w.close()
 
 
@@ -80,6 +94,20 @@ def main() -> None:
             results[name] = (time.perf_counter() - t0) * 1000 / person_frames
             size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
             results[name + " MB"] = size / 1e6
+        # the finger bones: the same recording with both hands on every person; the added cost per hand
+        rec_hands = Path(tmp) / "bench_hands.msgpack"
+        make_recording(rec_hands, args.frames, args.persons, hands=True)
+        t0 = time.perf_counter()
+        read_hands = sum(len(f.persons) for f in read_frames(rec_hands))
+        results["read with hands"] = (time.perf_counter() - t0) * 1000 / read_hands
+        for name, formats in (("npz, bvh, gltf", ("npz", "bvh", "gltf")),):
+            for hands, source in ((False, rec), (True, rec_hands)):
+                t0 = time.perf_counter()
+                export_recording(source, Path(tmp) / f"h{hands}", ExportOptions(formats=formats))
+                results[f"{name}{' + hands' if hands else ''}"] = (time.perf_counter() - t0) * 1000 / person_frames
+        added = (results["npz, bvh, gltf + hands"] - results["npz, bvh, gltf"]
+                 - (results["read with hands"] - results["read (decode only)"]))
+        results["hands: added ms per hand (decode excluded)"] = added / 2
     base = results["npz"]
     print(f"{args.frames} frames x {args.persons} persons ({person_frames} person-frames), synthetic meshes")
     print(f"{'format':<22}{'s / 1000 person-frames':>24}{'vs npz':>9}{'MB written':>12}")
@@ -90,6 +118,11 @@ def main() -> None:
         mb = results.get(name + " MB")
         print(f"{name:<22}{results[name]:>24.2f}{results[name] / base:>9.2f}"
               f"{'' if mb is None else f'{mb:.1f}':>12}")
+    print(f"\nfinger bones (both hands of every person), s / 1000 person-frames:")
+    for name in ("read (decode only)", "read with hands", "npz, bvh, gltf", "npz, bvh, gltf + hands"):
+        print(f"{name:<26}{results[name]:>10.2f}")
+    added = results["hands: added ms per hand (decode excluded)"]
+    print(f"added per hand (solve, policy, files; the hands' decoding excluded): {added:.3f} ms (target < 0.2)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

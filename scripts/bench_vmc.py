@@ -31,8 +31,24 @@ from pipeline.publisher import Publisher, PublisherSettings  # noqa: E402
 from tools.vmc import BundlePacker, VmcSender, VmcSettings, run, unity_pose  # noqa: E402
 
 
-def frame_data(persons: int, index: int = 0, smpl: bool = False):
+def with_hands(mf):
+    """Both hands on every person: random joints and MANO-sized vertices (the solve is closed form: its cost
+    does not depend on what the hand shows)."""
+    from pipeline.messages import HandMesh
+
+    rng = np.random.default_rng(mf.frame.index)
+    for pm in mf.persons:
+        for side in ("left", "right"):
+            pm.hands[side] = HandMesh(side, np.array([5.0, 0, 0], np.float32), pm.cam_t,
+                                      rng.uniform(-0.1, 0.1, (21, 3)).astype(np.float32),
+                                      rng.uniform(-0.1, 0.1, (778, 3)).astype(np.float32), (0.0, 0.0), 50.0)
+    return mf
+
+
+def frame_data(persons: int, index: int = 0, smpl: bool = False, hands: bool = False):
     mf = wire.synthetic_mesh_frame(persons, index=index, smpl=smpl)
+    if hands:
+        with_hands(mf)
     return to_message(wire.decode(wire.encode_frame(mf, "default", index)), topology=None)
 
 
@@ -78,6 +94,40 @@ def cost(persons: int, seconds: float) -> dict:
     sender.close()
     sink.close()
     return out
+
+
+def hand_cost(persons: int, seconds: float) -> dict:
+    """What the finger bones add, per hand (every person with both hands): the whole `send_frame` with
+    hands against the same frame without (solve_hand, the hold / blend policy, 30 more bones packed and
+    sent), and the finger solve alone."""
+    from fastmetro import humanoid_hands as hh
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+    port = sink.getsockname()[1]
+
+    def drain():
+        try:
+            while True:
+                sink.recv(65536)
+        except BlockingIOError:
+            pass
+
+    timings = {}
+    for hands in (False, True):
+        frame = frame_data(persons, hands=hands)
+        sender = VmcSender(VmcSettings(destinations=[f"127.0.0.1:{port}"] * persons, slots=persons, select="first"))
+        timings[hands] = per_call(lambda: (sender.send_frame(frame), drain()), seconds)
+        sender.close()
+    frame = frame_data(persons, hands=True)
+    joints = np.stack([p.hands["left"].joints3d for p in frame.persons])
+    verts = np.stack([p.hands["left"].vertices for p in frame.persons])
+    sink.close()
+    return dict(persons=persons, hands=2 * persons, send_frame_without=timings[False] / persons,
+                send_frame_with=timings[True] / persons,
+                added_per_hand=(timings[True] - timings[False]) / (2 * persons),
+                solve_hand=per_call(lambda: hh.solve_hand(joints, verts, "left"), seconds) / persons)
 
 
 def _bridge(endpoint: str, port: int, persons: int) -> None:
@@ -171,6 +221,14 @@ def main() -> None:
         results["cost"].append(c)
         print(f"{n:>8} {c['solve_mesh'] * 1e3:>11.3f} {c['solve_smpl'] * 1e3:>11.3f} {c['pack'] * 1e3:>7.3f} "
               f"{c['send_frame'] * 1e3:>11.3f} {c['send_frame'] / 1e-3:>8.2f}")
+    print("\nfinger bones (both hands of every person), ms (target < 0.2 ms added per hand):")
+    print(f"{'persons':>8} {'send_frame w/o':>15} {'with hands':>11} {'added per hand':>15} {'solve_hand':>11}")
+    results["hands"] = []
+    for n in args.persons:
+        h = hand_cost(n, args.seconds)
+        results["hands"].append(h)
+        print(f"{n:>8} {h['send_frame_without'] * 1e3:>15.3f} {h['send_frame_with'] * 1e3:>11.3f} "
+              f"{h['added_per_hand'] * 1e3:>15.3f} {h['solve_hand'] * 1e3:>11.3f}")
     print("\nlatency from publish, ms (the bridge's datagrams received vs a plain subscriber's frame; 30 fps):")
     print(f"{'persons':>8} {'vmc median':>11} {'vmc p95':>8} {'zmq median':>11} {'zmq p95':>8} {'added':>7} "
           f"{'added p95':>10}")

@@ -16,6 +16,8 @@ own destination ("slot"); slots go to tracks when they appear and come free when
 Several publishers (`--endpoint` repeated) are one merged subscription: a person is (stream id, track id),
 so two cameras' track 1 are two persons with a slot each; a stream that ends or goes quiet frees its slots.
 UDP: a receiver that is not there costs nothing, nothing blocks, nothing queues. docs/engines.md.
+Fingers: the 30 finger bones of `fastmetro.humanoid_hands` follow the 22 for a person once the stream has
+shown one of its hands (`fastmetro.humanoid_hand_policy`: the hand mesh while seen, held, then relaxed).
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fastmetro import humanoid as hu
+from fastmetro import humanoid_hands as hh
+from fastmetro.humanoid_hand_policy import HandPolicy
 from pipeline.subscriber import FrameData, Subscriber
 
 from .vmc_slots import SlotAssigner, key_text, parse_track  # noqa: F401  (part of this module's API)
@@ -136,21 +140,21 @@ class BundlePacker:
         self._ok_prefix = _osc_string("/VMC/Ext/OK") + _osc_string(",iiii")
         self._t_prefix = _osc_string("/VMC/Ext/T") + _osc_string(",f")
         self._root_prefix = _osc_string("/VMC/Ext/Root/Pos") + _osc_string(",sfffffff") + _osc_string("root")
-        self._bone_prefix = [bone + _osc_string(name) for name in hu.BONES]
+        self._bone_prefix = [bone + _osc_string(name) for name in hh.ALL_BONES]  # the first B are sent
         self._sizes = [struct.pack(">i", len(p) + 28) for p in self._bone_prefix]
 
     def pack(self, t: float, root: np.ndarray, positions: np.ndarray, rotations: np.ndarray,
              tracking: bool = True) -> bytes:
         """t: seconds; root (7,) Root/Pos position + rotation; positions (B, 3), rotations (B, 4): local,
-        all already in Unity's frame."""
+        all already in Unity's frame; B = 22 (the body) or 52 (with the finger bones)."""
         ok = self._ok_prefix + struct.pack(">iiii", 1, 3, 0, 1 if tracking else 0)  # loaded, calibrated, normal
         tm = self._t_prefix + struct.pack(">f", t)
         rt = self._root_prefix + np.asarray(root, dtype=">f4").tobytes()
         floats = np.concatenate([positions, rotations], axis=1).astype(">f4").tobytes()
         parts = [self._HEAD, struct.pack(">i", len(ok)), ok, struct.pack(">i", len(tm)), tm,
                  struct.pack(">i", len(rt)), rt]
-        for b, prefix in enumerate(self._bone_prefix):
-            parts += (self._sizes[b], prefix, floats[28 * b: 28 * b + 28])
+        for b in range(len(positions)):
+            parts += (self._sizes[b], self._bone_prefix[b], floats[28 * b: 28 * b + 28])
         return b"".join(parts)
 
 
@@ -194,6 +198,7 @@ class VmcSender:
                 raise ValueError(f"destination {host}:{port}: {e}") from e
         self.assigner = SlotAssigner(len(self.targets), settings.select, settings.track_id, settings.track_stream)
         self.packer = BundlePacker()
+        self.hands = HandPolicy()  # per person: finger bones once a hand was seen (held, relaxed when unseen)
         self._last: list[Optional[tuple]] = [None] * len(self.targets)  # slot -> last (root, pos, rot) sent
         self._from: list[Optional[str]] = [None] * len(self.targets)  # slot -> stream of its (last) owner
         self._heard: dict[str, float] = {}  # stream owning a slot -> when its last frame came (monotonic)
@@ -206,6 +211,8 @@ class VmcSender:
         for slot, old, new in changes:
             self.stats["assignments"] += 1
             host, port = self.targets[slot]
+            if old is not None:
+                self.hands.forget(old)
             if new is None:
                 log.info("vmc: slot %d (%s:%d) free (track %s %s)", slot, host, port, key_text(old), why)
             else:
@@ -264,7 +271,14 @@ class VmcSender:
             with np.errstate(all="ignore"):  # absurd (finite) input overflows: caught below, not printed
                 pose = hu.solve_persons([p for _, p in measured], scale=self.settings.scale,
                                         use_rotmat=self.settings.use_rotmat)
-                posed = [unity_pose(pose, i, self.settings.root_motion) for i in range(len(measured))]
+                keys = [self.assigner.owner[slot] for slot, _ in measured]
+                full = pose
+                if any(p.hands or self.hands.has_hands(k) for (_, p), k in zip(measured, keys)):
+                    full = self._with_fingers(pose, keys, [p for _, p in measured], frame)
+                    pose = hu.HumanoidPose(full.rotations[:, : len(hu.BONES)], full.offsets[:, : len(hu.BONES)],
+                                           full.root)  # the Hand bones as the hands gave them
+                posed = [unity_pose(full if self.hands.has_hands(k) else pose, i, self.settings.root_motion)
+                         for i, k in enumerate(keys)]  # once a hand was seen: 52 bones
             for (slot, _), bones in zip(measured, posed):
                 if not all(np.isfinite(a).all() for a in bones):  # never NaN or infinity over OSC
                     self.stats["nonfinite"] += 1
@@ -288,6 +302,14 @@ class VmcSender:
                 root, pos, rot = self._last[slot]
                 sent += self._send(slot, t, root, pos, np.tile([0.0, 0.0, 0.0, 1.0], (len(rot), 1)), tracking=False)
         return sent
+
+    def _with_fingers(self, pose: hu.HumanoidPose, keys: list, persons: list, frame: FrameData) -> hu.HumanoidPose:
+        """The 52-bone pose (`humanoid_hand_policy`: the hand mesh while seen, held, then relaxed), on the
+        stream's clock (the source's pts, else the publish time); finger lengths follow `scale`."""
+        t = frame.pts if frame.pts is not None else frame.wall
+        full, _ = self.hands.apply(pose, keys, [p.hands for p in persons], t)
+        full.offsets[:, len(hu.BONES):] *= self.settings.scale
+        return full
 
     def _send(self, slot: int, t: float, root, pos, rot, tracking: bool) -> int:
         try:

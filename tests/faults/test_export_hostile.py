@@ -141,18 +141,24 @@ def test_absurd_timestamps_never_give_a_zero_bvh_frame_time(tmp_path):
 
 
 def test_hands_the_files_do_not_hold_are_said(tmp_path, capsys):
+    """Hands on person-frames with a skeleton go into the files as finger bones; on person-frames without
+    one (sent without vertices) they cannot, and that is said."""
     frames = [_frame(i) for i in range(4)]
     for mf in frames[1:3]:
         z = np.zeros(3, np.float32)
         mf.persons[0].hands["left"] = HandMesh("left", z + 1, mf.persons[0].cam_t + [0.3, 0, 0],
                                                np.zeros((21, 3), np.float32), np.zeros((778, 3), np.float32),
                                                (3.0, 4.0), 20.0)
-    rec = _record(tmp_path / "run.msgpack", frames)
+    rec = _record(tmp_path / "run.msgpack", frames, with_vertices=False)
     out = tmp_path / "out"
     assert main(["export", str(rec), "-o", str(out), "--format", "npz"]) == 0
     err = capsys.readouterr().err
     assert any(line.startswith("warning:") and "2 person-frames carry hands" in line for line in err.splitlines()), err
     assert json.loads((out / "tracks.json").read_text())["hands_dropped"] == 2
+    held = _record(tmp_path / "held.msgpack", frames)  # with vertices: held as finger bones
+    assert main(["export", str(held), "-o", str(tmp_path / "held"), "--format", "npz"]) == 0
+    assert json.loads((tmp_path / "held" / "tracks.json").read_text())["hands_dropped"] == 0
+    assert np.load(tmp_path / "held" / "track_0001.npz")["hand_seen"][:, 0].tolist() == [False, True, True, False]
 
 
 def test_a_stream_the_recording_lacks_is_named_with_the_ones_it_holds(tmp_path, capsys):

@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from .hands import append_hands, frame_hands
 from .tracks import DEFAULT_FPS, RateEstimate, ReadStatus, RecordingError, Track, TrackStore, read_frames
 from .writers import HUMANOID_FORMATS, humanoid_module, write_track
 
@@ -147,6 +148,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     open_tracks: dict[int, Track] = {}
     uses: dict[int, int] = {}
     faces = joint_names = None
+    policy = _hand_policy(humanoid)  # the finger bones (fastmetro.humanoid_hand_policy), per track
     hand_frames = 0
     camera: dict = {}
     blend = None
@@ -166,6 +168,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         except ValueError as e:  # a writer refusing this track's values: one line, nothing written (staged)
             raise ExportError(f"cannot write {track.name}: {e}; nothing was written") from None
         track.store.remove()
+        if policy is not None:
+            policy.forget(track.track_id)
         summary.files += len(info["files"])
         summary.tracks.append(info)
         if info.get("refused"):
@@ -187,6 +191,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
             pose = humanoid.solve_persons([persons[i] for i in solvable]) if solvable else None
             finite = [] if pose is None else np.isfinite(pose.rotations).all((1, 2)) & np.isfinite(pose.root).all(1)
             pose_row = {i: k for k, i in enumerate(solvable) if finite[k]}  # a degenerate mesh gets no skeleton
+            fingers = frame_hands(policy, humanoid, pose, persons, pose_row, frame) if policy is not None else {}
             for i, p in enumerate(persons):
                 track = open_tracks.get(p.track_id)
                 if track is None:
@@ -195,8 +200,9 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                     track = open_tracks[p.track_id] = Track(p.track_id, name, TrackStore(scratch / name))
                 coasting = p.state == "coasting" or bool(p.predicted)
                 track.add_frame(frame.index, frame.pts, coasting)
-                _append(track.store, frame, p, coasting, options, pose, pose_row.get(i))
-                hand_frames += bool(getattr(p, "hands", None))
+                _append(track.store, frame, p, coasting, options, pose, pose_row.get(i), fingers.get(pose_row.get(i)))
+                # hands the files cannot hold as finger bones: a person-frame without a skeleton
+                hand_frames += bool(getattr(p, "hands", None)) and pose_row.get(i) not in fingers
                 if "obj" in formats and p.vertices is not None and faces is not None:
                     folder = staged / "obj" / track.name
                     folder.mkdir(parents=True, exist_ok=True)
@@ -221,8 +227,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         summary.seconds = time.perf_counter() - started
         summary.tracks.sort(key=lambda t: (t["first_frame"], t["name"]))
         if hand_frames:
-            summary.warnings.append(f"{hand_frames} person-frames carry hands; the exported files hold the body "
-                                    f"only (tracks.json: hands_dropped)")
+            summary.warnings.append(f"{hand_frames} person-frames carry hands but no skeleton (sent without "
+                                    f"vertices): the files hold no finger bones there (tracks.json: hands_dropped)")
         index = {"recording": str(recording), "frames": summary.frames, "person_frames": summary.person_frames,
                  "fps": _believable_fps(rate.fps)[0], "complete": summary.note is None, "note": summary.note,
                  "skipped_records": status.skipped, "formats": list(formats),
@@ -243,6 +249,16 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     return summary
 
 
+def _hand_policy(humanoid):
+    if humanoid is None:
+        return None
+    try:
+        from fastmetro.humanoid_hand_policy import HandPolicy
+    except ImportError:
+        return None
+    return HandPolicy()
+
+
 def _believable_fps(fps: Optional[float]) -> tuple[Optional[float], Optional[str]]:
     """fps when it lies in FPS_RANGE (or is None), else the default and a note saying why."""
     if fps is None or FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
@@ -261,7 +277,8 @@ def _move_into(staged: Path, out: Path) -> None:
             os.replace(path, target)
 
 
-def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: Optional[int]) -> None:
+def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: Optional[int],
+            fingers: Optional[tuple] = None) -> None:
     """One person-frame into its track's scratch files (exactly the values the recording holds)."""
     store.append("frame_index", np.int64(frame.index))
     store.append("timestamp", np.float64(np.nan if frame.pts is None else frame.pts))
@@ -287,6 +304,9 @@ def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions,
         store.append("vertices_frame", np.int64(frame.index))
     if i is not None:
         store.append("humanoid_frame", np.int64(frame.index))
-        store.append("humanoid_rotations", np.asarray(pose.rotations[i], np.float32))
+        rotations = pose.rotations[i] if fingers is None else fingers[0][: pose.rotations.shape[1]]  # Hand: blended
+        store.append("humanoid_rotations", np.asarray(rotations, np.float32))
         store.append("humanoid_offsets", np.asarray(pose.offsets[i], np.float32))
         store.append("humanoid_root", np.asarray(pose.root[i], np.float32))
+        if fingers is not None:
+            append_hands(store, frame.index, fingers, pose.rotations.shape[1])

@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 from .bvh import held_frames, write_bvh
+from .hands import hand_fields, unseen_ranges
 from .tracks import Track, TrackStore
 
 HUMANOID_FORMATS = ("bvh", "gltf", "fbx", "blend")
@@ -92,12 +93,48 @@ def skeleton_positions(store: TrackStore, offsets: np.ndarray, humanoid) -> np.n
     return out
 
 
+def _with_fingers(store: TrackStore, body: np.ndarray, hands: np.ndarray, name: str) -> np.ndarray:
+    """(p, 22, C) body rows and (p, 30, C) finger rows as one (p, 52, C) scratch file, chunk by chunk."""
+    out = np.memmap(store.dir / f"{name}.raw", dtype=np.float32, mode="w+",
+                    shape=(len(body), body.shape[1] + hands.shape[1], body.shape[2]))
+    for start in range(0, len(body), CHUNK):
+        out[start:start + CHUNK, : body.shape[1]] = body[start:start + CHUNK]
+        out[start:start + CHUNK, body.shape[1]:] = hands[start:start + CHUNK]
+    return out  # read back through this mapping: no flush to disk needed
+
+
+def _finger_module():
+    try:
+        from fastmetro import humanoid_hands
+    except ImportError:
+        return None
+    return humanoid_hands
+
+
+def _finger_positions(store: TrackStore, offsets: np.ndarray, fingers: dict, humanoid) -> np.ndarray:
+    """World positions (n, 30, 3) of the finger bones as the BVH and glTF files hold them."""
+    body, hands = store.array("humanoid_rotations"), fingers["hand_rotations"]
+    full = np.concatenate([offsets, fingers["skeleton_finger_offsets"]])
+    root = store.array("humanoid_root")
+    out = np.memmap(store.dir / "finger_positions.raw", dtype=np.float32, mode="w+", shape=(len(body), 30, 3))
+    for start in range(0, len(body), CHUNK):
+        rot = np.concatenate([body[start:start + CHUNK], hands[start:start + CHUNK]], axis=1).astype(np.float64)
+        pose = humanoid.HumanoidPose(rot, np.broadcast_to(full, rot.shape[:-1] + (3,)),
+                                     np.asarray(root[start:start + CHUNK], np.float64))
+        out[start:start + CHUNK] = humanoid.forward_kinematics(pose)[0][:, len(offsets):]
+    return out
+
+
 def write_track(track: Track, out: Path, formats, options, humanoid, faces: Optional[np.ndarray],
                 joint_names, info: dict, blend=None) -> list[str]:
     """Write the track's files in `formats` (obj is written while reading); returns their names."""
     store, fps = track.store, info["fps"]
     written = []
     has_pose = humanoid is not None and "humanoid_rotations" in store
+    hh = _finger_module() if has_pose and "hand_rotations" in store else None
+    fingers = hand_fields(store, hh) if hh is not None else None  # the track has shown a hand
+    if fingers is not None:
+        info["hands_unseen"] = unseen_ranges(np.asarray(store.array("humanoid_frame")), fingers["hand_seen"])
     if "npz" in formats:
         arrays = {k: store.array(k) for k in PER_FRAME}
         arrays.update({k: store.array(k) for k in OPTIONAL if k in store})
@@ -118,6 +155,9 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
             arrays["humanoid_positions"] = skeleton_positions(store, arrays["skeleton_offsets"], humanoid)
             arrays["bones"] = np.asarray(humanoid.BONES)
             arrays["parents"] = np.asarray(humanoid.PARENTS, np.int64)
+            if fingers is not None:
+                arrays.update(fingers)
+                arrays["finger_positions"] = _finger_positions(store, arrays["skeleton_offsets"], fingers, humanoid)
         np.savez(out / f"{track.name}.npz", **arrays)
         written.append(f"{track.name}.npz")
     if not set(formats) & set(HUMANOID_FORMATS):
@@ -138,6 +178,10 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
 
         body, error = track_body(store, np.asarray(faces), humanoid, offsets)
         info["body_error_mm"] = {k: round(v * 1000, 2) if k != "frames" else v for k, v in error.items()}
+    if fingers is not None:  # the finger joints under each hand
+        names, parents = list(hh.ALL_BONES), np.asarray(hh.ALL_PARENTS)
+        offsets = np.concatenate([offsets, fingers["skeleton_finger_offsets"]])
+        rotations = _with_fingers(store, rotations, fingers["hand_rotations"], "rotations52")
     if rig != "unity":  # the preset's names, bone order and rest pose (tools/export/rigs.py)
         from .rigs import apply, apply_to_body
 
