@@ -211,7 +211,9 @@ def main():
     for arm in arms:
         arm.data.display_type = "STICK"
         arm.show_in_front = True
-    bpy.ops.wm.save_as_mainfile(filepath=job["output"])
+    # the video's path stays absolute: the file is written in the export's scratch folder and moved into place
+    # afterwards, which would break a path made relative to where it was saved
+    bpy.ops.wm.save_as_mainfile(filepath=job["output"], relative_remap=False)
     if job.get("render"):
         scene.frame_set(int(job["render"]["frame"]))
         scene.render.filepath = job["render"]["png"]
