@@ -289,5 +289,8 @@ class PublishStage(Stage):
     def close(self) -> None:
         if self.publisher is not None:
             self._send_last_end()
-            self.publisher.close()
+            undelivered = self.publisher.close()
             self.publisher = None
+            if undelivered:  # lossless: said loudly, and the run fails
+                self.count("end_undelivered")
+                raise StageError(undelivered)
