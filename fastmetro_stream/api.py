@@ -123,8 +123,8 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     """Run the pipeline to the end of its source (or a stop signal); returns its summary.
 
     export: (DIR, tools.export.ExportOptions): once the run ends, its recording (publish.record, required)
-    is exported to per-track files in DIR (several sources: each stream to DIR/<its id>); a failed export
-    makes the exit code 1.
+    is exported to per-track files in DIR (several sources: each stream to DIR/<its id>, the id made a safe
+    file name by wire.stream_file_name); a failed export makes the exit code 1.
     on_progress: also called with every stage's metrics, about twice a second (e.g. a batch's counter)."""
     config = config.resolved()
     console = console or Console(stderr=True)
@@ -168,13 +168,9 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     if summary.untrained or config.infer.checkpoint is None:
         console.print(f"[bold red]WARNING: {UNTRAINED_MESSAGE}[/bold red]")
     if export is not None and config.publish.record is not None and config.publish.record.is_file():
-        import dataclasses
-        from pathlib import Path
+        from tools.export.cli import export_and_report, stream_jobs
 
-        from tools.export.cli import export_and_report
-
-        jobs = ([(Path(export[0]) / sid, dataclasses.replace(export[1], stream=sid)) for sid in config.stream_ids()]
-                if config.sources else [export])
+        jobs = stream_jobs(export[0], export[1], config.stream_ids()) if config.sources else [export]
         for out_dir, options in jobs:
             if export_and_report(config.publish.record, out_dir, options, show_progress=console.is_terminal):
                 summary.exit_code = summary.exit_code or 1

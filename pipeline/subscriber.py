@@ -139,6 +139,17 @@ def _key(path: PathLike, what: str) -> tuple[bytes, Optional[bytes]]:
     return zmq.auth.load_certificate(str(p))
 
 
+def vertex_count_differs(frame: FrameData) -> bool:
+    """Whether a body's (or a hand's) vertices have another row count than its stream's topology says
+    (docs/schema.md, rule 9: such a frame is delivered and counted)."""
+    top = frame.topology
+    if top is None:
+        return False
+    return any(p.vertices is not None and p.vertices.shape[0] != top.num_vertices for p in frame.persons) or any(
+        h.vertices is not None and top.hand is not None and h.vertices.shape[0] != top.hand.num_vertices
+        for p in frame.persons for h in p.hands.values())
+
+
 def to_message(m: dict, topology: Optional[Topology]) -> Message:
     """A dict from `wire.decode` -> a typed message."""
     kind = m["kind"]
@@ -302,8 +313,7 @@ class Subscriber:
             if self.stream is not None and m["stream"] != self.stream:
                 return None  # another stream (lossless mode receives every stream)
             msg = to_message(m, self.topology.get(m["stream"]))
-            if isinstance(msg, FrameData) and msg.topology is not None and any(
-                    p.vertices is not None and p.vertices.shape[0] != msg.topology.num_vertices for p in msg.persons):
+            if isinstance(msg, FrameData) and vertex_count_differs(msg):
                 self.stats["vertex_count_mismatch"] += 1  # docs/schema.md: counted, the frame still delivered
         except Exception as e:  # never crash on input: count and skip
             self._bad("malformed", f"{type(e).__name__}: {e}")

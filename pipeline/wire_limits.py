@@ -1,6 +1,6 @@
 """Bounds on untrusted msgpack, checked on the raw bytes before anything is built (docs/schema.md,
-"Decoding rules" 7): how many objects a payload holds and how deep it nests. `pipeline.wire.unpackb`
-calls `check_structure` first, so a hostile message cannot make the decoder build far more than its size.
+"Decoding rules" 7 and 16): how many objects a payload holds, how deep it nests, and that map keys are
+strings. `pipeline.wire_decode.unpackb` calls `check_structure` first, so a hostile message cannot make the decoder build far more than its size.
 """
 from __future__ import annotations
 
@@ -27,14 +27,18 @@ _MSGPACK_HEADS = {0xc4: (1, "len"), 0xc5: (2, "len"), 0xc6: (4, "len"), 0xc7: (1
 
 def check_structure(payload: bytes, max_objects: int = MAX_OBJECTS, max_depth: int = MAX_DEPTH) -> int:
     """Walk the msgpack headers of one object without building it (str/bin contents are skipped):
-    StructureError if it holds more than max_objects objects, nests deeper than max_depth, or a container
-    claims more elements than bytes remain. Returns the number of objects."""
+    StructureError if it holds more than max_objects objects, nests deeper than max_depth, a container
+    claims more elements than bytes remain, or a map key is not a str (or is "__proto__", which a
+    JavaScript reader cannot hold). Returns the number of objects."""
     b, n, pos, objects = memoryview(payload), len(payload), 0, 0
     remaining = [1]  # items still to read at each open container level
+    in_map = [False]  # whether that level is a map (its items alternate key, value)
     while remaining:
         if remaining[-1] == 0:
             remaining.pop()
+            in_map.pop()
             continue
+        is_key = in_map[-1] and remaining[-1] % 2 == 0
         remaining[-1] -= 1
         if pos >= n:
             raise StructureError("not a msgpack object: truncated")
@@ -43,6 +47,8 @@ def check_structure(payload: bytes, max_objects: int = MAX_OBJECTS, max_depth: i
         objects += 1
         if objects > max_objects:
             raise StructureError(f"message holds more than {max_objects} msgpack objects")
+        if is_key:
+            _check_key(b, t, pos)
         count = 0
         if t <= 0x7f or t >= 0xe0 or t in (0xc0, 0xc2, 0xc3):
             continue
@@ -66,10 +72,28 @@ def check_structure(payload: bytes, max_objects: int = MAX_OBJECTS, max_depth: i
             count = value * (2 if kind == "map" else 1)
         else:
             raise StructureError(f"not a msgpack object: byte 0x{t:02x} at {pos - 1}")
+        # a container (map or array, empty or not) lies at depth len(remaining): the top-level map is depth 1
+        if len(remaining) > max_depth:
+            raise StructureError(f"message nests deeper than {max_depth}")
         if count > n - pos:
             raise StructureError(f"a msgpack container claims {count} items in {n - pos} bytes")
         if count:
-            if len(remaining) > max_depth:
-                raise StructureError(f"message nests deeper than {max_depth}")
             remaining.append(count)
+            in_map.append(0x80 <= t <= 0x8f or t in (0xde, 0xdf))
     return objects
+
+
+_PROTO = b"__proto__"
+
+
+def _check_key(b: memoryview, t: int, pos: int) -> None:
+    """A map key: a msgpack str (fixstr, str8/16/32), not "__proto__"."""
+    if 0xa0 <= t <= 0xbf:
+        length, start = t & 0x1f, pos
+    elif t in (0xd9, 0xda, 0xdb):
+        size = _MSGPACK_HEADS[t][0]
+        length, start = int.from_bytes(b[pos:pos + size], "big"), pos + size
+    else:
+        raise StructureError(f"a map key is not a string (msgpack type 0x{t:02x})")
+    if length == len(_PROTO) and b[start:start + length] == _PROTO:
+        raise StructureError("a map key is '__proto__'")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from draw.raster import MeshRenderer, mesh_items
 from draw.video import VideoWriter
+from pipeline import wire
 from pipeline.messages import EndOfStream, MeshFrame, SourceEnd
 from pipeline.stage import Stage, StageContext, StageError, check_output_file
 from pipeline.subscriber import person_data
@@ -138,11 +139,12 @@ class OverlayRecorder:
 
 
 def overlay_paths(path, source_ids: Sequence[str] = ()) -> dict[Optional[str], Path]:
-    """Where the overlay videos go: {None: path} for one source; for several, {id: NAME.<id>.EXT} beside it."""
+    """Where the overlay videos go: {None: path} for one source; for several, {id: NAME.<id>.EXT} beside it
+    (the id as a safe file-name part, `wire.stream_file_name`: "../x" never leaves the folder)."""
     path = Path(path)
     if len(source_ids) <= 1:
         return {None: path}
-    return {sid: path.with_name(f"{path.stem}.{sid}{path.suffix}") for sid in source_ids}
+    return {sid: path.with_name(f"{path.stem}.{wire.stream_file_name(sid)}{path.suffix}") for sid in source_ids}
 
 
 class OverlayStage(Stage):

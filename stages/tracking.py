@@ -136,12 +136,8 @@ class PersonTracker:
     for all of them; the results are the same as calling `update` frame by frame.
     """
 
-    def __init__(self, config: Any = None, detector: Any = None) -> None:
-        if config is None:
-            from .detect import DetectConfig
-
-            config = DetectConfig()
-        self.cfg = config
+    def __init__(self, config: Any, detector: Any = None) -> None:
+        self.cfg = config  # a stages.detect.DetectConfig (passed in: this module sits below stages/detect.py)
         self.detector = detector if detector is not None else build_detector(self.cfg)
         self.tracker = UltralyticsTracker(self.cfg.tracker)
         self.frames = 0  # frames seen

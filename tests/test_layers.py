@@ -7,7 +7,7 @@ not form a cycle.
     stages       stages/                    the kernel, the protocol, fastmetro/, draw/ (never tools/ or the top)
     draw         draw/                      the protocol and fastmetro/
     kernel       pipeline/ (the rest)       the protocol (never a stage, a tool or the top)
-    protocol     pipeline/{messages,wire,wire_limits,subscriber,recording,publisher}   fastmetro/
+    protocol     pipeline/{messages,wire*,subscriber,recording,publisher}   fastmetro/
     network      fastmetro/                 nothing of the project but itself
 """
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("fastmetro", "pipeline", "stages", "draw", "tools", "fastmetro_stream")
-PROTOCOL = {"pipeline.messages", "pipeline.wire", "pipeline.wire_limits", "pipeline.subscriber", "pipeline.recording",
-            "pipeline.publisher"}
+PROTOCOL = {"pipeline.messages", "pipeline.wire", "pipeline.wire_schema", "pipeline.wire_arrays", "pipeline.wire_encode",
+            "pipeline.wire_decode", "pipeline.wire_limits", "pipeline.wire_record", "pipeline.wire_samples",
+            "pipeline.subscriber", "pipeline.recording", "pipeline.publisher"}
 
 MAY_IMPORT = {
     "network": {"network"},

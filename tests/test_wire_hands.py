@@ -107,7 +107,6 @@ def _break(path, value):
 
 
 @pytest.mark.parametrize("breakage", [
-    _break(["persons", 0, "hands", "middle"], {}),                       # not a side
     _break(["persons", 0, "hands", "left", "cam_t"], KeyError),          # a required field missing
     _break(["persons", 0, "hands", "left", "cam", "shape"], [4]),        # shape does not hold the data
     _break(["persons", 0, "hands", "left", "center"], [1.0]),            # 2 numbers expected

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import socket
 import struct
 import sys
 import time
@@ -361,7 +362,12 @@ def vmc_command(args: argparse.Namespace) -> int:
             track_id=track_id, track_stream=track_stream, rate=args.rate, root_motion=not args.in_place,
             scale=args.scale, lost=args.lost, use_rotmat=not args.mesh_rotations, quiet=args.quiet,
         )
-        settings.targets()
+        for host, port in settings.targets():  # a name that does not resolve: one line now, not a traceback later
+            try:
+                socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except (OSError, UnicodeError) as e:
+                raise ValueError(f"destination {host}:{port}: cannot resolve {host!r} "
+                                 f"({getattr(e, 'strerror', None) or e})") from None
     except ValidationError as e:
         why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}" for x in e.errors())
         print(f"error: vmc: {why}", file=sys.stderr)

@@ -11,28 +11,15 @@
 // apart by stream id. Each stream numbers its tracks on its own, so a person is (stream id, track id):
 // `personKey(stream, trackId)`; the per-person state here is kept under that key.
 // Every message has two ZeroMQ frames: the topic "<stream>/<kind>" and a msgpack map. Arrays are maps
-// {dtype: "<f4" | "<f2" | "<i2" | "<i4", shape: [...], data: <bytes>, scale?: number}.
+// {dtype: "<f4" | "<f2" | "<i2" | "<i4", shape: [...], data: <bytes>, scale?: number}; decode.js checks
+// every rule of docs/schema.md and turns them into typed arrays. Stream ids come from the network, so
+// per-stream state lives in Maps (a stream named "__proto__" or "constructor" is a stream like any other).
 "use strict";
 
-const os = require("os");
 const zmq = require("zeromq");
-const { decode } = require("@msgpack/msgpack");
+const { decodeMessage } = require("./decode"); // the schema's decoding rules (docs/schema.md)
 
-const SCHEMA_VERSION = 1;
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024; // larger messages are counted and skipped, as in Python
-const MAX_COUNT = 2 ** 53; // seq, index, track ids ...: integers in [0, 2**53] (docs/schema.md)
-
-function count(v, name) {
-  if (!Number.isInteger(v) || v < 0 || v > MAX_COUNT) throw new Error(`${name} = ${v} is not a count in [0, 2**53]`);
-  return v;
-}
-
-function finite(values, name) { // arrays and numbers on the wire are finite (docs/schema.md)
-  for (let i = 0; i < values.length; i++) {
-    if (typeof values[i] !== "number" || !Number.isFinite(values[i])) throw new Error(`${name}: not finite numbers`);
-  }
-  return values;
-}
 
 function parseArgs(argv) {
   const opts = { endpoints: [], mode: "latest", stream: "", count: 0, json: false, timeout: 0 };
@@ -61,81 +48,6 @@ function parseArgs(argv) {
   return opts;
 }
 
-// IEEE 754 half -> float (Node 20 has no Float16Array).
-function halfToFloat(h) {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * Math.pow(2, -14) * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * Math.pow(2, e - 15) * (1 + f / 1024);
-}
-
-const LITTLE = os.endianness() === "LE";
-
-// {dtype, shape, data[, scale]} -> {shape, values: Float32Array | Int32Array}
-function unpackArray(obj, name) {
-  if (!obj || typeof obj !== "object" || !(obj.data instanceof Uint8Array) || !Array.isArray(obj.shape)) {
-    throw new Error(`${name}: not a packed array`);
-  }
-  const n = obj.shape.reduce((a, b) => a * b, 1);
-  const size = { "<f4": 4, "<f2": 2, "<i2": 2, "<i4": 4 }[obj.dtype];
-  if (!size) throw new Error(`${name}: unsupported dtype ${obj.dtype}`);
-  if (n * size !== obj.data.byteLength) throw new Error(`${name}: ${obj.data.byteLength} bytes for shape ${obj.shape}`);
-  const view = new DataView(obj.data.buffer, obj.data.byteOffset, obj.data.byteLength);
-  let values;
-  if (obj.dtype === "<i4") {
-    values = new Int32Array(n);
-    for (let i = 0; i < n; i++) values[i] = view.getInt32(i * 4, true);
-  } else {
-    values = new Float32Array(n);
-    if (obj.dtype === "<f4" && LITTLE) {
-      // an aligned copy (Buffer.prototype.slice would give a view, not a copy)
-      values.set(new Float32Array(Uint8Array.prototype.slice.call(obj.data).buffer));
-    } else if (obj.dtype === "<f4") {
-      for (let i = 0; i < n; i++) values[i] = view.getFloat32(i * 4, true);
-    } else if (obj.dtype === "<f2") {
-      for (let i = 0; i < n; i++) values[i] = halfToFloat(view.getUint16(i * 2, true));
-    } else {
-      const scale = typeof obj.scale === "number" ? obj.scale : 1;
-      for (let i = 0; i < n; i++) values[i] = view.getInt16(i * 2, true) * scale;
-    }
-  }
-  if (!(values instanceof Int32Array)) finite(values, name);
-  return { shape: obj.shape, values };
-}
-
-const PERSON_ARRAYS = ["cam", "cam_t", "joints3d", "joints2d", "joints_h36m", "vertices", "rotmat", "betas"];
-
-function decodeMessage(topic, payload) {
-  const m = decode(payload);
-  if (!m || typeof m !== "object") throw new Error("message is not a map");
-  if (m.v !== SCHEMA_VERSION) throw new Error(`schema version ${m.v} is not ${SCHEMA_VERSION}`);
-  if (topic !== `${m.stream}/${m.kind}`) throw new Error(`topic ${topic} does not match the payload`);
-  if (m.kind === "topology") {
-    m.faces = unpackArray(m.faces, "faces");
-  } else if (m.kind === "frame") {
-    count(m.seq, "seq");
-    count(m.index, "index");
-    if (!Array.isArray(m.persons)) throw new Error("persons: not a list");
-    for (const p of m.persons) {
-      count(p.track_id, "track_id");
-      if (!Array.isArray(p.box) || p.box.length !== 4) throw new Error("box: expected 4 numbers");
-      finite(p.box, "box");
-      finite([p.score], "score");
-      for (const key of PERSON_ARRAYS) {
-        if (p[key] !== undefined) p[key] = unpackArray(p[key], key);
-        else p[key] = null; // vertices are absent in frames sent without them; rotmat/betas without SMPL
-      }
-    }
-  } else if (m.kind === "end") {
-    count(m.seq, "seq");
-  } else {
-    throw new Error(`unknown kind ${m.kind}`);
-  }
-  return m;
-}
-
 // A person of the merged streams: two streams' track 1 are two persons.
 function personKey(stream, trackId) {
   return JSON.stringify([stream, trackId]);
@@ -161,8 +73,8 @@ async function main() {
   if (opts.timeout > 0) sock.receiveTimeout = Math.round(opts.timeout * 1000);
   console.error(`subscribed to ${opts.endpoints.join(", ")} (${opts.mode})`);
 
-  const topology = {};
-  const lastSeq = {};
+  const topology = new Map(); // stream -> its topology message
+  const lastSeq = new Map(); // stream -> last seq
   const persons = new Map(); // personKey(stream, track) -> { first_index, frames_seen }
   const live = new Set(); // streams that sent frames and have not ended
   let ended = 0;
@@ -184,7 +96,7 @@ async function main() {
           console.error(`skipped an oversized message: ${parts[1].length} bytes`);
           continue;
         }
-        m = decodeMessage(parts[0].toString(), parts[1]);
+        m = decodeMessage(parts[0], parts[1], MAX_MESSAGE_BYTES);
       } catch (e) {
         stats.malformed++; // never crash on input: count and skip
         console.error(`skipped a malformed message: ${e.message}`);
@@ -192,7 +104,7 @@ async function main() {
       }
       if (opts.stream && m.stream !== opts.stream) continue;
       if (m.kind === "topology") {
-        topology[m.stream] = m;
+        topology.set(m.stream, m);
         if (opts.json) {
           console.log(JSON.stringify({ kind: "topology", stream: m.stream, faces: m.faces.shape,
             joint_names: m.joint_names, num_vertices: m.num_vertices }));
@@ -208,10 +120,10 @@ async function main() {
         if (live.size === 0 && ended >= opts.endpoints.length) break;
         continue;
       }
-      const last = lastSeq[m.stream];
+      const last = lastSeq.get(m.stream);
       if (last !== undefined && m.seq > last + 1) { stats.gaps++; stats.missed += m.seq - last - 1; }
-      lastSeq[m.stream] = m.seq;
-      if (!topology[m.stream]) continue; // wait for the topology before using frames
+      lastSeq.set(m.stream, m.seq);
+      if (!topology.has(m.stream)) continue; // wait for the topology before using frames
       stats.frames++;
       if (live.size < MAX_LIVE_STREAMS) live.add(m.stream);
       const people = m.persons.map((p) => {

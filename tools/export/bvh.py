@@ -96,8 +96,8 @@ def write_bvh(path: Union[str, os.PathLike], names: Sequence[str], parents: Sequ
         raise ValueError(f"rotations must be (T, {len(names)}, 4), got {rotations_shape}")
     if np.shape(root) != (rotations_shape[0], 3):
         raise ValueError(f"root must be ({rotations_shape[0]}, 3), got {np.shape(root)}")
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    if not (fps > 0 and round(1.0 / fps, 8) > 0):  # the header's Frame Time is never 0.00000000
+        raise ValueError(f"fps must be positive and below 2e8, got {fps}")
     order = depth_first(parents)
     path = Path(path)
     n = rotations_shape[0]

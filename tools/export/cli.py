@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+from pathlib import Path
 
+from pipeline.wire import stream_file_name
 
 from .exporter import FORMATS, VERTEX_OPTIONS, ExportError, ExportOptions, export_recording, parse_formats
 from .tracks import RecordingError
@@ -38,6 +41,12 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
                          stream=getattr(args, "stream", None))
 
 
+def stream_jobs(out_dir, options: ExportOptions, stream_ids) -> list:
+    """`run --export DIR` of several streams: (DIR/<id>, options for that stream) per stream id, the id made
+    one safe file name (`wire.stream_file_name`: an id is never a path, ".." stays inside DIR)."""
+    return [(Path(out_dir) / stream_file_name(sid), dataclasses.replace(options, stream=sid)) for sid in stream_ids]
+
+
 def export_and_report(recording, out_dir, options: ExportOptions, show_progress: bool = True) -> int:
     """Run an export and print its outcome; 0 done, 1 a problem the user can fix (one line on stderr)."""
     last = [0.0]
@@ -57,6 +66,8 @@ def export_and_report(recording, out_dir, options: ExportOptions, show_progress:
         print(file=sys.stderr)
     if summary.note:
         print(f"warning: {summary.note}", file=sys.stderr)
+    for line in summary.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     rate = summary.person_frames / summary.seconds if summary.seconds > 0 else float("inf")
     print(f"export: {len(summary.tracks)} tracks, {summary.files} files in {summary.directory} "
           f"({summary.frames} frames, {summary.person_frames} person-frames, {rate:.0f} person-frames/s); "

@@ -2,7 +2,9 @@
 tracks.json, that says per track its frame range, rate, gaps, how it ended, and what was written.
 
 Frames stream through: a person's values go to its track's scratch files as they are read, and a track's
-files are written when it ends (the stream lists it as lost) or the recording does. The humanoid skeleton
+files are written when it ends (the stream lists it as lost) or the recording does. Every file is written
+into the scratch folder first and moved into the output directory only when the whole export succeeded:
+a failed export (a full disk, a damaged track) leaves one line of error and no file half written. The humanoid skeleton
 (`fastmetro.humanoid`) turns each person-frame into local bone rotations and a root position for the
 npz, BVH and glTF files.
 """
@@ -20,11 +22,14 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .tracks import RateEstimate, ReadStatus, RecordingError, Track, TrackStore, read_frames
+from .tracks import DEFAULT_FPS, RateEstimate, ReadStatus, RecordingError, Track, TrackStore, read_frames
 from .writers import HUMANOID_FORMATS, humanoid_module, write_track
 
 FORMATS = ("npz", "bvh", "gltf", "obj")
 VERTEX_OPTIONS = ("none", "float32", "float16")
+# Frame rates an export believes: outside this range the timestamps are wrong (a BVH "Frame Time" of
+# 0.00000000, or hours per frame), and the recording's rate, else 30, is used instead (tracks.json says so).
+FPS_RANGE = (0.01, 10000.0)
 
 
 class ExportError(ValueError):
@@ -48,6 +53,7 @@ class ExportSummary:
     tracks: list = field(default_factory=list)  # tracks.json's entries
     files: int = 0
     note: Optional[str] = None  # where an incomplete recording stopped
+    warnings: list = field(default_factory=list)  # one line each: what the files do not hold, and why
     seconds: float = 0.0
 
 
@@ -108,20 +114,34 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     summary = ExportSummary(out)
     status = ReadStatus()
     rate = RateEstimate()
-    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    except OSError as e:
+        raise ExportError(f"cannot write to {out}: {e.strerror or e}") from None
+    staged = scratch / "out"  # the export's files until all of them are written
     open_tracks: dict[int, Track] = {}
     uses: dict[int, int] = {}
     faces = joint_names = None
+    hand_frames = 0
 
     def close(track: Track, end: str) -> None:
         track.end = end
-        info = track.info(track.fps(rate.fps))
-        info["files"] = write_track(track, out, formats, options, humanoid, faces, joint_names, info)
+        fps, fps_note = _believable_fps(track.fps(_believable_fps(rate.fps)[0]))
+        info = track.info(fps)
+        if fps_note:
+            info["note"] = fps_note
+        try:
+            info["files"] = write_track(track, staged, formats, options, humanoid, faces, joint_names, info)
+        except ValueError as e:  # a writer refusing this track's values: one line, nothing written (staged)
+            raise ExportError(f"cannot write {track.name}: {e}; nothing was written") from None
         track.store.remove()
         summary.files += len(info["files"])
         summary.tracks.append(info)
+        if info.get("refused"):
+            summary.warnings.append(f"{track.name}: {info['refused']}")
 
     try:
+        staged.mkdir()
         for frame in read_frames(recording, options.stream, status):
             rate.add(frame.index, frame.pts)
             if frame.topology is not None:
@@ -143,8 +163,9 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                 coasting = p.state == "coasting" or bool(p.predicted)
                 track.add_frame(frame.index, frame.pts, coasting)
                 _append(track.store, frame, p, coasting, options, pose, pose_row.get(i))
+                hand_frames += bool(getattr(p, "hands", None))
                 if "obj" in formats and p.vertices is not None and faces is not None:
-                    folder = out / "obj" / track.name
+                    folder = staged / "obj" / track.name
                     folder.mkdir(parents=True, exist_ok=True)
                     write_obj(folder / f"frame_{frame.index:06d}.obj", p.vertices, faces, p.cam_t)
                     summary.files += 1
@@ -156,23 +177,51 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
             if progress is not None:
                 progress(summary.frames, summary.person_frames, len(summary.tracks))
         if summary.frames == 0:
+            if options.stream is not None and status.streams and options.stream not in status.streams:
+                raise RecordingError(f"{recording} holds no stream {options.stream!r}; its streams: "
+                                     f"{', '.join(sorted(status.streams))}")
             raise RecordingError(f"no frames read: {status.damage}" if status.damage else f"{recording} holds no frames")
         summary.note = status.note()
         end = "the recording ended" if summary.note is None else "the recording stopped"
         for tid in list(open_tracks):
             close(open_tracks.pop(tid), end)
+        summary.seconds = time.perf_counter() - started
+        summary.tracks.sort(key=lambda t: (t["first_frame"], t["name"]))
+        if hand_frames:
+            summary.warnings.append(f"{hand_frames} person-frames carry hands; the exported files hold the body "
+                                    f"only (tracks.json: hands_dropped)")
+        index = {"recording": str(recording), "frames": summary.frames, "person_frames": summary.person_frames,
+                 "fps": _believable_fps(rate.fps)[0], "complete": summary.note is None, "note": summary.note,
+                 "skipped_records": status.skipped, "formats": list(formats),
+                 "humanoid": humanoid is not None, "hands_dropped": hand_frames, "tracks": summary.tracks}
+        (staged / "tracks.json").write_text(json.dumps(index, indent=1))
+        _move_into(staged, out)
+    except OSError as e:  # a full disk, a file over the size limit, a folder gone
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise ExportError(f"cannot write the export to {out}: {e.strerror or e}{where}; nothing was written") from None
     finally:
         for track in open_tracks.values():
             track.store.remove()
         shutil.rmtree(scratch, ignore_errors=True)
-    summary.seconds = time.perf_counter() - started
-    summary.tracks.sort(key=lambda t: (t["first_frame"], t["name"]))
-    index = {"recording": str(recording), "frames": summary.frames, "person_frames": summary.person_frames,
-             "fps": rate.fps, "complete": summary.note is None, "note": summary.note,
-             "skipped_records": status.skipped, "formats": list(formats),
-             "humanoid": humanoid is not None, "tracks": summary.tracks}
-    (out / "tracks.json").write_text(json.dumps(index, indent=1))
     return summary
+
+
+def _believable_fps(fps: Optional[float]) -> tuple[Optional[float], Optional[str]]:
+    """fps when it lies in FPS_RANGE (or is None), else the default and a note saying why."""
+    if fps is None or FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        return fps, None
+    return DEFAULT_FPS, (f"the timestamps give {fps:.6g} frames per second, outside {FPS_RANGE[0]:g} to "
+                         f"{FPS_RANGE[1]:g}: written at {DEFAULT_FPS:g}")
+
+
+def _move_into(staged: Path, out: Path) -> None:
+    """Move every file under `staged` to the same place under `out` (renames within one file system: a
+    file is either its old self or the new one, never half written)."""
+    for path in sorted(staged.rglob("*")):
+        if path.is_file():
+            target = out / path.relative_to(staged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
 
 
 def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: Optional[int]) -> None:

@@ -1,9 +1,9 @@
 """A recording read as tracks, streaming: frames in order, each person's values appended to its track's
 files on disk, a track closed when the stream says it was lost or the recording ends.
 
-Memory does not grow with the length of the video: what is kept per open track is a few file handles
-and counters; the values themselves go to raw files in a scratch directory (`TrackStore`), read back as
-memory maps when the track is written out.
+Memory does not grow with the length of the video: what is kept per open track is a small buffer and
+counters (no open file); the values themselves go to raw files in a scratch directory (`TrackStore`), read
+back as memory maps when the track is written out.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class ReadStatus:
     damage: Optional[str] = None  # the reader's own words about the damaged record
     skipped: int = 0  # whole records whose message does not decode (NaN in a frame, a wrong field): skipped
     skipped_first: Optional[str] = None  # the first of them, in words
+    streams: set = field(default_factory=set)  # the streams whose frames the recording holds (up to 1,000 named)
 
     def note(self) -> Optional[str]:
         """One line when the recording is incomplete, else None."""
@@ -84,6 +85,8 @@ def read_frames(path: Union[str, Path], stream: Optional[str] = None,
         if isinstance(msg, Topology):
             topology[msg.stream] = msg
             continue
+        if isinstance(msg, FrameData) and len(status.streams) < 1000:
+            status.streams.add(msg.stream)
         if stream is None and isinstance(msg, FrameData):
             stream = msg.stream
         if msg.stream != stream:
@@ -101,33 +104,50 @@ class TrackStore:
     """Per-frame arrays of one track, appended to raw files in a directory of their own.
 
     `append(name, value)` fixes the field's dtype and shape at its first value; `array(name)` maps the
-    file back as a read-only (n, *shape) array.
+    file back as a read-only (n, *shape) array. No file stays open between calls (an export may hold
+    hundreds of tracks open, each with some twenty fields): values wait in a small buffer and are
+    appended to their files, opened and closed again, once it holds `BUFFER_BYTES`.
     """
+
+    BUFFER_BYTES = 256 * 1024
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=False)
-        self._files: dict[str, object] = {}
+        self._pending: dict[str, list[bytes]] = {}
+        self._pending_bytes = 0
         self._kind: dict[str, tuple[np.dtype, tuple]] = {}
         self.counts: dict[str, int] = {}
 
     def append(self, name: str, value) -> None:
         arr = np.asarray(value)
-        if name not in self._files:
+        if name not in self._kind:
             self._kind[name] = (arr.dtype, arr.shape)
-            self._files[name] = open(self.dir / f"{name}.raw", "wb")
+            self._pending[name] = []
             self.counts[name] = 0
         dtype, shape = self._kind[name]
         if arr.shape != shape:
             raise ValueError(f"{name}: shape {arr.shape} differs from the track's {shape}")
-        self._files[name].write(np.ascontiguousarray(arr, dtype).tobytes())
+        data = np.ascontiguousarray(arr, dtype).tobytes()
+        self._pending[name].append(data)
+        self._pending_bytes += len(data)
         self.counts[name] += 1
+        if self._pending_bytes >= self.BUFFER_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append every buffered value to its file."""
+        for name, chunks in self._pending.items():
+            with open(self.dir / f"{name}.raw", "ab") as f:
+                f.write(b"".join(chunks))
+            chunks.clear()
+        self._pending_bytes = 0
 
     def __contains__(self, name: str) -> bool:
-        return name in self._files
+        return name in self._kind
 
     def array(self, name: str) -> np.ndarray:
-        self._files[name].flush()
+        self.flush()
         dtype, shape = self._kind[name]
         n = self.counts[name]
         if n == 0 or dtype.itemsize * int(np.prod(shape)) == 0:
@@ -135,12 +155,11 @@ class TrackStore:
         return np.memmap(self.dir / f"{name}.raw", dtype=dtype, mode="r", shape=(n, *shape))
 
     def names(self) -> list[str]:
-        return list(self._files)
+        return list(self._kind)
 
     def remove(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        self._pending.clear()
+        self._kind.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

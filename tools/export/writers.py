@@ -19,6 +19,17 @@ PER_FRAME = ("frame_index", "timestamp", "wall", "state", "predicted", "coasting
              "size", "focal", "cam", "cam_t", "joints3d", "joints2d", "joints_h36m")
 OPTIONAL = ("rotmat", "rotmat_frame", "betas", "betas_frame")
 HUMANOID = ("humanoid_frame", "humanoid_rotations", "humanoid_offsets", "humanoid_root")
+# A BVH is fixed-rate: a track's gaps are filled by repeating its last pose. The file is bounded by the frames
+# actually seen: at most MAX_HELD_PER_SEEN rows per seen frame, unless the whole span is under MAX_HELD_FRAMES
+# (10 minutes at 30 fps); a longer span (a frame index jumping by millions) gets no BVH, with a note.
+MAX_HELD_PER_SEEN = 100
+MAX_HELD_FRAMES = 18_000
+
+
+def bvh_span_ok(frames: np.ndarray) -> bool:
+    """Whether a BVH of these seen frames (sorted indices) stays bounded by them."""
+    span = int(frames[-1]) - int(frames[0]) + 1
+    return span <= max(MAX_HELD_FRAMES, MAX_HELD_PER_SEEN * len(frames))
 
 
 def humanoid_module():
@@ -119,7 +130,12 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
     frames = np.asarray(store.array("humanoid_frame"))  # the frames with a skeleton (with vertices)
     info["animation_frames"] = [int(frames[0]), int(frames[-1])]
     rotations, root = store.array("humanoid_rotations"), store.array("humanoid_root")
-    if "bvh" in formats:
+    if "bvh" in formats and not bvh_span_ok(frames):
+        info["refused"] = (f"no BVH: seen in {len(frames)} frames from {int(frames[0])} to {int(frames[-1])}, a "
+                           f"fixed-rate file would repeat its poses over {int(frames[-1]) - int(frames[0]) + 1} "
+                           f"frames (at most {MAX_HELD_PER_SEEN} per frame seen, or {MAX_HELD_FRAMES})")
+        info["note"] = "; ".join(filter(None, [info.get("note"), info["refused"]]))
+    elif "bvh" in formats:
         index = held_frames(frames)
         write_bvh(out / f"{track.name}.bvh", names, parents, offsets, _Held(rotations, index), _Held(root, index), fps)
         written.append(f"{track.name}.bvh")
