@@ -256,8 +256,9 @@ class Publisher:
 
 def replay(pub: Publisher, path: Path, fast: bool = False, speed: float = 1.0) -> int:
     """Send every record of a --record file again (the same bytes). Each new subscriber (latest mode)
-    gets the last topology at once. Returns the number of messages sent."""
-    topology: Optional[tuple[bytes, bytes]] = None
+    gets at once the last topology of every stream that has not ended yet (a recording of several
+    streams holds one per stream). Returns the number of messages sent."""
+    topologies: dict[bytes, tuple[bytes, bytes]] = {}  # stream (topic prefix) -> its last topology
     t0_rec = t0_now = None
     n = 0
     for rec in wire.read_recording(path):
@@ -267,10 +268,15 @@ def replay(pub: Publisher, path: Path, fast: bool = False, speed: float = 1.0) -
             delay = t0_now + (rec.t - t0_rec) / max(speed, 1e-9) - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        if pub.new_subscribers() and topology is not None and not rec.topic.endswith(b"/topology"):
-            pub.send(*topology)
-        if rec.topic.endswith(b"/topology"):
-            topology = (rec.topic, rec.payload)
-        pub.send(rec.topic, rec.payload, t=rec.t, reliable=rec.topic.endswith(b"/end"))
+        stream, _, kind = rec.topic.rpartition(b"/")
+        if pub.new_subscribers():
+            for key, topology in topologies.items():
+                if not (kind == b"topology" and key == stream):  # that one goes out next anyway
+                    pub.send(*topology, record=False)
+        if kind == b"topology":
+            topologies[stream] = (rec.topic, rec.payload)
+        elif kind == b"end":
+            topologies.pop(stream, None)  # ended: a late subscriber must not take it for one starting again
+        pub.send(rec.topic, rec.payload, t=rec.t, reliable=kind == b"end")
         n += 1
     return n

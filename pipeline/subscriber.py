@@ -125,6 +125,7 @@ class EndData:
     wall: float
     frames: int  # frames the source delivered
     reason: str
+    streams_open: list[str] = field(default_factory=list)  # the publisher's other streams not ended yet
 
 
 Message = Union[Topology, FrameData, EndData]
@@ -163,7 +164,8 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
             str(m.get("vertices_dtype", "float32")), int(m.get("vertices_every", 1)), hand,
         )
     if kind == "end":
-        return EndData("end", m["stream"], m["seq"], float(m["wall"]), m["frames"], m["reason"])
+        return EndData("end", m["stream"], m["seq"], float(m["wall"]), m["frames"], m["reason"],
+                       list(m.get("streams_open", [])))
     persons = [PersonData(**{**p, "hands": {s: HandData(**h) for s, h in p["hands"].items()}})
                for p in m["persons"]]
     return FrameData(
@@ -174,6 +176,39 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
 
 
 MAX_LIVE_STREAMS = 4096  # streams frames() waits to see end (bounded: stream ids come from the network)
+
+
+class StreamEnds:
+    """When a subscriber is done: every stream it heard of has sent its end message, and at least one end
+    per endpoint has come. A stream is heard of by its topology, its frames, or another stream's end
+    message naming it in `streams_open` (a publisher of several streams: the first to end says which go
+    on). A topology after a stream's end starts it again (a restarted publisher)."""
+
+    def __init__(self, endpoints: int = 1, stream: Optional[str] = None) -> None:
+        self.endpoints, self.stream = endpoints, stream
+        self.going: set[str] = set()  # heard of, not ended
+        self.done: set[str] = set()
+        self.ends = 0
+
+    def _heard(self, stream: str) -> None:
+        if stream not in self.done and len(self.going) < MAX_LIVE_STREAMS:
+            self.going.add(stream)
+
+    def note(self, msg: Message) -> bool:
+        """Take one message; True once the subscriber is done."""
+        if isinstance(msg, EndData):
+            for other in msg.streams_open:
+                if other != msg.stream and (self.stream is None or other == self.stream):
+                    self._heard(other)
+            self.going.discard(msg.stream)
+            if len(self.done) < MAX_LIVE_STREAMS:
+                self.done.add(msg.stream)
+            self.ends += 1
+            return not self.going and self.ends >= self.endpoints
+        if isinstance(msg, Topology):
+            self.done.discard(msg.stream)
+        self._heard(msg.stream)
+        return False
 
 
 class Subscriber:
@@ -342,23 +377,15 @@ class Subscriber:
 
     def frames(self, idle_timeout_s: Optional[float] = None, stop_at_end: bool = True) -> Iterator[FrameData]:
         """Frames as they come, of every stream merged; ends after idle_timeout_s of silence, or (stop_at_end)
-        once every stream that sent frames has sent its end message and at least one end per endpoint has
-        come (one publisher: its end message)."""
-        live: set[str] = set()  # streams that sent frames and have not ended
-        ended = 0
+        once every stream heard of has ended (`StreamEnds`, docs/schema.md "Several streams")."""
+        ends = StreamEnds(len(self.endpoints), self.stream)
         while True:
             msg = self.recv(idle_timeout_s)
             if msg is None:
                 return
-            if isinstance(msg, EndData):
-                live.discard(msg.stream)
-                ended += 1
-                if stop_at_end and not live and ended >= len(self.endpoints):
-                    return
-                continue
+            if ends.note(msg) and stop_at_end:
+                return
             if isinstance(msg, FrameData):
-                if len(live) < MAX_LIVE_STREAMS:
-                    live.add(msg.stream)
                 yield msg
 
     def __iter__(self) -> Iterator[FrameData]:

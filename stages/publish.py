@@ -261,7 +261,10 @@ class PublishStage(Stage):
     def _send_end(self, stream: str, frames: int, reason: str) -> None:
         assert self.publisher is not None
         seq = self.seqs[stream]
-        self.publisher.send(wire.topic(stream, "end"), wire.encode_end(EndOfStream(stream, frames, reason), stream, seq),
+        # several streams: the end names those still going, so a subscriber that heard only this one goes on
+        going = [s for s in self.streams if s not in self.ended and s != stream] if self.multi else None
+        self.publisher.send(wire.topic(stream, "end"),
+                            wire.encode_end(EndOfStream(stream, frames, reason), stream, seq, streams_open=going),
                             reliable=True)
         self.ended.add(stream)
         self.count("end_sent")

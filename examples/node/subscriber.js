@@ -76,7 +76,10 @@ async function main() {
   const topology = new Map(); // stream -> its topology message
   const lastSeq = new Map(); // stream -> last seq
   const persons = new Map(); // personKey(stream, track) -> { first_index, frames_seen }
-  const live = new Set(); // streams that sent frames and have not ended
+  // done when every stream heard of (topology, frames, an end's streams_open) has ended ("Several streams")
+  const live = new Set();
+  const done = new Set();
+  const heard = (s) => { if (!done.has(s) && live.size < MAX_LIVE_STREAMS) live.add(s); };
   let ended = 0;
   const stats = { frames: 0, malformed: 0, oversized: 0, gaps: 0, missed: 0 };
   try {
@@ -105,6 +108,8 @@ async function main() {
       if (opts.stream && m.stream !== opts.stream) continue;
       if (m.kind === "topology") {
         topology.set(m.stream, m);
+        done.delete(m.stream); // a stream starting again (a restarted publisher)
+        heard(m.stream);
         if (opts.json) {
           console.log(JSON.stringify({ kind: "topology", stream: m.stream, faces: m.faces.shape,
             joint_names: m.joint_names, num_vertices: m.num_vertices }));
@@ -114,9 +119,11 @@ async function main() {
       if (m.kind === "end") {
         console.log(JSON.stringify({ kind: "end", stream: m.stream, seq: m.seq, frames: m.frames, reason: m.reason, stats }));
         for (const key of persons.keys()) if (JSON.parse(key)[0] === m.stream) persons.delete(key);
+        for (const other of m.streams_open) if (other !== m.stream && (!opts.stream || other === opts.stream)) heard(other);
         live.delete(m.stream);
+        if (done.size < MAX_LIVE_STREAMS) done.add(m.stream);
         ended++;
-        // one publisher: its end; several: every stream seen has ended, and at least one end per publisher
+        // every stream heard of has ended, and at least one end per publisher
         if (live.size === 0 && ended >= opts.endpoints.length) break;
         continue;
       }
@@ -125,7 +132,7 @@ async function main() {
       lastSeq.set(m.stream, m.seq);
       if (!topology.has(m.stream)) continue; // wait for the topology before using frames
       stats.frames++;
-      if (live.size < MAX_LIVE_STREAMS) live.add(m.stream);
+      heard(m.stream);
       const people = m.persons.map((p) => {
         const key = personKey(m.stream, p.track_id);
         let state = persons.get(key);
