@@ -178,6 +178,66 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
 MAX_LIVE_STREAMS = 4096  # streams frames() waits to see end (bounded: stream ids come from the network)
 
 
+class Reconnector:
+    """Connects a socket again where ZeroMQ gave a connection up for good. A frame past ZMQ_MAXMSGSIZE is
+    refused as it arrives, but ZeroMQ then closes that connection as a protocol error and never retries it:
+    one oversized message would leave the subscriber deaf to that publisher (and a lossless publisher
+    blocked). A connection lost for any other reason is retried by ZeroMQ itself (a retry event follows
+    within its reconnect interval); one with no retry after GRACE_S is connected again here."""
+
+    GRACE_S = 0.3
+    EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.monitor: Optional[zmq.Socket] = sock.get_monitor_socket(self.EVENTS)
+        self.lost: dict[str, float] = {}  # endpoint -> when to connect it again unless ZeroMQ retries
+        self.next_check = 0.0
+
+    INTERVAL_S = 0.1
+
+    def poll_s(self, wait: Optional[float]) -> float:
+        """How long the caller may block on its socket before calling check() again."""
+        return self.INTERVAL_S if wait is None else min(wait, self.INTERVAL_S)
+
+    def check(self) -> int:
+        """Read the connection events (at most every INTERVAL_S); connect again what ZeroMQ gave up.
+        Returns how many."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        now = time.monotonic()
+        if self.monitor is None or now < self.next_check:
+            return 0
+        self.next_check = now + self.INTERVAL_S
+        while self.monitor.poll(0):
+            ev = recv_monitor_message(self.monitor)
+            where = ev["endpoint"].decode("utf-8", "replace") if isinstance(ev["endpoint"], bytes) else str(ev["endpoint"])
+            if ev["event"] == zmq.EVENT_DISCONNECTED:
+                self.lost[where] = time.monotonic() + self.GRACE_S
+            else:
+                self.lost.pop(where, None)  # connected, or ZeroMQ is retrying it itself
+        n = 0
+        for where, due in list(self.lost.items()):
+            if time.monotonic() >= due:
+                del self.lost[where]
+                try:
+                    self.sock.disconnect(where)
+                except zmq.ZMQError:
+                    pass  # already gone with its session
+                self.sock.connect(where)
+                n += 1
+        return n
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self.monitor.close(0)
+            self.monitor = None
+
+
 class StreamEnds:
     """When a subscriber is done: every stream it heard of has sent its end message, and at least one end
     per endpoint has come. A stream is heard of by its topology, its frames, or another stream's end
@@ -254,6 +314,7 @@ class Subscriber:
         self.stats: dict[str, int] = dict(
             messages=0, frames=0, topologies=0, ends=0, persons=0, bytes=0, malformed=0, oversized=0,
             gaps=0, missed=0, before_topology=0, restarts=0, streams_forgotten=0, vertex_count_mismatch=0,
+            reconnects=0,
         )
         self.max_streams = max(1, int(max_streams))
         self._streams: "OrderedDict[str, None]" = OrderedDict()  # streams with state, least recent first
@@ -264,9 +325,9 @@ class Subscriber:
         try:
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
-            # ZeroMQ refuses a frame past twice the limit as it arrives (dropping that connection)
-            # instead of buffering it whole first; one between the two is received, counted as
-            # oversized and skipped, and the connection stays
+            # ZeroMQ refuses a frame past twice the limit as it arrives (dropping that connection, which
+            # Reconnector connects again) instead of buffering it whole first; one between the two is
+            # received, counted as oversized and skipped, and the connection stays
             sock.setsockopt(zmq.MAXMSGSIZE, 2 * max_message_bytes + 4096)
             if server_key is not None:
                 server_public, _ = _key(server_key, "server_key")
@@ -287,6 +348,7 @@ class Subscriber:
             sock.close(0)
             raise
         self.sock = sock
+        self._reconnect = Reconnector(sock)
 
     # -- receiving
     def _touch(self, stream: str) -> None:
@@ -321,8 +383,11 @@ class Subscriber:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self.sock.poll(None if wait is None else int(wait * 1000)):
-                return None
+            self.stats["reconnects"] += self._reconnect.check()  # at most every 0.1 s, however busy
+            if not self.sock.poll(int(self._reconnect.poll_s(wait) * 1000)):
+                if wait is not None and time.monotonic() >= deadline:
+                    return None
+                continue
             parts = self.sock.recv_multipart(copy=True)
             msg = self._handle(parts)
             if msg is not None:
@@ -393,6 +458,7 @@ class Subscriber:
 
     def close(self) -> None:
         if self.sock is not None:
+            self._reconnect.close()
             self.sock.close(0)
             self.sock = None  # type: ignore[assignment]
 
