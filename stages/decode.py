@@ -280,6 +280,8 @@ class DecodeStage(StopFlagPickling, SourceStage):
             try:
                 source.open()
             except SourceError as e:
+                if self._stop.is_set():  # stopped while opening (OpenStopped) or waiting: a stop, not a failure
+                    return
                 failures += 1
                 if failures > self.cfg.reconnect_attempts or self._stop.is_set():
                     if last_pts is None and not self._index:  # never opened: the open error says it
