@@ -19,7 +19,7 @@
 const zmq = require("zeromq");
 const { decodeMessage } = require("./decode"); // the schema's decoding rules (docs/schema.md)
 
-const MAX_MESSAGE_BYTES = 64 * 1024 * 1024; // larger messages are counted and skipped, as in Python
+let MAX_MESSAGE_BYTES = 64 * 1024 * 1024; // larger messages are counted and skipped, as in Python
 
 function parseArgs(argv) {
   const opts = { endpoints: [], mode: "latest", stream: "", count: 0, json: false, timeout: 0 };
@@ -30,10 +30,11 @@ function parseArgs(argv) {
     else if (a === "--stream") opts.stream = argv[++i];
     else if (a === "--count") opts.count = parseInt(argv[++i], 10);
     else if (a === "--timeout") opts.timeout = parseFloat(argv[++i]);
+    else if (a === "--max-message-bytes") MAX_MESSAGE_BYTES = parseInt(argv[++i], 10);
     else if (a === "--json") opts.json = true;
     else if (a === "-h" || a === "--help") {
       console.log("usage: node subscriber.js [--endpoint URL]... [--mode latest|lossless] [--stream ID] " +
-        "[--count N] [--timeout SECONDS] [--json]");
+        "[--count N] [--timeout SECONDS] [--max-message-bytes N] [--json]");
       process.exit(0);
     } else {
       console.error(`unknown argument ${a} (see --help)`);
@@ -81,7 +82,28 @@ async function main() {
   const done = new Set();
   const heard = (s) => { if (!done.has(s) && live.size < MAX_LIVE_STREAMS) live.add(s); };
   let ended = 0;
-  const stats = { frames: 0, malformed: 0, oversized: 0, gaps: 0, missed: 0 };
+  const stats = { frames: 0, malformed: 0, oversized: 0, gaps: 0, missed: 0, reconnects: 0 };
+  // A frame past maxMessageSize makes ZeroMQ close that connection as a protocol error and never retry it:
+  // connect again ourselves where no retry follows a disconnect within 300 ms (docs/schema.md, rule 7)
+  const lost = new Map(); // address -> timer
+  const watch = (async () => {
+    try {
+      for await (const ev of sock.events) {
+        const address = ev.address;
+        if (ev.type === "disconnect") {
+          lost.set(address, setTimeout(() => {
+            lost.delete(address);
+            try { sock.disconnect(address); } catch (e) { /* already gone with its session */ }
+            sock.connect(address);
+            stats.reconnects++;
+          }, 300));
+        } else if (ev.type === "connect" || ev.type === "connect:retry" || ev.type === "connect:delay") {
+          clearTimeout(lost.get(address));
+          lost.delete(address);
+        }
+      }
+    } catch (e) { /* the socket closed */ }
+  })();
   try {
     while (true) {
       let parts;
@@ -168,7 +190,10 @@ async function main() {
       if (opts.count && stats.frames >= opts.count) break;
     }
   } finally {
+    for (const timer of lost.values()) clearTimeout(timer);
+    sock.events.close();
     sock.close();
+    await watch;
   }
 }
 
