@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--mode", choices=["lossless", "latest"], default="lossless")
     ap.add_argument("--file", type=Path, default=None, help="a --record file (default: made here)")
     ap.add_argument("--frames", type=int, default=60, help="frames in the recording made here")
+    ap.add_argument("--persons", type=int, default=2, help="persons per frame in the recording made here "
+                    "(more: larger messages, fewer of them fit in the sockets' buffers)")
     ap.add_argument("--sleep", type=float, default=0.002, help="consumer's sleep per frame (a slow reader)")
     ap.add_argument("--no-slow", action="store_true", help="skip the replays into 0.3 s and 1 s per frame consumers")
     args = ap.parse_args()
@@ -82,7 +84,7 @@ def main() -> int:
         path = args.file
         if path is None:
             path = Path(tmp) / "run.msgpack"
-            make_recording(path, args.frames)
+            make_recording(path, args.frames, args.persons)
         total = sum(1 for r in wire.read_recording(path) if r.topic.endswith(b"/frame"))
         ok = 0
         t0 = time.monotonic()
