@@ -69,8 +69,6 @@ async function main() {
   sock.receiveHighWaterMark = 16;
   sock.maxMessageSize = 2 * MAX_MESSAGE_BYTES + 4096; // beyond: the connection is dropped, nothing buffered
   sock.linger = 0;
-  for (const endpoint of opts.endpoints) sock.connect(endpoint);
-  if (opts.mode === "latest") sock.subscribe(opts.stream ? `${opts.stream}/` : "");
   if (opts.timeout > 0) sock.receiveTimeout = Math.round(opts.timeout * 1000);
   console.error(`subscribed to ${opts.endpoints.join(", ")} (${opts.mode})`);
 
@@ -104,6 +102,9 @@ async function main() {
       }
     } catch (e) { /* the socket closed */ }
   })();
+  // connected once the connection events are watched, so none is missed
+  for (const endpoint of opts.endpoints) sock.connect(endpoint);
+  if (opts.mode === "latest") sock.subscribe(opts.stream ? `${opts.stream}/` : "");
   try {
     while (true) {
       let parts;
