@@ -44,11 +44,18 @@ def crop_to_frame_translation(
     return np.stack([tx, ty, tz], axis=1)
 
 
+# Points nearer than this (metres, in front of the camera), or behind it, have no image position; they are
+# projected as if at this depth: finite, far outside the frame (a coasting track extrapolated behind the
+# camera gave joints2d of ~1e10 px with a depth floor of 1e-6).
+NEAR_M = 0.1
+
+
 def project(points: np.ndarray, cam_t: np.ndarray, focal: float, frame_wh: tuple[int, int]) -> np.ndarray:
-    """Perspective projection of points (N, J, 3) translated by cam_t (N, 3) -> (N, J, 2) frame coords."""
+    """Perspective projection of points (N, J, 3) translated by cam_t (N, 3) -> (N, J, 2) frame coords.
+    A point less than NEAR_M in front of the camera (or behind it) is projected at depth NEAR_M."""
     p = np.asarray(points, dtype=np.float64) + np.asarray(cam_t, dtype=np.float64)[:, None, :]
     w, h = frame_wh
-    z = np.maximum(p[..., 2:3], 1e-6)
+    z = np.maximum(p[..., 2:3], NEAR_M)
     return focal * p[..., :2] / z + np.array([w / 2.0, h / 2.0])
 
 

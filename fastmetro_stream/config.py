@@ -59,7 +59,8 @@ class Config(BaseModel):
     ring_slots: int = Field(16, ge=2, le=1024)
     # Show a progress line while running (frames, fps, persons, drops).
     progress: bool = True
-    # Seconds to wait for stages to stop on their own before they are terminated.
+    # Ctrl-C drains what is in flight; seconds it may go without any stage taking an item before every
+    # stage is stopped at once (the stop timeout follows progress: a slow drain that moves finishes).
     stop_timeout_s: float = Field(10.0, gt=0, le=3600)
 
     decode: DecodeConfig = Field(default_factory=DecodeConfig)

@@ -42,6 +42,9 @@ class Frame:
     width: int
     times: dict[str, float] = field(default_factory=dict)  # stage name -> wall time it emitted
     dropped: int = 0  # frames dropped upstream (live mode) since the previous delivered frame
+    # frames taken from the source before this one (delivered or dropped), -1 if unknown: the publisher
+    # counts the frames dropped since its previous frame message of the source from it, in order
+    position: int = -1
 
 
 @dataclass

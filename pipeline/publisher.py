@@ -19,6 +19,7 @@ from typing import Literal, Optional
 import zmq
 
 from . import wire
+from .delivery import close_delivering
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Publisher:
         self.bytes = 0
         self.full_at: Optional[float] = None  # latest mode: when a send last found a subscriber full
         self.record_failed = False  # the recording stopped early (a write failed)
+        self.slowest_s = 0.0  # lossless: the longest one send waited for the consumer
+        self.undelivered: Optional[str] = None  # lossless: why the tail did not reach the consumer (close)
 
     def open(self) -> None:
         cfg = self.cfg
@@ -197,10 +200,12 @@ class Publisher:
             finally:
                 self.sock.setsockopt(zmq.XPUB_NODROP, 0)
         else:
-            waited = 0.0
+            waited, t0 = 0.0, time.monotonic()
             while not self.sock.poll(5000, zmq.POLLOUT):
                 waited += 5.0
                 log.warning("lossless mode: waited %.0f s for a consumer to read from %s", waited, self.endpoint)
+            if self.sent:  # not the wait for a first consumer
+                self.slowest_s = max(self.slowest_s, time.monotonic() - t0)
             self.sock.send_multipart([topic, payload])
         self.sent += 1
         self.bytes += len(payload) + len(topic)
@@ -222,24 +227,38 @@ class Publisher:
             self.auth.stop()
             self.auth = None
 
-    def close(self) -> None:
-        """Deliver what is queued (up to linger_ms), then release the socket, its context and the recording."""
-        if self.sock is not None:
-            self.sock.close(self.cfg.linger_ms)
-            self.sock = None
+    def close(self) -> Optional[str]:
+        """Deliver what is queued, then release the socket, its context and the recording. Latest mode:
+        up to linger_ms. Lossless mode: as long as the consumer keeps taking messages (however slowly; a
+        pause longer than linger_ms or than 3 times its slowest pace during the stream is a stall); returns
+        why the tail was not delivered (also in `undelivered`), None when it was."""
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+        if self.sock is not None and self.ctx is not None and self.cfg.mode == "lossless" and self.sent:
+            self._stop_auth()
+            stall_s = max(self.cfg.linger_ms / 1000, 3 * self.slowest_s, 1.0)
+            if not close_delivering(self.sock, self.ctx, self.endpoint, stall_s):
+                self.undelivered = (f"lossless mode: the consumer on {self.endpoint} took nothing for "
+                                    f"{stall_s:.0f} s: the last messages (the end message among them) did not reach it")
+                log.error(self.undelivered)
+            self.sock = self.ctx = None
+            return self.undelivered
+        if self.sock is not None:
+            self.sock.close(self.cfg.linger_ms)
+            self.sock = None
         self._stop_auth()
         if self.ctx is not None:
             self.ctx.term()  # returns once every queued message is sent or linger_ms has passed
             self.ctx = None
+        return None
 
 
 def replay(pub: Publisher, path: Path, fast: bool = False, speed: float = 1.0) -> int:
     """Send every record of a --record file again (the same bytes). Each new subscriber (latest mode)
-    gets the last topology at once. Returns the number of messages sent."""
-    topology: Optional[tuple[bytes, bytes]] = None
+    gets at once the last topology of every stream that has not ended yet (a recording of several
+    streams holds one per stream). Returns the number of messages sent."""
+    topologies: dict[bytes, tuple[bytes, bytes]] = {}  # stream (topic prefix) -> its last topology
     t0_rec = t0_now = None
     n = 0
     for rec in wire.read_recording(path):
@@ -249,10 +268,15 @@ def replay(pub: Publisher, path: Path, fast: bool = False, speed: float = 1.0) -
             delay = t0_now + (rec.t - t0_rec) / max(speed, 1e-9) - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        if pub.new_subscribers() and topology is not None and not rec.topic.endswith(b"/topology"):
-            pub.send(*topology)
-        if rec.topic.endswith(b"/topology"):
-            topology = (rec.topic, rec.payload)
-        pub.send(rec.topic, rec.payload, t=rec.t, reliable=rec.topic.endswith(b"/end"))
+        stream, _, kind = rec.topic.rpartition(b"/")
+        if pub.new_subscribers():
+            for key, topology in topologies.items():
+                if not (kind == b"topology" and key == stream):  # that one goes out next anyway
+                    pub.send(*topology, record=False)
+        if kind == b"topology":
+            topologies[stream] = (rec.topic, rec.payload)
+        elif kind == b"end":
+            topologies.pop(stream, None)  # ended: a late subscriber must not take it for one starting again
+        pub.send(rec.topic, rec.payload, t=rec.t, reliable=kind == b"end")
         n += 1
     return n

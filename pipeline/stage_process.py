@@ -196,6 +196,9 @@ class _Child:
                 self.stage.stop_reason = self._stop_reason(status, detail)
             try:
                 self.stage.close()
+            except StageError as e:  # e.g. a lossless tail the consumer never took: one line, the run fails
+                if status == "done":
+                    status, detail = "error", f"{self.stage.name}: {e}"
             except Exception:
                 if status == "done":
                     status, detail = "error", traceback.format_exc()

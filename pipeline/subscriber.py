@@ -125,6 +125,7 @@ class EndData:
     wall: float
     frames: int  # frames the source delivered
     reason: str
+    streams_open: list[str] = field(default_factory=list)  # the publisher's other streams not ended yet
 
 
 Message = Union[Topology, FrameData, EndData]
@@ -163,7 +164,8 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
             str(m.get("vertices_dtype", "float32")), int(m.get("vertices_every", 1)), hand,
         )
     if kind == "end":
-        return EndData("end", m["stream"], m["seq"], float(m["wall"]), m["frames"], m["reason"])
+        return EndData("end", m["stream"], m["seq"], float(m["wall"]), m["frames"], m["reason"],
+                       list(m.get("streams_open", [])))
     persons = [PersonData(**{**p, "hands": {s: HandData(**h) for s, h in p["hands"].items()}})
                for p in m["persons"]]
     return FrameData(
@@ -174,6 +176,99 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
 
 
 MAX_LIVE_STREAMS = 4096  # streams frames() waits to see end (bounded: stream ids come from the network)
+
+
+class Reconnector:
+    """Connects a socket again where ZeroMQ gave a connection up for good. A frame past ZMQ_MAXMSGSIZE is
+    refused as it arrives, but ZeroMQ then closes that connection as a protocol error and never retries it:
+    one oversized message would leave the subscriber deaf to that publisher (and a lossless publisher
+    blocked). A connection lost for any other reason is retried by ZeroMQ itself (a retry event follows
+    within its reconnect interval); one with no retry after GRACE_S is connected again here."""
+
+    GRACE_S = 0.3
+    EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.monitor: Optional[zmq.Socket] = sock.get_monitor_socket(self.EVENTS)
+        self.lost: dict[str, float] = {}  # endpoint -> when to connect it again unless ZeroMQ retries
+        self.next_check = 0.0
+
+    INTERVAL_S = 0.1
+
+    def poll_s(self, wait: Optional[float]) -> float:
+        """How long the caller may block on its socket before calling check() again."""
+        return self.INTERVAL_S if wait is None else min(wait, self.INTERVAL_S)
+
+    def check(self) -> int:
+        """Read the connection events (at most every INTERVAL_S); connect again what ZeroMQ gave up.
+        Returns how many."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        now = time.monotonic()
+        if self.monitor is None or now < self.next_check:
+            return 0
+        self.next_check = now + self.INTERVAL_S
+        while self.monitor.poll(0):
+            ev = recv_monitor_message(self.monitor)
+            where = ev["endpoint"].decode("utf-8", "replace") if isinstance(ev["endpoint"], bytes) else str(ev["endpoint"])
+            if ev["event"] == zmq.EVENT_DISCONNECTED:
+                self.lost[where] = time.monotonic() + self.GRACE_S
+            else:
+                self.lost.pop(where, None)  # connected, or ZeroMQ is retrying it itself
+        n = 0
+        for where, due in list(self.lost.items()):
+            if time.monotonic() >= due:
+                del self.lost[where]
+                try:
+                    self.sock.disconnect(where)
+                except zmq.ZMQError:
+                    pass  # already gone with its session
+                self.sock.connect(where)
+                n += 1
+        return n
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self.monitor.close(0)
+            self.monitor = None
+
+
+class StreamEnds:
+    """When a subscriber is done: every stream it heard of has sent its end message, and at least one end
+    per endpoint has come. A stream is heard of by its topology, its frames, or another stream's end
+    message naming it in `streams_open` (a publisher of several streams: the first to end says which go
+    on). A topology after a stream's end starts it again (a restarted publisher)."""
+
+    def __init__(self, endpoints: int = 1, stream: Optional[str] = None) -> None:
+        self.endpoints, self.stream = endpoints, stream
+        self.going: set[str] = set()  # heard of, not ended
+        self.done: set[str] = set()
+        self.ends = 0
+
+    def _heard(self, stream: str) -> None:
+        if stream not in self.done and len(self.going) < MAX_LIVE_STREAMS:
+            self.going.add(stream)
+
+    def note(self, msg: Message) -> bool:
+        """Take one message; True once the subscriber is done."""
+        if isinstance(msg, EndData):
+            for other in msg.streams_open:
+                if other != msg.stream and (self.stream is None or other == self.stream):
+                    self._heard(other)
+            self.going.discard(msg.stream)
+            if len(self.done) < MAX_LIVE_STREAMS:
+                self.done.add(msg.stream)
+            self.ends += 1
+            return not self.going and self.ends >= self.endpoints
+        if isinstance(msg, Topology):
+            self.done.discard(msg.stream)
+        self._heard(msg.stream)
+        return False
 
 
 class Subscriber:
@@ -219,6 +314,7 @@ class Subscriber:
         self.stats: dict[str, int] = dict(
             messages=0, frames=0, topologies=0, ends=0, persons=0, bytes=0, malformed=0, oversized=0,
             gaps=0, missed=0, before_topology=0, restarts=0, streams_forgotten=0, vertex_count_mismatch=0,
+            reconnects=0,
         )
         self.max_streams = max(1, int(max_streams))
         self._streams: "OrderedDict[str, None]" = OrderedDict()  # streams with state, least recent first
@@ -229,9 +325,9 @@ class Subscriber:
         try:
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
-            # ZeroMQ refuses a frame past twice the limit as it arrives (dropping that connection)
-            # instead of buffering it whole first; one between the two is received, counted as
-            # oversized and skipped, and the connection stays
+            # ZeroMQ refuses a frame past twice the limit as it arrives (dropping that connection, which
+            # Reconnector connects again) instead of buffering it whole first; one between the two is
+            # received, counted as oversized and skipped, and the connection stays
             sock.setsockopt(zmq.MAXMSGSIZE, 2 * max_message_bytes + 4096)
             if server_key is not None:
                 server_public, _ = _key(server_key, "server_key")
@@ -252,6 +348,7 @@ class Subscriber:
             sock.close(0)
             raise
         self.sock = sock
+        self._reconnect = Reconnector(sock)
 
     # -- receiving
     def _touch(self, stream: str) -> None:
@@ -286,8 +383,11 @@ class Subscriber:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self.sock.poll(None if wait is None else int(wait * 1000)):
-                return None
+            self.stats["reconnects"] += self._reconnect.check()  # at most every 0.1 s, however busy
+            if not self.sock.poll(int(self._reconnect.poll_s(wait) * 1000)):
+                if wait is not None and time.monotonic() >= deadline:
+                    return None
+                continue
             parts = self.sock.recv_multipart(copy=True)
             msg = self._handle(parts)
             if msg is not None:
@@ -342,23 +442,15 @@ class Subscriber:
 
     def frames(self, idle_timeout_s: Optional[float] = None, stop_at_end: bool = True) -> Iterator[FrameData]:
         """Frames as they come, of every stream merged; ends after idle_timeout_s of silence, or (stop_at_end)
-        once every stream that sent frames has sent its end message and at least one end per endpoint has
-        come (one publisher: its end message)."""
-        live: set[str] = set()  # streams that sent frames and have not ended
-        ended = 0
+        once every stream heard of has ended (`StreamEnds`, docs/schema.md "Several streams")."""
+        ends = StreamEnds(len(self.endpoints), self.stream)
         while True:
             msg = self.recv(idle_timeout_s)
             if msg is None:
                 return
-            if isinstance(msg, EndData):
-                live.discard(msg.stream)
-                ended += 1
-                if stop_at_end and not live and ended >= len(self.endpoints):
-                    return
-                continue
+            if ends.note(msg) and stop_at_end:
+                return
             if isinstance(msg, FrameData):
-                if len(live) < MAX_LIVE_STREAMS:
-                    live.add(msg.stream)
                 yield msg
 
     def __iter__(self) -> Iterator[FrameData]:
@@ -366,6 +458,7 @@ class Subscriber:
 
     def close(self) -> None:
         if self.sock is not None:
+            self._reconnect.close()
             self.sock.close(0)
             self.sock = None  # type: ignore[assignment]
 

@@ -21,7 +21,8 @@ Shutdown:
                   is stopped; exit 1.
   a dead stage    (e.g. SIGKILL) seen by its exit code: every stage is stopped; exit 1.
   Ctrl-C/SIGTERM  the source stops and what is in flight drains through (exit 0); a second Ctrl-C (or
-                  the stop timeout) stops every stage at once (exit 130). SIGTERM to the whole process
+                  the stop timeout: no stage took an item for stop_timeout_s) stops every stage at once
+                  (exit 130). SIGTERM to the whole process
                   group (kill -- -PGID) ends the stages at once: "stopped at once" too (exit 130), not a
                   stage failure.
   start           the source starts reading once every other stage reports ready (setup done).
@@ -196,7 +197,7 @@ class Supervisor:
 
     def _watch(self, events) -> tuple[int, str]:
         last_name = self.stages[-1].name
-        draining_since = None
+        draining_since, drained_items = None, 0
         while True:
             self._drain_events(events, wait_s=0.1)
             if not self.go.is_set() and all(self.status.get(s.name) == "ready" for s in self.stages[1:]):
@@ -234,9 +235,14 @@ class Supervisor:
             if self.abort.is_set():
                 return 130, "stopped at once"
             if self.drain.is_set():
-                draining_since = draining_since or time.monotonic()
+                # The stop timeout follows what is in flight: it runs from the last item any stage took, so
+                # a slow machine drains everything decoded however long that takes, and a stage stuck on
+                # one item is still stopped (the source stopped: what is in flight only shrinks)
+                moved = sum(m.items_in for m in self.metrics.values())
+                if draining_since is None or moved != drained_items:
+                    draining_since, drained_items = time.monotonic(), moved
                 if time.monotonic() - draining_since > self.config.stop_timeout_s:
-                    log.error("stages did not drain within %.0f s: stopping them", self.config.stop_timeout_s)
+                    log.error("stages took nothing for %.0f s while draining: stopping them", self.config.stop_timeout_s)
                     return 130, "stop timeout"
 
     def _stop_all(self, events) -> None:

@@ -243,4 +243,8 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     else:
         _count(m, "frames", kind)
         _req(m, "reason", str, kind)
+        if "streams_open" in m:  # optional, added within version 1: the publisher's streams still going
+            opened = _req(m, "streams_open", list, kind)
+            if not all(isinstance(s, str) and is_stream_id(s) for s in opened):
+                raise WireError("end message: streams_open must be a list of stream ids")
     return m

@@ -133,5 +133,11 @@ def encode_frame(
     return _message("frame", stream, seq, wall, fields)
 
 
-def encode_end(eos: EndOfStream, stream: str, seq: int, wall: Optional[float] = None) -> bytes:
-    return _message("end", stream, seq, wall, {"frames": int(eos.frames), "reason": str(eos.reason)})
+def encode_end(eos: EndOfStream, stream: str, seq: int, wall: Optional[float] = None,
+               streams_open: Optional[list] = None) -> bytes:
+    """`streams_open`: the publisher's other streams that have not ended (a run of several sources), so a
+    subscriber that heard only this one knows to go on."""
+    fields: dict = {"frames": int(eos.frames), "reason": str(eos.reason)}
+    if streams_open is not None:
+        fields["streams_open"] = [str(s) for s in streams_open]
+    return _message("end", stream, seq, wall, fields)

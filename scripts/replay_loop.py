@@ -4,7 +4,9 @@ connected from the start, and check every run delivers every frame and the end m
     python scripts/replay_loop.py [--runs 50] [--mode lossless] [--file run.msgpack]
 
 Without --file a recording of synthetic frames is made first (needs the SMPL mesh data files:
-FASTMETRO_ASSETS). Prints one line per failed run and a closing line `N/N replays complete`.
+FASTMETRO_ASSETS). Prints one line per failed run and a closing line `N/N replays complete`. Then (unless
+--no-slow) one lossless replay each into a consumer that takes 0.3 s and 1 s per frame, far slower than
+the publisher's linger: one line each with the frames it got and whether the end message came.
 """
 from __future__ import annotations
 
@@ -25,13 +27,13 @@ from pipeline.messages import EndOfStream  # noqa: E402
 from pipeline.subscriber import Subscriber  # noqa: E402
 
 
-def make_recording(path: Path, frames: int) -> None:
+def make_recording(path: Path, frames: int, persons: int = 2) -> None:
     from stages.publish import PublishConfig, PublishStage
 
     stage = PublishStage(PublishConfig(endpoint="tcp://127.0.0.1:*", record=path, linger_ms=0))
     stage.setup()
     for i in range(frames):
-        stage.process(wire.synthetic_mesh_frame(2, index=i))
+        stage.process(wire.synthetic_mesh_frame(persons, index=i))
     stage.process(EndOfStream("default", frames))
     stage.close()
 
@@ -73,13 +75,16 @@ def main() -> int:
     ap.add_argument("--mode", choices=["lossless", "latest"], default="lossless")
     ap.add_argument("--file", type=Path, default=None, help="a --record file (default: made here)")
     ap.add_argument("--frames", type=int, default=60, help="frames in the recording made here")
+    ap.add_argument("--persons", type=int, default=2, help="persons per frame in the recording made here "
+                    "(more: larger messages, fewer of them fit in the sockets' buffers)")
     ap.add_argument("--sleep", type=float, default=0.002, help="consumer's sleep per frame (a slow reader)")
+    ap.add_argument("--no-slow", action="store_true", help="skip the replays into 0.3 s and 1 s per frame consumers")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.file
         if path is None:
             path = Path(tmp) / "run.msgpack"
-            make_recording(path, args.frames)
+            make_recording(path, args.frames, args.persons)
         total = sum(1 for r in wire.read_recording(path) if r.topic.endswith(b"/frame"))
         ok = 0
         t0 = time.monotonic()
@@ -91,7 +96,15 @@ def main() -> int:
                 print(f"run {i}: exit {code}, {len(seqs)}/{total} frames, end {'yes' if end else 'MISSING'}"
                       f"{': ' + err.strip().splitlines()[-1] if err.strip() else ''}", flush=True)
         print(f"{ok}/{args.runs} replays complete ({args.mode}, {total} frames each, {time.monotonic() - t0:.0f} s)")
-    return 0 if ok == args.runs else 1
+        slow_ok = True
+        for sleep_s in ([] if args.no_slow else [0.3, 1.0]):
+            code, seqs, end, err = replay_once(path, "lossless", sleep_s)
+            complete = code == 0 and end is not None and seqs == list(range(total))
+            slow_ok &= complete
+            print(f"lossless replay into a {sleep_s:g} s/frame consumer: {len(seqs)}/{total} frames, "
+                  f"end message {'1/1' if end is not None else '0/1'}, exit {code}"
+                  f"{': ' + err.strip().splitlines()[-1] if err.strip() and not complete else ''}", flush=True)
+    return 0 if ok == args.runs and slow_ok else 1
 
 
 if __name__ == "__main__":

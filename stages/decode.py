@@ -130,6 +130,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
         self._stop = threading.Event()
         self._index = 0  # decode-order index of the next frame from the source
         self._taken = 0  # frames taken from start_frame on (delivered or dropped), for max_frames
+        self._position = 0  # frames delivered or dropped for want of a slot so far (Frame.position)
         self._pending_drops = 0
         self._max_pixels = section.max_pixels
 
@@ -186,6 +187,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
             if self.live and not self._stop.is_set():
                 self.count("dropped_no_slot")
                 self._pending_drops += 1
+                self._position += 1
             return None
         try:
             rgb = to_rgb(self._max_pixels)
@@ -197,7 +199,8 @@ class DecodeStage(StopFlagPickling, SourceStage):
             return None
         h, w = rgb.shape[:2]
         frame = Frame(source=self.source_id, index=index, pts=pts, slot=slot, height=h, width=w,
-                      dropped=self._pending_drops)
+                      dropped=self._pending_drops, position=self._position)
+        self._position += 1
         self.store.frame(frame)[:] = rgb
         self._pending_drops = 0
         frame.times["decode"] = now()
@@ -277,6 +280,8 @@ class DecodeStage(StopFlagPickling, SourceStage):
             try:
                 source.open()
             except SourceError as e:
+                if self._stop.is_set():  # stopped while opening (OpenStopped) or waiting: a stop, not a failure
+                    return
                 failures += 1
                 if failures > self.cfg.reconnect_attempts or self._stop.is_set():
                     if last_pts is None and not self._index:  # never opened: the open error says it

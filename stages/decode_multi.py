@@ -232,6 +232,10 @@ class MultiDecodeStage(StopFlagPickling, SourceStage):
         if len(set(self.ids)) != len(self.ids):
             raise ValueError(f"sources: stream ids must be unique, got {self.ids}")
         self.decoders = [_SourceDecoder(s.decode_config(base), s.source, s.id, mode) for s in sources]
+        # live and file sources mixed: said by check() (a run has one queue policy; a file must lose nothing)
+        live_ids = [s.id for s in sources if s.is_live(base)]
+        self._mixed = (live_ids[0], next(s.id for s in sources if not s.is_live(base))) if (
+            mode == "live" and 0 < len(live_ids) < len(sources)) else None
         self.store: Any = None  # set by the runtime before setup()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -242,7 +246,14 @@ class MultiDecodeStage(StopFlagPickling, SourceStage):
         return self.mode == "live"
 
     def check(self) -> None:
-        """Every file and image folder is there (cameras and URLs are tried when opened)."""
+        """Every file and image folder is there (cameras and URLs are tried when opened); no file beside a
+        live source, unless it plays in real time."""
+        if self._mixed is not None:
+            live, file = self._mixed
+            raise SourceError(
+                f"sources: {file!r} is a file and {live!r} a live source; a live run drops frames to stay current, "
+                f"which a file must not silently do: give {file!r} realtime: true (played at its own pace, its "
+                f"drops counted like a camera's) or run it on its own")
         for d in self.decoders:
             try:
                 d.check()

@@ -115,6 +115,7 @@ class PublishStage(Stage):
         if self.multi:
             self.stream = self.streams[0]
         self.seqs = {s: 0 for s in self.streams}  # per stream: frame messages published so far (the next seq)
+        self.taken: dict[str, int] = {}  # per stream: frames taken from its source up to the last published
         self.ended: set[str] = set()  # streams whose end message went out
         self.publisher: Optional[Publisher] = None
         self._faces = None
@@ -216,6 +217,7 @@ class PublishStage(Stage):
             stream = msg.frame.source if self.multi else self.stream
             if stream not in self.seqs:
                 raise ValueError(f"publish: a frame of stream {stream!r}, not one of the run's {self.streams}")
+            self._count_dropped(stream, msg.frame)
             seq, every = self.seqs[stream], self.cfg.vertices_every
             payload = wire.encode_frame(
                 msg, stream, seq, with_vertices=every > 0 and seq % every == 0,
@@ -229,11 +231,12 @@ class PublishStage(Stage):
                 self.count("record_failed")
         elif isinstance(msg, SourceEnd):
             if msg.source in self.seqs and msg.source not in self.ended:
-                self._send_end(msg.source, msg.frames, msg.reason)
+                self._send_end(msg.source, self.taken.get(msg.source, msg.frames), msg.reason)
         elif isinstance(msg, EndOfStream):
             for stream in self.streams:
                 if stream not in self.ended:
-                    self._send_end(stream, self.seqs[stream] if self.multi else msg.frames, msg.reason)
+                    fallback = self.seqs[stream] if self.multi else msg.frames
+                    self._send_end(stream, self.taken.get(stream, fallback), msg.reason)
             self.end_sent = True
         else:
             raise TypeError(f"publish stage got {type(msg).__name__}; expected MeshFrame, SourceEnd or EndOfStream")
@@ -258,10 +261,25 @@ class PublishStage(Stage):
             self._maybe_topology()
         return []
 
+    def _count_dropped(self, stream: str, frame: Any) -> None:
+        """`dropped` on the wire: the frames of this source dropped since its previous frame message, from
+        the source's own count (Frame.position). The runtime's drops in a live queue land on whichever frame
+        pushed them out, often a later one than the next to get through (consecutive frames then carried
+        9, 9, 9); the source's count puts every drop before the frame that follows it, in order."""
+        if frame.position < 0:
+            return  # a source that does not count (tests, older stages): the runtime's figure stands
+        before = self.taken.get(stream, 0)
+        if frame.position >= before:
+            frame.dropped = frame.position - before
+        self.taken[stream] = max(before, frame.position + 1)
+
     def _send_end(self, stream: str, frames: int, reason: str) -> None:
         assert self.publisher is not None
         seq = self.seqs[stream]
-        self.publisher.send(wire.topic(stream, "end"), wire.encode_end(EndOfStream(stream, frames, reason), stream, seq),
+        # several streams: the end names those still going, so a subscriber that heard only this one goes on
+        going = [s for s in self.streams if s not in self.ended and s != stream] if self.multi else None
+        self.publisher.send(wire.topic(stream, "end"),
+                            wire.encode_end(EndOfStream(stream, frames, reason), stream, seq, streams_open=going),
                             reliable=True)
         self.ended.add(stream)
         self.count("end_sent")
@@ -281,7 +299,7 @@ class PublishStage(Stage):
                 if self.cfg.mode == "lossless" and not pub.sock.poll(self.cfg.linger_ms, zmq.POLLOUT):
                     log.warning("no consumer took the end message within %d ms", self.cfg.linger_ms)
                     return
-                self._send_end(stream, self.seqs[stream], reason)
+                self._send_end(stream, self.taken.get(stream, self.seqs[stream]), reason)
             self.end_sent = True
         except (zmq.ZMQError, OSError) as e:
             log.warning("could not send the end message: %s", e)
@@ -289,5 +307,8 @@ class PublishStage(Stage):
     def close(self) -> None:
         if self.publisher is not None:
             self._send_last_end()
-            self.publisher.close()
+            undelivered = self.publisher.close()
             self.publisher = None
+            if undelivered:  # lossless: said loudly, and the run fails
+                self.count("end_undelivered")
+                raise StageError(undelivered)

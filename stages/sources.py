@@ -151,6 +151,42 @@ def open_av(src: str, **kw):
                           f"image folder, camera or URL)") from e
 
 
+class OpenStopped(SourceError):
+    """The run was stopped while the source was still opening."""
+
+
+def open_stoppable(stop: threading.Event, open_fn: Callable[[], Any], src: str) -> Any:
+    """open_fn() in a thread of its own, given up when `stop` is set first: an open can wait for its whole
+    open_timeout_s (a URL that does not answer), and Ctrl-C must not wait for it. What an abandoned open
+    returns later is closed."""
+    box: dict = {}
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            got = open_fn()
+        except BaseException as e:  # handed to the caller
+            got, box["error"] = None, e
+        with lock:
+            if box.get("abandoned") and got is not None:
+                got.close()
+            box["value"] = got
+
+    t = threading.Thread(target=run, name="source-open", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.05)
+        if stop.is_set():
+            with lock:
+                if "value" not in box:
+                    box["abandoned"] = True
+                    raise OpenStopped(f"stopped while opening {src!r}")
+            break
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def video_stream(container, src: str):
     if not container.streams.video:
         raise SourceError(f"source {src!r} has no video stream")
@@ -351,7 +387,9 @@ class UrlSource(Source):
         options = {}
         if self.src.lower().startswith("rtsp"):
             options["rtsp_transport"] = cfg.rtsp_transport
-        self.container = open_av(self.src, options=options, timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
+        self.container = open_stoppable(
+            self.stop, lambda: open_av(self.src, options=options, timeout=(cfg.open_timeout_s, cfg.read_timeout_s)),
+            self.src)
 
     def pictures(self) -> Iterator[Picture]:
         self.finite = False

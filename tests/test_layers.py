@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("fastmetro", "pipeline", "stages", "draw", "tools", "fastmetro_stream")
 PROTOCOL = {"pipeline.messages", "pipeline.wire", "pipeline.wire_schema", "pipeline.wire_arrays", "pipeline.wire_encode",
             "pipeline.wire_decode", "pipeline.wire_limits", "pipeline.wire_record", "pipeline.wire_samples",
-            "pipeline.subscriber", "pipeline.recording", "pipeline.publisher"}
+            "pipeline.subscriber", "pipeline.recording", "pipeline.publisher", "pipeline.delivery"}
 
 MAY_IMPORT = {
     "network": {"network"},

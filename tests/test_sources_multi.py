@@ -191,12 +191,13 @@ def test_a_missing_file_is_named_before_the_run_starts(tmp_path):
 
 
 def test_a_slow_source_does_not_hold_up_a_fast_one(tmp_path, store):
-    """A realtime-paced image folder at 2 frames/s beside a file: the file's frames all come long before
-    the slow source has given its few, and the stop ends both at once."""
+    """A realtime-paced image folder at 2 frames/s beside a file played in real time (a file beside a live
+    source must be): the file's frames all come long before the slow source has given its few, and the
+    stop ends both at once."""
     video = make_video(tmp_path / "a.mp4", n=30)
     slow = write_images(tmp_path / "slow", 50)
     st = multi(store, [{"id": "slow", "source": str(slow), "realtime": True, "image_fps": 2.0},
-                       {"id": "fast", "source": str(video)}], mode="live")
+                       {"id": "fast", "source": str(video), "realtime": True}], mode="live")
     t0 = time.monotonic()
     got: list = []
     done_fast = None

@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
@@ -21,6 +21,46 @@ from pipeline.recording import recording_frames
 from pipeline.wire import WireError
 
 log = logging.getLogger(__name__)
+
+
+def video_frames(src, vs, rate) -> "Iterator[tuple[int, object]]":
+    """(index, av.VideoFrame) of a video in decode order, numbered as the decode stage numbers them: a
+    packet the decoder or demuxer rejects is skipped (said once at the end), and after one (or a frame
+    decoded with errors) the index is the frame's position in the source from its time and the frame rate,
+    so the frames that follow keep the indices the recording gave them."""
+    import av
+
+    skipped = 0
+    index, start, damaged = 0, None, False
+    demux = src.demux(vs)
+    while True:
+        try:
+            packet = next(demux)
+        except (StopIteration, av.error.EOFError):
+            break
+        except av.error.FFmpegError:  # unreadable data: go on from the next packet
+            skipped += 1
+            damaged = True
+            if skipped > 1000:
+                break
+            demux = src.demux(vs)
+            continue
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            skipped += 1
+            damaged = True
+            continue
+        for vf in frames:
+            damaged = damaged or vf.is_corrupt
+            if vf.time is not None and start is None:
+                start = float(vf.time)
+            if damaged and vf.time is not None and rate:
+                index = max(index, int(round((float(vf.time) - start) * float(rate))))
+            yield index, vf
+            index += 1
+    if skipped:
+        log.warning("render: %d damaged packets of the video skipped (their frames are not in the output)", skipped)
 
 
 def render_recording(recording: Path, video: Path, output: Path, focal: Optional[float] = None,
@@ -80,7 +120,7 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
                 TextColumn("render"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                 disable=not progress, transient=False) as bar:
             task = bar.add_task("render", total=total)
-            for index, vf in enumerate(src.decode(vs)):
+            for index, vf in video_frames(src, vs, rate):
                 rgb = vf.to_ndarray(format="rgb24")
                 while current is not None and current.index < index:
                     current = next_frame()

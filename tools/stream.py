@@ -114,7 +114,10 @@ def replay_command(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        pub.close()
+        undelivered = pub.close()
+    if undelivered:
+        print(f"error: {undelivered}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fastmetro import humanoid as hu
 from fastmetro import humanoid_hands as hh
 from fastmetro.humanoid_hand_policy import HandPolicy
-from pipeline.subscriber import FrameData, Subscriber
+from pipeline.subscriber import FrameData, StreamEnds, Subscriber
 
 from .vmc_slots import SlotAssigner, key_text, parse_track  # noqa: F401  (part of this module's API)
 
@@ -337,8 +337,7 @@ def run(settings: VmcSettings, duration: Optional[float] = None, frames: Optiona
     sub = Subscriber(settings.endpoint, stream=settings.stream, mode=settings.mode)
     start = last = time.monotonic()
     last_frames = last_sent = 0
-    live: set[str] = set()  # streams that sent frames and have not ended
-    ended = 0
+    ends = StreamEnds(len(settings.endpoint), settings.stream)  # done when every stream heard of has ended
     try:
         while True:
             now = time.monotonic()
@@ -347,13 +346,9 @@ def run(settings: VmcSettings, duration: Optional[float] = None, frames: Optiona
             msg = sub.recv(timeout_s=0.1)
             if msg is not None and msg.kind == "end":
                 sender.end_stream(msg.stream)
-                live.discard(msg.stream)
-                ended += 1
-                if not live and ended >= len(settings.endpoint):  # every publisher's stream has ended
-                    break
+            if msg is not None and ends.note(msg):
+                break
             if msg is not None and msg.kind == "frame":
-                if len(live) < 4096:
-                    live.add(msg.stream)
                 sender.send_frame(msg)
                 if frames is not None and sender.stats["frames"] >= frames:
                     break

@@ -299,6 +299,11 @@ function decodeMessage(topic, payload, maxBytes = 64 * 1024 * 1024) {
   } else {
     int(m, "frames", where);
     required(m, "reason", where, (s) => typeof s === "string", "a string");
+    // optional: the publisher's other streams still going (several streams, "Several streams")
+    m.streams_open = has(m, "streams_open")
+      ? required(m, "streams_open", where, (a) => Array.isArray(a) && a.every((s) => typeof s === "string"),
+        "a list of stream ids")
+      : [];
   }
   return m;
 }

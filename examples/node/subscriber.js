@@ -19,7 +19,7 @@
 const zmq = require("zeromq");
 const { decodeMessage } = require("./decode"); // the schema's decoding rules (docs/schema.md)
 
-const MAX_MESSAGE_BYTES = 64 * 1024 * 1024; // larger messages are counted and skipped, as in Python
+let MAX_MESSAGE_BYTES = 64 * 1024 * 1024; // larger messages are counted and skipped, as in Python
 
 function parseArgs(argv) {
   const opts = { endpoints: [], mode: "latest", stream: "", count: 0, json: false, timeout: 0 };
@@ -30,10 +30,11 @@ function parseArgs(argv) {
     else if (a === "--stream") opts.stream = argv[++i];
     else if (a === "--count") opts.count = parseInt(argv[++i], 10);
     else if (a === "--timeout") opts.timeout = parseFloat(argv[++i]);
+    else if (a === "--max-message-bytes") MAX_MESSAGE_BYTES = parseInt(argv[++i], 10);
     else if (a === "--json") opts.json = true;
     else if (a === "-h" || a === "--help") {
       console.log("usage: node subscriber.js [--endpoint URL]... [--mode latest|lossless] [--stream ID] " +
-        "[--count N] [--timeout SECONDS] [--json]");
+        "[--count N] [--timeout SECONDS] [--max-message-bytes N] [--json]");
       process.exit(0);
     } else {
       console.error(`unknown argument ${a} (see --help)`);
@@ -68,17 +69,42 @@ async function main() {
   sock.receiveHighWaterMark = 16;
   sock.maxMessageSize = 2 * MAX_MESSAGE_BYTES + 4096; // beyond: the connection is dropped, nothing buffered
   sock.linger = 0;
-  for (const endpoint of opts.endpoints) sock.connect(endpoint);
-  if (opts.mode === "latest") sock.subscribe(opts.stream ? `${opts.stream}/` : "");
   if (opts.timeout > 0) sock.receiveTimeout = Math.round(opts.timeout * 1000);
   console.error(`subscribed to ${opts.endpoints.join(", ")} (${opts.mode})`);
 
   const topology = new Map(); // stream -> its topology message
   const lastSeq = new Map(); // stream -> last seq
   const persons = new Map(); // personKey(stream, track) -> { first_index, frames_seen }
-  const live = new Set(); // streams that sent frames and have not ended
+  // done when every stream heard of (topology, frames, an end's streams_open) has ended ("Several streams")
+  const live = new Set();
+  const done = new Set();
+  const heard = (s) => { if (!done.has(s) && live.size < MAX_LIVE_STREAMS) live.add(s); };
   let ended = 0;
-  const stats = { frames: 0, malformed: 0, oversized: 0, gaps: 0, missed: 0 };
+  const stats = { frames: 0, malformed: 0, oversized: 0, gaps: 0, missed: 0, reconnects: 0 };
+  // A frame past maxMessageSize makes ZeroMQ close that connection as a protocol error and never retry it:
+  // connect again ourselves where no retry follows a disconnect within 300 ms (docs/schema.md, rule 7)
+  const lost = new Map(); // address -> timer
+  const watch = (async () => {
+    try {
+      for await (const ev of sock.events) {
+        const address = ev.address;
+        if (ev.type === "disconnect") {
+          lost.set(address, setTimeout(() => {
+            lost.delete(address);
+            try { sock.disconnect(address); } catch (e) { /* already gone with its session */ }
+            sock.connect(address);
+            stats.reconnects++;
+          }, 300));
+        } else if (ev.type === "connect" || ev.type === "connect:retry" || ev.type === "connect:delay") {
+          clearTimeout(lost.get(address));
+          lost.delete(address);
+        }
+      }
+    } catch (e) { /* the socket closed */ }
+  })();
+  // connected once the connection events are watched, so none is missed
+  for (const endpoint of opts.endpoints) sock.connect(endpoint);
+  if (opts.mode === "latest") sock.subscribe(opts.stream ? `${opts.stream}/` : "");
   try {
     while (true) {
       let parts;
@@ -105,6 +131,8 @@ async function main() {
       if (opts.stream && m.stream !== opts.stream) continue;
       if (m.kind === "topology") {
         topology.set(m.stream, m);
+        done.delete(m.stream); // a stream starting again (a restarted publisher)
+        heard(m.stream);
         if (opts.json) {
           console.log(JSON.stringify({ kind: "topology", stream: m.stream, faces: m.faces.shape,
             joint_names: m.joint_names, num_vertices: m.num_vertices }));
@@ -114,9 +142,11 @@ async function main() {
       if (m.kind === "end") {
         console.log(JSON.stringify({ kind: "end", stream: m.stream, seq: m.seq, frames: m.frames, reason: m.reason, stats }));
         for (const key of persons.keys()) if (JSON.parse(key)[0] === m.stream) persons.delete(key);
+        for (const other of m.streams_open) if (other !== m.stream && (!opts.stream || other === opts.stream)) heard(other);
         live.delete(m.stream);
+        if (done.size < MAX_LIVE_STREAMS) done.add(m.stream);
         ended++;
-        // one publisher: its end; several: every stream seen has ended, and at least one end per publisher
+        // every stream heard of has ended, and at least one end per publisher
         if (live.size === 0 && ended >= opts.endpoints.length) break;
         continue;
       }
@@ -125,7 +155,7 @@ async function main() {
       lastSeq.set(m.stream, m.seq);
       if (!topology.has(m.stream)) continue; // wait for the topology before using frames
       stats.frames++;
-      if (live.size < MAX_LIVE_STREAMS) live.add(m.stream);
+      heard(m.stream);
       const people = m.persons.map((p) => {
         const key = personKey(m.stream, p.track_id);
         let state = persons.get(key);
@@ -161,7 +191,10 @@ async function main() {
       if (opts.count && stats.frames >= opts.count) break;
     }
   } finally {
+    for (const timer of lost.values()) clearTimeout(timer);
+    sock.events.close();
     sock.close();
+    await watch;
   }
 }
 
