@@ -332,7 +332,7 @@ class Engine:
                 with torch.inference_mode():
                     program = torch.export.export(self.model, (x,))
                 directory.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.part")
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.pt2")  # the packager wants .pt2
                 try:
                     torch._inductor.aoti_compile_and_package(program, package_path=str(tmp),
                                                              inductor_configs={"freezing": True})
