@@ -8,14 +8,14 @@
 #
 # The device image has its own Python 3.12 with torch (itself a virtual environment, so a venv on top of it
 # would not see that torch): the wheels in .whl/wheels are installed with --target into a folder put on
-# PYTHONPATH, beside the image's packages. Without .whl/ the check runs on the Python given ($PYTHON, else
-# this checkout's .venv, else python3) as it is.
+# PYTHONPATH, beside the image's packages, when that Python lacks them. Otherwise the check runs on the Python
+# given ($PYTHON, else this checkout's .venv, else python3) as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
 else PY=python3; fi
-if compgen -G ".whl/wheels/*.whl" >/dev/null; then
+if ! "$PY" -c "import av, zmq, pydantic, filterpy, lap, ultralytics" 2>/dev/null && compgen -G ".whl/wheels/*.whl" >/dev/null; then
   SITE=${DEVICE_SITE:-/tmp/fastmetro-device-site}
   if [ ! -f "$SITE/.installed" ]; then
     echo "installing $(ls .whl/wheels/*.whl | wc -l) wheels from .whl/wheels into $SITE"
