@@ -206,7 +206,7 @@ def speed(device, quick, report):
         compile_here = cuda and not quick and variant == "fastmetro-s-r50"  # compiling is minutes per variant
         todo = engines + ([("fp16-compile", {"precision": "fp16", "compile": True})] if compile_here else [])
         for name, settings in todo:
-            if report.left() < 60:
+            if report.left() < (20 if quick else 60):
                 rates[name] = "skipped: budget"
                 continue
             opts = EngineOptions(device=str(device), max_batch=max(batches), **settings)
@@ -224,7 +224,7 @@ def speed(device, quick, report):
                 torch.cuda.empty_cache()
         base = rates["fp32"]
         for name, r in rates.items():
-            if isinstance(r, dict):
+            if isinstance(r, dict) and isinstance(base, dict):
                 ratios[name] = {b: round(r[b] / base[b], 2) for b in batches}
         out["crops_per_s"][variant], out["vs_eager_fp32"][variant] = rates, ratios
     if not quick and report.left() > 120:
