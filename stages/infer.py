@@ -57,15 +57,16 @@ class InferConfig(BaseModel):
     channels_last: bool = True
     fold_batchnorm: bool = True
     # torch.compile with frozen weights, for fixed batch sizes (fastmetro.engine): about 1.4x fp32 eager
-    # on a CPU, outputs within 2e-6, but compiling takes about a minute at start, so it is off by default
+    # on a CPU, outputs within 2e-6; compiling takes minutes the first time (fp32 on a CPU: compiled
+    # ahead of time into the user cache, so later runs load it in about a second); engine auto decides
     compile: bool = False
     cuda_graphs: bool = False
     quantize: Literal["none", "int8-dynamic"] = "none"
     threads: Optional[int] = Field(None, ge=1, le=4096)  # CPU threads for torch; None = all cores
     # auto: the fastest engine on this machine (eager, compiled, bf16/fp16, CUDA graphs, ONNX Runtime)
     # whose meshes stay within auto_tolerance_mm of eager fp32's on fixed crops, measured at the first
-    # run and cached (fastmetro/engine_auto.py; about 2 minutes on a 2-core CPU, later runs read the
-    # choice); the log says which and why. manual: precision, compile, cuda_graphs, quantize and backend
+    # run and cached (fastmetro/engine_auto.py; minutes on a 2-core CPU, compiling most of it; later
+    # runs read the choice); the log says which and why. manual: precision, compile, cuda_graphs, quantize and backend
     # as given. Setting any of those five yourself means manual. Default: $FASTMETRO_ENGINE, else auto.
     engine: Literal["auto", "manual"] = Field(default_factory=lambda: _default_engine())
     auto_tolerance_mm: float = Field(5.0, gt=0, le=1000)
