@@ -2,6 +2,7 @@
 the infer settings turn it on and off, and compiled fp32 packages are reused by a later engine."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -64,10 +65,10 @@ def test_auto_bound_and_cache(tmp_path, monkeypatch, assets_dir):
     assert loose.name == faster  # both within 5 mm: the faster one wins
     assert (loose.options.backend == "onnxruntime") == (loose.name == "onnxruntime")
 
-    # an engine built with engine auto reads the cached choice and runs it
-    monkeypatch.setattr("fastmetro.engine_auto.cache_dir", lambda: tmp_path / "b-root")
-    (tmp_path / "b-root").mkdir()
-    (tmp_path / "b").rename(tmp_path / "b-root" / "engine")
+    # an engine built with engine auto (trying the same candidates, in the same cache) reads the cached
+    # choice and runs it
+    monkeypatch.setattr("fastmetro.engine_auto.choose",
+                        functools.partial(choose, directory=tmp_path / "b", names=("onnxruntime",)))
     engine = Engine(EngineOptions(device="cpu", max_batch=1, engine="auto"), model=_model())
     assert engine.choice is not None and engine.choice.cached and engine.choice.name == loose.name
     crops = fixed_crops(2)
