@@ -12,7 +12,9 @@ What it does for speed, all behind options whose defaults work everywhere:
 - autocast to fp16/bf16 on CUDA (a setting); on the CPU fp32, or bf16 where the CPU has native bf16;
 - on the CPU, optional int8 dynamic quantisation of the transformers' linear layers;
 - optional torch.compile (inductor with frozen weights: on the CPU the convolution weights are pre-packed
-  for oneDNN) and on CUDA optional CUDA graphs, both for fixed batch sizes made ready at construction:
+  for oneDNN; in fp32 on the CPU compiled ahead of time with AOTInductor into packages cached on disk,
+  so a later run loads them in a fraction of a second instead of compiling again) and on CUDA optional
+  CUDA graphs, both for fixed batch sizes made ready at construction:
   on CUDA a batch is padded up to the next fixed size; on the CPU, where the cost grows with the batch,
   it is cut into pieces of the fixed sizes instead, so nothing is computed twice and no shape ever
   compiles in the middle of a stream;
@@ -67,6 +69,10 @@ class EngineOptions:
     threads: Optional[int] = None  # CPU threads; None: all cores
     quantize: Literal["none", "int8-dynamic"] = "none"  # CPU: int8 weights for the transformers' linears
     backend: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: exported graph, fp32 (pip install onnxruntime)
+    # manual: the settings above as given; auto: the fastest engine on this machine whose outputs stay
+    # within auto_tolerance_mm of eager fp32, measured once and cached (fastmetro.engine_auto)
+    engine: Literal["manual", "auto"] = "manual"
+    auto_tolerance_mm: Optional[float] = None  # None: fastmetro.engine_auto.DEFAULT_TOLERANCE_MM
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,6 +148,22 @@ class Engine:
         self.model = model if model is not None else build_model(
             o.variant, checkpoint=o.checkpoint, assets_dir=o.assets_dir)
         self.model = self.model.to(self.device).eval()
+        self.choice = None  # fastmetro.engine_auto.Choice with engine "auto"
+        if o.engine == "auto":
+            from .engine_auto import choose
+
+            choice = choose(o, self.model, o.auto_tolerance_mm)
+            self.options = o = choice.options
+            log.info("engine auto chose %s", choice.reason)
+            built, choice.engine = getattr(choice, "engine", None), None
+            if built is not None:  # measured just now: take over that engine instead of building it again
+                self.__dict__.update(built.__dict__)
+                self.options = o
+            self.choice = choice
+            if built is not None:
+                return
+        elif o.engine != "manual":
+            raise EngineError(f"engine {o.engine!r}: expected 'manual' or 'auto'")
         self.pretrained = bool(getattr(self.model, "pretrained", False))
         self.smpl_head = self.model.variant.smpl_head
         self.hand = self.model.variant.network == "hand"
@@ -249,10 +271,22 @@ class Engine:
         return res
 
     def _compile(self) -> None:
-        """torch.compile with frozen weights, compiled now for every fixed batch size."""
+        """torch.compile with frozen weights, compiled now for every fixed batch size (ahead of time and
+        cached on disk where _compile_ahead can)."""
         import time
 
         import torch._inductor.config as inductor_config
+
+        from .engine_auto import use_inductor_cache
+
+        use_inductor_cache()
+        if self.device.type == "cpu" and self.options.precision == "fp32":
+            try:
+                self._compile_ahead()
+                return
+            except Exception as e:  # an operator the exporter cannot take: compile just in time instead
+                log.warning("ahead-of-time compile failed (%s: %s); compiling just in time instead",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
 
         compiled = torch.compile(self.model, dynamic=False)
 
@@ -267,6 +301,53 @@ class Engine:
             for b in self._sizes:
                 self._run(torch.zeros((b, CROP_SIZE, CROP_SIZE, 3), dtype=torch.uint8, device=self.device))
         log.info("compiled in %.0f s", time.perf_counter() - t0)
+
+    def _compile_ahead(self) -> None:
+        """AOTInductor packages (frozen weights inside) per fixed batch size, made once per machine, torch
+        version, weights and layout into the cache and loaded from there on later runs."""
+        import hashlib
+        import json
+        import time
+
+        from .assets import cache_dir
+        from .engine_auto import machine_id
+        from .onnx_export import weights_hash
+
+        o = self.options
+        key = json.dumps({"v": 1, "machine": machine_id(self.device), "torch": torch.__version__,
+                          "weights": weights_hash(self.model), "channels_last": o.channels_last,
+                          "threads": torch.get_num_threads()}, sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+        directory = cache_dir() / "compiled"
+        runners = {}
+        for b in self._sizes:
+            path = directory / f"{self.model.variant.name}-{digest}-b{b}.pt2"
+            t0 = time.perf_counter()
+            if not path.is_file():
+                log.info("compiling the network ahead of time for batch %d (once; can take a minute on a CPU) "
+                         "-> %s", b, path)
+                x = torch.zeros((b, 3, CROP_SIZE, CROP_SIZE), device=self.device)
+                if o.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    program = torch.export.export(self.model, (x,))
+                directory.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.pt2")  # the packager wants .pt2
+                try:
+                    torch._inductor.aoti_compile_and_package(program, package_path=str(tmp),
+                                                             inductor_configs={"freezing": True})
+                    os.replace(tmp, path)
+                finally:
+                    if tmp.exists():
+                        tmp.unlink()
+            runners[b] = torch._inductor.aoti_load_package(str(path))
+            log.info("compiled network for batch %d ready in %.1f s (%s)", b, time.perf_counter() - t0, path.name)
+        self.compiled_paths = [str(directory / f"{self.model.variant.name}-{digest}-b{b}.pt2") for b in self._sizes]
+
+        def forward(x: torch.Tensor):
+            return runners[x.shape[0]](x)
+
+        self._forward = forward
 
     def _capture_graphs(self) -> None:
         sizes = self._sizes

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Prove that our FastMETRO is the official network: same state_dict, same outputs.
 
-    python scripts/check_parity.py FIXTURE.json [--assets DIR] [--out OUT.npz] [--fill-rule FILE]
+    python scripts/check_parity.py FIXTURE.json [--assets DIR] [--out OUT.npz] [--fill-rule FILE] [--device cuda]
 
 FIXTURE.json describes the official model (model_name FastMETRO-S/M/L, backbone resnet50 or hrnet-w64,
 smpl_param_regressor, fill_seed, state_dict [[key, shape, dtype], ...], num_params, and "network": "hand"
@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fill-rule", type=Path, default=None, help="fill_rule.py (default: beside the fixture)")
     ap.add_argument("--tol", type=float, default=1e-4, help="max abs difference allowed (default 1e-4)")
     ap.add_argument("--batch", type=int, default=0, help="run the images in batches of this size (0: all)")
+    ap.add_argument("--device", default="cpu", help="run the network here (cpu, cuda); outputs compared on the CPU")
     args = ap.parse_args(argv)
 
     try:
@@ -128,10 +129,13 @@ def main(argv=None) -> int:
 
     load_fill_rule(fill_rule)(model, spec["fill_seed"])
     model.eval()
+    if args.device != "cpu":
+        model.to(args.device)
+        print(f"running on {args.device}")
     step = args.batch or len(images)
     with torch.inference_mode():
-        chunks = [model(images[i : i + step]) for i in range(0, len(images), step)]
-    out = {k: torch.cat([c[k] for c in chunks]).numpy() for k in chunks[0]}
+        chunks = [model(images[i : i + step].to(args.device)) for i in range(0, len(images), step)]
+    out = {k: torch.cat([c[k] for c in chunks]).cpu().numpy() for k in chunks[0]}
 
     compared = 0
     for name in OUTPUTS:

@@ -57,11 +57,19 @@ class InferConfig(BaseModel):
     channels_last: bool = True
     fold_batchnorm: bool = True
     # torch.compile with frozen weights, for fixed batch sizes (fastmetro.engine): about 1.4x fp32 eager
-    # on a CPU, outputs within 2e-6, but compiling takes about a minute at start, so it is off by default
+    # on a CPU, outputs within 2e-6; compiling takes minutes the first time (fp32 on a CPU: compiled
+    # ahead of time into the user cache, so later runs load it in about a second); engine auto decides
     compile: bool = False
     cuda_graphs: bool = False
     quantize: Literal["none", "int8-dynamic"] = "none"
     threads: Optional[int] = Field(None, ge=1, le=4096)  # CPU threads for torch; None = all cores
+    # auto: the fastest engine on this machine (eager, compiled, bf16/fp16, CUDA graphs, ONNX Runtime)
+    # whose meshes stay within auto_tolerance_mm of eager fp32's on fixed crops, measured at the first
+    # run and cached (fastmetro/engine_auto.py; minutes on a 2-core CPU, compiling most of it; later
+    # runs read the choice); the log says which and why. manual: precision, compile, cuda_graphs, quantize and backend
+    # as given. Setting any of those five yourself means manual. Default: $FASTMETRO_ENGINE, else auto.
+    engine: Literal["auto", "manual"] = Field(default_factory=lambda: _default_engine())
+    auto_tolerance_mm: float = Field(5.0, gt=0, le=1000)
     # torch runs the network in PyTorch (every setting above); onnxruntime runs it exported to ONNX (fp32,
     # CPU, exported once per checkpoint into the user cache; needs `pip install onnxruntime onnx`).
     # Default torch: exact, no extra package, and honours every setting above.
@@ -97,7 +105,21 @@ class InferConfig(BaseModel):
         from fastmetro.engine import EngineOptions
 
         shared = {f.name for f in fields(EngineOptions)} & set(type(self).model_fields)
-        return EngineOptions(**{name: getattr(self, name) for name in shared})
+        opts = EngineOptions(**{name: getattr(self, name) for name in shared})
+        if opts.engine == "auto" and ENGINE_SETTINGS & self.model_fields_set:
+            opts.engine = "manual"  # the user chose the engine's settings
+        return opts
+
+
+# The settings that say which engine runs the network: giving any of them turns infer.engine auto off.
+ENGINE_SETTINGS = frozenset({"precision", "compile", "cuda_graphs", "quantize", "backend"})
+
+
+def _default_engine() -> str:
+    value = os.environ.get("FASTMETRO_ENGINE", "auto")
+    if value not in ("auto", "manual"):
+        raise ValueError(f"FASTMETRO_ENGINE={value!r}: expected 'auto' or 'manual'")
+    return value
 
 
 @dataclass
@@ -183,8 +205,10 @@ class InferStage(Stage):
 
         if hands_on(c, self.engine.device):
             self.hands = build_hand_pass(c, self.count)
-        log.info("infer: %s on %s (%s), max_batch %d", self.engine.model.variant.name, self.engine.device,
-                 c.precision, c.max_batch)
+        o = self.engine.options
+        log.info("infer: %s on %s (%s%s%s%s), max_batch %d", self.engine.model.variant.name, self.engine.device,
+                 o.precision, ", compiled" if o.compile else "", ", CUDA graphs" if o.cuda_graphs else "",
+                 ", ONNX Runtime" if o.backend == "onnxruntime" else "", c.max_batch)
 
     # --- per item ---------------------------------------------------------------------------------
     def process(self, msg):

@@ -20,6 +20,9 @@ if "FASTMETRO_ASSETS" not in os.environ and _default_assets.is_dir():
 _default_mano = REPO.parent / "shared" / "assets" / "mano"
 if "FASTMETRO_MANO_ASSETS" not in os.environ and _default_mano.is_dir():
     os.environ["FASTMETRO_MANO_ASSETS"] = str(_default_mano)
+# Tests run the exact eager engine unless they set infer.engine themselves: `auto` measures every engine at
+# its first run on a machine (minutes), which tests/test_engine_auto.py covers on its own.
+os.environ.setdefault("FASTMETRO_ENGINE", "manual")
 PARITY_DIR = Path(os.environ.get("FASTMETRO_PARITY", REPO.parent / "shared" / "fixtures" / "parity"))
 
 
