@@ -9,6 +9,10 @@ slots, real-time pacing, start/max frames, looping (pts keep increasing: image f
 Policies: offline mode waits for a free FrameStore slot (nothing lost); live mode drops a frame when no
 slot is free (counted "dropped_no_slot", added to the next frame's `dropped`). Undecodable packets are
 counted ("corrupt_frames") and skipped; a source that cannot be opened at all raises `SourceError`.
+
+Service time (docs/metrics.md): the work on each frame, reading and decoding it, converting it to RGB and
+writing it into its slot; not the pacing sleep nor a wait for a free slot. A frame's `times["decode:in"]`
+is when that work began (its `times["decode"]`, when it ended).
 """
 from __future__ import annotations
 
@@ -109,6 +113,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
 
     name = "decode"
     drop_counters = ("dropped_no_slot",)
+    reports_service = True  # decoding, without the pacing sleep and slot waits
 
     def __init__(self, config: Any = None, context: Optional[StageContext] = None, *, source: Optional[str] = None,
                  source_id: Optional[str] = None, mode: Optional[str] = None) -> None:
@@ -132,6 +137,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
         self._taken = 0  # frames taken from start_frame on (delivered or dropped), for max_frames
         self._pending_drops = 0
         self._max_pixels = section.max_pixels
+        self._pulled = 0.0  # seconds the source took to read and decode the picture now being emitted
 
     # --- life cycle ---------------------------------------------------------------------------------
     @property
@@ -181,12 +187,15 @@ class DecodeStage(StopFlagPickling, SourceStage):
         if index < self.cfg.start_frame:
             return None
         self._taken += 1
+        pulled, self._pulled = self._pulled, 0.0
         slot = self._acquire()
         if slot is None:
             if self.live and not self._stop.is_set():
                 self.count("dropped_no_slot")
                 self._pending_drops += 1
+                self.timing("service", pulled)  # decoded, if not delivered
             return None
+        t0 = time.monotonic()
         try:
             rgb = to_rgb(self._max_pixels)
         except BaseException:
@@ -200,7 +209,10 @@ class DecodeStage(StopFlagPickling, SourceStage):
                       dropped=self._pending_drops)
         self.store.frame(frame)[:] = rgb
         self._pending_drops = 0
+        work = pulled + time.monotonic() - t0
+        self.timing("service", work)
         frame.times["decode"] = now()
+        frame.times["decode:in"] = frame.times["decode"] - work
         self.count("frames")
         return frame
 
@@ -212,6 +224,17 @@ class DecodeStage(StopFlagPickling, SourceStage):
             if slot is not None:
                 return slot
         return None
+
+    def _timed(self, pictures: Iterator) -> Iterator:
+        """The source's pictures, the time each took to read and decode kept for _emit's service time."""
+        while True:
+            t0 = time.monotonic()
+            try:
+                item = next(pictures)
+            except StopIteration:
+                return
+            self._pulled = time.monotonic() - t0
+            yield item
 
     def _pace(self, t0: float, pts: Optional[float], pts0: float) -> None:
         """Realtime: sleep until the frame's PTS has come, checking the stop flag."""
@@ -233,7 +256,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
             first_raw, last_raw, duration = None, None, None  # source pts of this pass
             base, corrupt = self._index, self.counters.get("corrupt_frames", 0)
             try:
-                for raw, to_rgb in source.pictures():
+                for raw, to_rgb in self._timed(source.pictures()):
                     index = self._index
                     if self.counters.get("corrupt_frames", 0) > corrupt and raw is not None and source.rate:
                         # frames were lost to damage: the index is the frame's position in the source (from
@@ -291,7 +314,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
             got = 0
             ended = False  # a clean end of a finite stream (e.g. a file over HTTP): no reconnect
             try:
-                for pts, to_rgb in source.pictures():
+                for pts, to_rgb in self._timed(source.pictures()):
                     if pts is not None:
                         if got == 0 and last_pts is not None and pts + offset <= last_pts:
                             offset = last_pts + max(time.monotonic() - last_wall, 1e-3) - pts

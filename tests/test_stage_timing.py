@@ -1,0 +1,72 @@
+"""The figures a run reports per stage: service time (decode's decoding without its pacing sleep, infer's
+forward pass per batch and per crop), busy time, queue waits, and the live hand-over that keeps only the
+newest frame of each source in front of a stage."""
+from __future__ import annotations
+
+from pipeline.messages import EndOfStream, Frame, SourceEnd
+from pipeline.stage_process import newest_of_each_source
+from pipeline.supervisor import RunSettings, Supervisor
+from stage_helpers import CountingSource, Forward, Sink, read_sink, runtime_config
+from timing_stages import PersonSource, SleepyDecode, SleepyInfer
+
+
+def frame(source: str, index: int, dropped: int = 0) -> Frame:
+    return Frame(source, index, None, -1, 16, 16, {}, dropped)
+
+
+def test_the_newest_frame_of_each_source_is_kept_and_the_others_reported_by_it():
+    items = [frame("a", 0), frame("b", 0, dropped=2), frame("a", 1, dropped=1), frame("b", 1), frame("a", 2),
+             SourceEnd("b", 2, "end of stream"), frame("b", 2)]
+    kept, dropped = newest_of_each_source(items)
+    assert [(f.source, f.index) for f in dropped] == [("a", 0), ("b", 0), ("a", 1)]
+    assert [(getattr(f, "index", "end"), f.source) for f in kept] == [(1, "b"), (2, "a"), ("end", "b"), (2, "b")]
+    # a's two dropped frames (one of which had reported one drop of its own), b's one (which had two)
+    assert {(f.source, f.index): f.dropped for f in kept if isinstance(f, Frame)} == {
+        ("b", 1): 3, ("a", 2): 3, ("b", 2): 0}
+    # a frame before its source's end is never dropped for one after it; the run's end keeps everything
+    kept, dropped = newest_of_each_source([frame("a", 0), EndOfStream("a", 1, "end of stream")])
+    assert not dropped and len(kept) == 2
+
+
+def test_decode_service_time_is_its_decoding_not_its_pacing_sleep(tmp_path):
+    # 12 pictures paced at 10 per second, each taking 30 ms to "decode": the stage waits 70 ms of every 100
+    sup = Supervisor(runtime_config(), [SleepyDecode(12, 0.03), Sink(str(tmp_path / "sink.jsonl"))])
+    summary = sup.run()
+    assert summary.exit_code == 0
+    decode = summary.stages[0]
+    assert 30.0 <= decode.service_ms["p50"] < 60.0, decode.service_ms
+    assert decode.latency_ms["p50"] >= 80.0, decode.latency_ms  # the time per frame, pacing included
+    assert decode.busy_s >= 12 * 0.03 and decode.busy < 0.6
+
+
+def test_infer_service_time_is_its_forward_pass_per_batch_and_per_crop(tmp_path):
+    # offline: frames of 2 persons collected into batches of max_batch 2 crops, each forward 100 ms;
+    # the process() calls that only collect a frame are not work
+    settings = RunSettings(mode="offline", ring_slots=8, queue_size=2, max_pixels=16 * 16, max_persons=2)
+    sup = Supervisor(settings, [PersonSource(8, persons=2), SleepyInfer(0.1, "offline", max_batch=2),
+                                Sink(str(tmp_path / "sink.jsonl"))])
+    summary = sup.run()
+    assert summary.exit_code == 0
+    infer = summary.stages[1]
+    assert infer.counters["forwards"] == 8 and infer.counters["crops"] == 16
+    assert 100.0 <= infer.service_ms["p50"] < 150.0, infer.service_ms
+    assert 50.0 <= infer.timings_ms["forward per crop"]["p50"] < 75.0, infer.timings_ms
+    assert 0.8 <= infer.busy_s < 1.2
+    assert infer.wait_ms.keys() == {"p50", "p95", "p99"}
+
+
+def test_live_a_slow_stage_takes_the_newest_frame_and_every_drop_is_reported(tmp_path):
+    out = tmp_path / "sink.jsonl"
+    n = 200
+    summary = Supervisor(runtime_config(mode="live", queue_size=4, ring_slots=8), [
+        CountingSource(n, live=True, delay_s=0.002), Forward("slow", delay_s=0.03), Sink(str(out))]).run()
+    frames, ends = read_sink(out)
+    assert summary.exit_code == 0 and ends
+    idx = [f[0] for f in frames]
+    assert idx == sorted(set(idx))
+    assert sum(d for _, d in frames) + len(idx) == n  # delivered + reported dropped: every frame
+    slow = summary.stages[1]
+    assert slow.drops > 0  # stale frames dropped in front of it
+    # it took the newest frame each time: one that had waited about a source interval (2 ms), not the
+    # queue of older frames (each a 30 ms service) it would otherwise have worked through first
+    assert slow.wait_ms["p50"] < slow.service_ms["p50"] / 2, (slow.wait_ms, slow.service_ms)
