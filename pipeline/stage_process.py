@@ -39,6 +39,8 @@ from .stage import StageError
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.5
+PACE_POLL_S = 0.002  # how often a paced live stage looks whether the next stage took its item
+TAKES_KEPT = 8  # the next stage's recent take intervals a paced live stage keeps
 LATENCY_SAMPLES = 20000
 ORPHAN_GRACE_S = 2.0  # what a stage whose supervisor died has to close itself before it exits anyway
 
@@ -115,6 +117,8 @@ class _Child:
         self.waits: list[float] = []  # seconds each item waited in the input queue
         self.timings: dict[str, list[float]] = {}  # the stage's other own timings
         self.started = 0.0  # time.monotonic() the loop started (busy fraction)
+        self.last_take: Optional[float] = None  # live pacing: when the next stage last took our items
+        self.take_intervals: list[float] = []
         self.pending_drops: dict = {}  # stream id (None: unknown) -> drops the next frame of it reports
         self.last_report = 0.0
         self.store = None
@@ -358,6 +362,7 @@ class _Child:
         while True:
             if self.abort.is_set() or not self.parent_alive():
                 raise SystemExit(1)
+            self._pace()
             deadline = stage.next_deadline()
             wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
             try:
@@ -376,7 +381,7 @@ class _Child:
             for m in msgs:
                 self._took(m, taken)
             t0 = time.monotonic()
-            outs = list(stage.process(msgs[0]) if len(msgs) == 1 else stage.process_many(msgs))
+            outs = list(stage.process_many(msgs) if self.live else stage.process(msg))
             end = isinstance(msgs[-1], EndOfStream)
             if end:
                 outs += list(stage.finish())
@@ -401,6 +406,39 @@ class _Child:
                     self.out_q.close()
                     self.out_q.join_thread()  # everything handed to the next stage before exiting
                 return
+
+    def _pace(self) -> None:
+        """Live: work no further ahead of the next stage than it can use. While the next stage has not
+        taken what this one gave it (one item per source), this one waits instead of working on a frame
+        that would be dropped in front of it (on a few CPU cores, that work slows the next stage down);
+        once it took them, this one starts its next frame so as to finish about when the next stage is
+        free again: after the next stage's shortest recent take interval less its own service time
+        (p90) per item. Its frame is then the freshest, and waits little."""
+        if not self.live or self.out_q is None or self.stage.next_deadline() is not None:
+            return
+        ahead = max(1, len(self.m.sources))
+        try:
+            if self.out_q.qsize() < ahead:
+                return
+            while self.out_q.qsize() >= ahead:
+                if self.abort.is_set() or not self.parent_alive():
+                    raise SystemExit(1)
+                time.sleep(PACE_POLL_S)
+        except NotImplementedError:  # no qsize (macOS): no pacing
+            return
+        taken = time.monotonic()
+        if self.last_take is not None:
+            self.take_intervals = (self.take_intervals + [taken - self.last_take])[-TAKES_KEPT:]
+        self.last_take = taken
+        recent = sorted(self.service[-20:])
+        if len(self.take_intervals) < 3 or not recent:
+            return
+        own = recent[int(0.9 * (len(recent) - 1))] * ahead
+        until = taken + min(self.take_intervals) - own
+        while time.monotonic() < until:
+            if self.abort.is_set() or not self.parent_alive() or self.drain.is_set():
+                return
+            time.sleep(min(0.05, max(0.0, until - time.monotonic())))
 
     def _newest(self, items: list) -> list:
         """Live: `items` and everything else waiting now, the stale frames of each source dropped."""

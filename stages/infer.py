@@ -7,7 +7,7 @@ Batching, offline, is deadline-bounded: crops of successive frames are collected
 are waiting or the oldest waiting frame has waited `max_wait_ms`, whichever comes first (default 500 ms,
 so batches fill). Live, a frame never waits for others: the runtime hands the stage every frame that was
 waiting for it at once (the newest of each source, `process_many`) and they run as one batch (of at most
-`max_batch` crops) there and then (`max_wait_ms` default 0). A frame's
+`max_batch` crops) there and then (`max_wait_ms` is not used). A frame's
 crops are copied out of shared memory on arrival and, when this is the last stage that reads pixels (the
 runtime says so: `releases_pixels`), its slot is released at once, so batching never holds the frame ring.
 The network itself runs in fastmetro.engine.Engine (device, precision, buffers); results are placed in the
@@ -56,8 +56,8 @@ class InferConfig(BaseModel):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     # Crops per forward. 16 fills a GPU well for S-R50 and bounds the latency of a burst on a CPU.
     max_batch: int = Field(16, ge=1, le=512)
-    # How long the oldest waiting frame may wait for its batch to fill. None: 0 live (a batch is what has
-    # arrived when the stage is free: latency bounded by the work), 500 ms offline (full batches).
+    # Offline: how long the oldest waiting frame may wait for its batch to fill (None: 500 ms, full
+    # batches). Live, a frame never waits for others: a batch is what arrived while the last one ran.
     max_wait_ms: Optional[float] = Field(None, ge=0, le=60000)
     # Speed settings of the engine (fastmetro.engine.EngineOptions); defaults are exact and work anywhere.
     channels_last: bool = True
@@ -158,7 +158,7 @@ class InferStage(Stage):
         self.cfg: InferConfig = config_section(config, "infer", InferConfig)
         self.context = context or StageContext.of(config)
         live = self.context.mode == "live"
-        wait = self.cfg.max_wait_ms if self.cfg.max_wait_ms is not None else (0.0 if live else 500.0)
+        wait = self.cfg.max_wait_ms if self.cfg.max_wait_ms is not None else (0.0 if live else 500.0)  # offline
         self.batcher = DynamicBatcher(self.cfg.max_batch, wait / 1000.0)
         self.engine = None
         self.hands = None  # stages.infer_hands.HandPass when hands are on

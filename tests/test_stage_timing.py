@@ -70,3 +70,37 @@ def test_live_a_slow_stage_takes_the_newest_frame_and_every_drop_is_reported(tmp
     # it took the newest frame each time: one that had waited about a source interval (2 ms), not the
     # queue of older frames (each a 30 ms service) it would otherwise have worked through first
     assert slow.wait_ms["p50"] < slow.service_ms["p50"] / 2, (slow.wait_ms, slow.service_ms)
+
+
+def test_listen_reads_each_stage_s_service_wait_and_busy_from_the_frames_times():
+    from tools.stream import stage_figures
+
+    # two frames, 1 s apart: decode works 10 ms, detect waits 5 ms and works 100 ms, infer waits 20 ms and
+    # works 300 ms (busy 0.3 s of the second), publish waits 1 ms
+    def times(t0, detect_busy, infer_busy):
+        return {"decode:in": t0, "decode": t0 + 0.01, "detect:in": t0 + 0.015, "detect": t0 + 0.115,
+                "detect:busy": detect_busy, "infer:in": t0 + 0.135, "infer": t0 + 0.435, "infer:busy": infer_busy,
+                "publish:in": t0 + 0.436}
+
+    figures = {name: rest for name, *rest in stage_figures([times(100.0, 1.0, 2.0), times(101.0, 1.1, 2.3)])}
+    assert list(figures) == ["decode", "detect", "infer", "publish"]
+    assert abs(figures["detect"][0] - 100) < 1e-3 and abs(figures["detect"][1] - 5) < 1e-3
+    assert abs(figures["infer"][0] - 300) < 1e-3 and abs(figures["infer"][1] - 20) < 1e-3
+    assert abs(figures["infer"][2] - 0.3) < 1e-6 and abs(figures["detect"][2] - 0.1) < 1e-6
+    assert figures["publish"][0] is None and abs(figures["publish"][1] - 1) < 1e-3
+    assert stage_figures([{"decode": 1.0, "infer": 2.0}]) == []  # a publisher without the stamps
+
+
+def test_live_a_stage_works_no_further_ahead_of_a_slower_next_stage_than_it_can_use(tmp_path):
+    # a 10 ms stage before a 60 ms one: without pacing it would work on ~6 frames per frame the slow
+    # stage takes (and all but one dropped in front of it); paced, on about as many as it passes on
+    out = tmp_path / "sink.jsonl"
+    summary = Supervisor(runtime_config(mode="live", queue_size=4, ring_slots=8), [
+        CountingSource(150, live=True, delay_s=0.004), Forward("fast", delay_s=0.01),
+        Forward("slow", delay_s=0.06), Sink(str(out))]).run()
+    frames, _ = read_sink(out)
+    assert summary.exit_code == 0
+    assert sum(d for _, d in frames) + len(frames) == 150  # every frame delivered or reported dropped
+    fast, slow = summary.stages[1], summary.stages[2]
+    assert fast.items_in <= 2 * slow.items_in, (fast.items_in, slow.items_in)
+    assert slow.wait_ms["p50"] < slow.service_ms["p50"], (slow.wait_ms, slow.service_ms)
