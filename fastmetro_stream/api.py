@@ -125,7 +125,9 @@ def summary_notes(summary: RunSummary, streams: Sequence[str] = ()) -> list[str]
             lines.append(f"  capture -> published: p50 {m.e2e_ms['p50']:.0f} ms, p95 {m.e2e_ms['p95']:.0f} ms, "
                          f"p99 {m.e2e_ms['p99']:.0f} ms")
     if summary.startup_s is not None:
-        lines.append(f"  start-up: first frame published {summary.startup_s:.1f} s after the command started")
+        ready = ", ".join(f"{m.name} {m.ready_s:.1f} s" for m in summary.stages if m.ready_s is not None)
+        lines.append(f"  start-up: first frame published {summary.startup_s:.1f} s after the command started"
+                     + (f" (each stage's process ready after: {ready})" if ready else ""))
     return lines
 
 

@@ -33,6 +33,7 @@ class StageMetrics:
     busy: float = 0.0  # busy_s / seconds since the stage started its loop: near 1 = the bottleneck
     timings_ms: dict = field(default_factory=dict)  # the stage's own other timings: name -> p50/p95/p99
     first_done: Optional[float] = None  # wall time (epoch s) the stage finished its first item
+    ready_s: Optional[float] = None  # its process's start to its setup done (imports, models loaded)
     counters: dict = field(default_factory=dict)
     dropped_here: int = 0  # frames the stage itself dropped (its `drop_counters`, e.g. no free slot)
     wall_s: float = 0.0

@@ -32,7 +32,7 @@ import traceback
 from typing import Any, Optional
 
 from .messages import CONTROL, EndOfStream, Frame, SourceEnd, now
-from .metrics import StageMetrics, percentiles
+from .metrics import StageMetrics, percentiles, process_started
 from .shm import FrameStore
 from .stage import StageError
 
@@ -265,6 +265,8 @@ class _Child:
             self.store = FrameStore.attach(self.spec)
             self.stage.store = self.store
             self.stage.setup()
+            self.m.ready_s = time.time() - process_started()
+            self.report(force=True)
             self.events.put(("ready", self.stage.name, None))
             start = self.started = time.monotonic()
             if hasattr(self.stage, "frames"):

@@ -66,6 +66,8 @@ def child(args) -> int:
         "exit": summary.exit_code, "frames": n, "dropped": dropped, "rate": rate,
         "fps": (n - 1) / (frames[-1][0] - frames[0][0]) if n > 1 else 0.0,
         "persons": sum(len(m["persons"]) for _, m in frames) / max(n, 1),
+        "detected": next((s.counters.get("persons", 0) / max(s.items_out, 1) for s in summary.stages
+                          if s.name == "detect"), 0.0),
         "age": {k: float(np.percentile(ages, q)) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))} if n else {},
         "startup_s": getattr(summary, "startup_s", None),
         "stages": [{"name": s.name, "latency_ms": s.latency_ms, "service_ms": getattr(s, "service_ms", None),
@@ -102,7 +104,8 @@ def show(tree: Path, persons: int, r: dict) -> None:
     interval = 1000.0 / r["rate"]
     total = r["frames"] + r["dropped"]
     a = r["age"]
-    print(f"\n{tree}  persons<= {persons} (mean {r['persons']:.2f})  source {r['rate']:.0f} fps")
+    print(f"\n{tree}  detect.max_persons {persons}: persons detected per frame {r['detected']:.2f}, published "
+          f"per frame {r['persons']:.2f} (with tracks carried by smooth), source {r['rate']:.0f} fps")
     print(f"  published {r['frames']} frames, {r['fps']:.2f} fps; dropped {r['dropped']} "
           f"({r['dropped'] / max(total, 1):.0%})")
     print(f"  age capture -> publish: p50 {a.get('p50', 0):.0f} ms  p95 {a.get('p95', 0):.0f} ms  "
