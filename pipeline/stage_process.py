@@ -414,8 +414,9 @@ class _Child:
         taken what this one gave it (one item per source), this one waits instead of working on a frame
         that would be dropped in front of it (on a few CPU cores, that work slows the next stage down);
         once it took them, this one starts its next frame so as to finish about when the next stage is
-        free again: after the next stage's shortest recent take interval less its own service time
-        (p90) per item. Its frame is then the freshest, and waits little."""
+        free again: after the next stage's recent take interval (the lower quartile of the last few:
+        rather early than late) less its own service time (p90) per item. Its frame is then about the
+        freshest, and waits little."""
         if not self.live or self.out_q is None or self.stage.next_deadline() is not None:
             return
         ahead = max(1, len(self.m.sources))
@@ -433,10 +434,11 @@ class _Child:
             self.take_intervals = (self.take_intervals + [taken - self.last_take])[-TAKES_KEPT:]
         self.last_take = taken
         recent = sorted(self.service[-20:])
-        if len(self.take_intervals) < 3 or not recent:
+        if len(self.take_intervals) < 2 or not recent:
             return
         own = recent[int(0.9 * (len(recent) - 1))] * ahead
-        until = taken + min(self.take_intervals) - own
+        intervals = sorted(self.take_intervals)
+        until = taken + intervals[(len(intervals) - 1) // 4] - own
         while time.monotonic() < until:
             if self.abort.is_set() or not self.parent_alive() or self.drain.is_set():
                 return
