@@ -37,6 +37,8 @@ def test_decode_service_time_is_its_decoding_not_its_pacing_sleep(tmp_path):
     assert 30.0 <= decode.service_ms["p50"] < 60.0, decode.service_ms
     assert decode.latency_ms["p50"] >= 80.0, decode.latency_ms  # the time per frame, pacing included
     assert decode.busy_s >= 12 * 0.03 and decode.busy < 0.6
+    assert all(m.ready_s is not None and m.ready_s > 0 for m in summary.stages)  # start-up, per process
+    assert summary.stages[-1].first_done is not None
 
 
 def test_infer_service_time_is_its_forward_pass_per_batch_and_per_crop(tmp_path):
@@ -53,6 +55,22 @@ def test_infer_service_time_is_its_forward_pass_per_batch_and_per_crop(tmp_path)
     assert 50.0 <= infer.timings_ms["forward per crop"]["p50"] < 75.0, infer.timings_ms
     assert 0.8 <= infer.busy_s < 1.2
     assert infer.wait_ms.keys() == {"p50", "p95", "p99"}
+
+    # the summary shows them: the service and busy columns, the per-crop forward time below the table
+    from rich.console import Console
+
+    from fastmetro_stream.api import summary_notes, summary_table
+
+    summary.startup_s = 3.25
+    console = Console(record=True, width=250)
+    console.print(summary_table(summary))
+    for line in summary_notes(summary):
+        console.print(line)
+    text = console.export_text()
+    assert "service p50 ms" in text and "busy" in text and "wait p50 ms" in text
+    row = next(line for line in text.splitlines() if line.strip(" │|").startswith("infer"))
+    assert f"{infer.service_ms['p50']:.1f}" in row and f"{infer.busy:.0%}" in row
+    assert "infer forward per crop: p50" in text and "start-up: first frame published 3.2 s" in text
 
 
 def test_live_a_slow_stage_takes_the_newest_frame_and_every_drop_is_reported(tmp_path):
