@@ -434,7 +434,7 @@ class _Child:
             self.take_intervals = (self.take_intervals + [taken - self.last_take])[-TAKES_KEPT:]
         self.last_take = taken
         recent = sorted(self.service[-20:])
-        if len(self.take_intervals) < 2 or not recent:
+        if not self.take_intervals or not recent:
             return
         own = recent[int(0.9 * (len(recent) - 1))] * ahead
         intervals = sorted(self.take_intervals)
