@@ -30,7 +30,7 @@ class StageMetrics:
     service_ms: dict = field(default_factory=dict)
     wait_ms: dict = field(default_factory=dict)  # p50/p95/p99 of the time items waited in the input queue
     busy_s: float = 0.0  # seconds of work (the sum of the service times; a source: its own samples)
-    busy: float = 0.0  # busy_s / seconds since the stage started its loop: near 1 = the bottleneck
+    busy: float = 0.0  # busy_s / seconds since the stage took its first item: near 1 = the bottleneck
     timings_ms: dict = field(default_factory=dict)  # the stage's own other timings: name -> p50/p95/p99
     first_done: Optional[float] = None  # wall time (epoch s) the stage finished its first item
     ready_s: Optional[float] = None  # its process's start to its setup done (imports, models loaded)

@@ -116,7 +116,7 @@ class _Child:
         self.service: list[float] = []  # seconds of work per item (or per batch: the stage's own samples)
         self.waits: list[float] = []  # seconds each item waited in the input queue
         self.timings: dict[str, list[float]] = {}  # the stage's other own timings
-        self.started = 0.0  # time.monotonic() the loop started (busy fraction)
+        self.started = 0.0  # time.monotonic() of the first item (a source: of the go), for the busy fraction
         self.last_take: Optional[float] = None  # live pacing: when the next stage last took our items
         self.take_intervals: list[float] = []
         self.pending_drops: dict = {}  # stream id (None: unknown) -> drops the next frame of it reports
@@ -268,7 +268,7 @@ class _Child:
             self.m.ready_s = time.time() - process_started()
             self.report(force=True)
             self.events.put(("ready", self.stage.name, None))
-            start = self.started = time.monotonic()
+            start = time.monotonic()
             if hasattr(self.stage, "frames"):
                 # Start reading only when every later stage is ready (models loaded, sockets bound):
                 # a live source would otherwise drop its first seconds while they start.
@@ -378,6 +378,8 @@ class _Child:
                     self.send(outs)
                 self.report()
                 continue
+            if not self.started:  # the busy fraction counts from the first item (not the others' start-up)
+                self.started = time.monotonic()
             msgs = self._newest([msg]) if self.live else [msg]
             taken = now()
             for m in msgs:
