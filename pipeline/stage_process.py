@@ -119,6 +119,7 @@ class _Child:
         self.started = 0.0  # time.monotonic() of the first item (a source: of the go), for the busy fraction
         self.last_take: Optional[float] = None  # live pacing: when the next stage last took our items
         self.take_intervals: list[float] = []
+        self.awaiting_take = False  # live: items given to the next stage that it has not taken yet
         self.pending_drops: dict = {}  # stream id (None: unknown) -> drops the next frame of it reports
         self.last_report = 0.0
         self.store = None
@@ -217,6 +218,8 @@ class _Child:
             self._put(item)
             if not isinstance(item, SourceEnd):  # a control message, not an item of the stream
                 self.m.items_out += 1
+            if f is not None and not isinstance(item, CONTROL):
+                self.awaiting_take = True
 
     def _put(self, item) -> None:
         eos = isinstance(item, CONTROL)
@@ -412,39 +415,55 @@ class _Child:
                 return
 
     def _pace(self) -> None:
-        """Live: work no further ahead of the next stage than it can use. While the next stage has not
-        taken what this one gave it (one item per source), this one waits instead of working on a frame
-        that would be dropped in front of it (on a few CPU cores, that work slows the next stage down);
-        once it took them, this one starts its next frame so as to finish about when the next stage is
-        free again: after the next stage's recent take interval (the lower quartile of the last few:
-        rather early than late) less its own service time (p90) per item. Its frame is then about the
-        freshest, and waits little."""
+        """Live: work no further ahead of a slower next stage than it can use. Once the next stage took
+        what this one gave it (one item per source), this one starts its next frame so as to finish
+        about when the next stage is free again: after the next stage's recent take interval (the lower
+        quartile of the last few: rather early than late) less its own service time (p90) per item. Until
+        then, and while the next stage has not taken its items, it waits instead of working on frames that
+        would be dropped in front of it (on a few CPU cores that work slows the next stage down). When the
+        next stage runs longer than that interval by one service time here, this one works on (the next
+        stage takes only the newest of what waits), so what it gets is never much older than that."""
         if not self.live or self.out_q is None or self.stage.next_deadline() is not None:
             return
         ahead = max(1, len(self.m.sources))
         try:
-            if self.out_q.qsize() < ahead:
-                return
-            while self.out_q.qsize() >= ahead:
+            while self.out_q.qsize() >= ahead:  # not taken yet
+                due = self._free_by()
+                if due is not None and time.monotonic() >= due + self._own(0.5):
+                    return  # the next stage runs long: a frame done now would be fresher, and it takes the newest
                 if self.abort.is_set() or not self.parent_alive():
                     raise SystemExit(1)
                 time.sleep(PACE_POLL_S)
         except NotImplementedError:  # no qsize (macOS): no pacing
             return
-        taken = time.monotonic()
+        if not self.awaiting_take:
+            return
+        self.awaiting_take = False
+        taken = time.monotonic()  # (or a little before, when it happened while this stage worked)
         if self.last_take is not None:
             self.take_intervals = (self.take_intervals + [taken - self.last_take])[-TAKES_KEPT:]
         self.last_take = taken
-        recent = sorted(self.service[-20:])
-        if not self.take_intervals or not recent:
+        due = self._free_by()
+        if due is None or not self.service:
             return
-        own = recent[int(0.9 * (len(recent) - 1))] * ahead
-        intervals = sorted(self.take_intervals)
-        until = taken + intervals[(len(intervals) - 1) // 4] - own
+        until = due - self._own(0.9) * ahead
         while time.monotonic() < until:
             if self.abort.is_set() or not self.parent_alive() or self.drain.is_set():
                 return
             time.sleep(min(0.05, max(0.0, until - time.monotonic())))
+
+    def _own(self, q: float) -> float:
+        """This stage's recent service time per item, quantile q (0 before any)."""
+        recent = sorted(self.service[-20:])
+        return recent[int(q * (len(recent) - 1))] if recent else 0.0
+
+    def _free_by(self) -> Optional[float]:
+        """When the next stage should be free again: its last take plus the lower quartile of its recent
+        take intervals (None: not known yet)."""
+        if self.last_take is None or not self.take_intervals:
+            return None
+        intervals = sorted(self.take_intervals)
+        return self.last_take + intervals[(len(intervals) - 1) // 4]
 
     def _newest(self, items: list) -> list:
         """Live: `items` and everything else waiting now, the stale frames of each source dropped."""
