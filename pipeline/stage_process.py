@@ -116,7 +116,7 @@ class _Child:
         self.service: list[float] = []  # seconds of work per item (or per batch: the stage's own samples)
         self.waits: list[float] = []  # seconds each item waited in the input queue
         self.timings: dict[str, list[float]] = {}  # the stage's other own timings
-        self.started = 0.0  # time.monotonic() of the first item (a source: of the go), for the busy fraction
+        self.started = 0.0  # time.monotonic() of the first work (a source: of the go), for the busy fraction
         self.last_take: Optional[float] = None  # live pacing: when the next stage last took our items
         self.take_intervals: list[float] = []
         self.awaiting_take = False  # live: items given to the next stage that it has not taken yet
@@ -187,6 +187,8 @@ class _Child:
     def _worked(self, seconds: float, items: int) -> None:
         """A call of the stage took `seconds` for `items` items (0: a tick): its service time, unless the
         stage measures its own."""
+        if not self.started:  # the busy fraction counts from the first work (item or tick)
+            self.started = time.monotonic() - seconds
         if getattr(self.stage, "reports_service", False):
             self._collect_timings()
             return
@@ -381,7 +383,7 @@ class _Child:
                     self.send(outs)
                 self.report()
                 continue
-            if not self.started:  # the busy fraction counts from the first item (not the others' start-up)
+            if not self.started:  # the busy fraction counts from the first work (not the others' start-up)
                 self.started = time.monotonic()
             msgs = self._newest([msg]) if self.live else [msg]
             taken = now()
