@@ -7,12 +7,14 @@ applies the run's queue policy, forwards the end messages exactly once, reports 
 errors and its end to the supervisor, and stops cleanly on a drain (Ctrl-C), an abort, or the death of its
 supervisor. pipeline/supervisor.py starts one per stage and says what the policies are.
 
-Live mode hands over newest-wins: when a stage is free it takes everything waiting in its input queue,
-keeps the newest frame of each source and drops the older ones (counted, their frame slots released, the
-drop reported by the kept frame of that source), and gives what it kept to `stage.process_many` at once.
-So a stage always works on the freshest frame while the stage after it works on the one before (detect
-on frame n+1 while infer runs frame n), and no frame waits behind stale ones. A full output queue still
-drops its oldest item (same accounting). Offline nothing is dropped: a full queue blocks.
+Live mode hands over newest-wins in front of the stages that read pixels (detect, infer, the overlay:
+the costly ones): when such a stage is free it takes everything waiting in its input queue, keeps the
+newest frame of each source and drops the older ones (counted, their frame slots released, the drop
+reported by the kept frame of that source), and gives what it kept to `stage.process_many` at once. So
+it always works on the freshest frame while the stage after it works on the one before (detect on frame
+n+1 while infer runs frame n), and no frame waits behind stale ones; the meshes infer made are not
+dropped after it. A full output queue still drops its oldest item (same accounting). A stage whose frames
+go on to another pixel stage (detect) is paced (`_pace`). Offline nothing is dropped: a full queue blocks.
 
 Measured per stage (pipeline/metrics.py, docs/metrics.md): service time per item, the wait of each item in
 the input queue, busy seconds; each frame carries, in `times`, when each stage took it ("<stage>:in") and
@@ -39,7 +41,7 @@ from .stage import StageError
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.5
-PACE_POLL_S = 0.002  # how often a paced live stage looks whether the next stage took its item
+PACE_POLL_S = 0.005  # how often a paced live stage looks whether the next stage took its item
 TAKES_KEPT = 8  # the next stage's recent take intervals a paced live stage keeps
 LATENCY_SAMPLES = 20000
 ORPHAN_GRACE_S = 2.0  # what a stage whose supervisor died has to close itself before it exits anyway
@@ -339,6 +341,9 @@ class _Child:
         for item in it:
             self.latencies.append(time.monotonic() - t0)  # time to produce the item (not to queue it)
             self._worked(time.monotonic() - t0, 0 if isinstance(item, SourceEnd) else 1)
+            f = _frame_of(item)
+            if f is not None and self.service and self.stage.name in f.times:  # when its work on it began
+                f.times.setdefault(f"{self.stage.name}:in", f.times[self.stage.name] - self.service[-1])
             if not isinstance(item, SourceEnd):
                 self.m.items_in += 1
                 frames += 1
@@ -385,7 +390,7 @@ class _Child:
                 continue
             if not self.started:  # the busy fraction counts from the first work (not the others' start-up)
                 self.started = time.monotonic()
-            msgs = self._newest([msg]) if self.live else [msg]
+            msgs = self._newest([msg]) if self.live and getattr(stage, "needs_pixels", False) else [msg]
             taken = now()
             for m in msgs:
                 self._took(m, taken)
@@ -425,8 +430,9 @@ class _Child:
         would be dropped in front of it (on a few CPU cores that work slows the next stage down). When the
         next stage runs longer than that interval by one service time here, this one works on (the next
         stage takes only the newest of what waits), so what it gets is never much older than that."""
-        if not self.live or self.out_q is None or self.stage.next_deadline() is not None:
-            return
+        if (not self.live or self.out_q is None or self.stage.next_deadline() is not None
+                or not getattr(self.stage, "needs_pixels", False) or getattr(self.stage, "releases_pixels", False)):
+            return  # (only a stage whose frames go on to another that reads pixels: detect before infer)
         ahead = max(1, len(self.m.sources))
         try:
             while self.out_q.qsize() >= ahead:  # not taken yet

@@ -10,9 +10,8 @@ Policies: offline mode waits for a free FrameStore slot (nothing lost); live mod
 slot is free (counted "dropped_no_slot", added to the next frame's `dropped`). Undecodable packets are
 counted ("corrupt_frames") and skipped; a source that cannot be opened at all raises `SourceError`.
 
-Service time (docs/metrics.md): the work on each frame, reading and decoding it, converting it to RGB and
-writing it into its slot; not the pacing sleep nor a wait for a free slot. A frame's `times["decode:in"]`
-is when that work began (its `times["decode"]`, when it ended).
+Service time (docs/metrics.md): the work on each frame, reading and decoding it and converting it to RGB
+(`_timed`); not the pacing sleep nor a wait for a free slot.
 """
 from __future__ import annotations
 
@@ -113,7 +112,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
 
     name = "decode"
     drop_counters = ("dropped_no_slot",)
-    reports_service = True  # decoding, without the pacing sleep and slot waits
+    reports_service = True  # decoding, without the pacing sleep and slot waits (_timed)
 
     def __init__(self, config: Any = None, context: Optional[StageContext] = None, *, source: Optional[str] = None,
                  source_id: Optional[str] = None, mode: Optional[str] = None) -> None:
@@ -137,7 +136,6 @@ class DecodeStage(StopFlagPickling, SourceStage):
         self._taken = 0  # frames taken from start_frame on (delivered or dropped), for max_frames
         self._pending_drops = 0
         self._max_pixels = section.max_pixels
-        self._pulled = 0.0  # seconds the source took to read and decode the picture now being emitted
 
     # --- life cycle ---------------------------------------------------------------------------------
     @property
@@ -187,15 +185,12 @@ class DecodeStage(StopFlagPickling, SourceStage):
         if index < self.cfg.start_frame:
             return None
         self._taken += 1
-        pulled, self._pulled = self._pulled, 0.0
         slot = self._acquire()
         if slot is None:
             if self.live and not self._stop.is_set():
                 self.count("dropped_no_slot")
                 self._pending_drops += 1
-                self.timing("service", pulled)  # decoded, if not delivered
             return None
-        t0 = time.monotonic()
         try:
             rgb = to_rgb(self._max_pixels)
         except BaseException:
@@ -209,10 +204,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
                       dropped=self._pending_drops)
         self.store.frame(frame)[:] = rgb
         self._pending_drops = 0
-        work = pulled + time.monotonic() - t0
-        self.timing("service", work)
         frame.times["decode"] = now()
-        frame.times["decode:in"] = frame.times["decode"] - work
         self.count("frames")
         return frame
 
@@ -226,15 +218,26 @@ class DecodeStage(StopFlagPickling, SourceStage):
         return None
 
     def _timed(self, pictures: Iterator) -> Iterator:
-        """The source's pictures, the time each took to read and decode kept for _emit's service time."""
+        """The source's pictures, each one's work recorded as a "service" timing: reading and decoding it,
+        and converting it to RGB when it is (a picture skipped or dropped for want of a slot: the first)."""
         while True:
             t0 = time.monotonic()
             try:
-                item = next(pictures)
+                pts, to_rgb = next(pictures)
             except StopIteration:
                 return
-            self._pulled = time.monotonic() - t0
-            yield item
+            pulled = [time.monotonic() - t0]  # cleared once recorded
+
+            def timed_rgb(max_pixels, to_rgb=to_rgb, pulled=pulled):
+                t1 = time.monotonic()
+                try:
+                    return to_rgb(max_pixels)
+                finally:
+                    self.timing("service", pulled.pop() + time.monotonic() - t1 if pulled else 0.0)
+
+            yield pts, timed_rgb
+            if pulled:  # not converted: its reading and decoding were work all the same
+                self.timing("service", pulled.pop())
 
     def _pace(self, t0: float, pts: Optional[float], pts0: float) -> None:
         """Realtime: sleep until the frame's PTS has come, checking the stop flag."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pipeline.messages import EndOfStream, Frame, SourceEnd
 from pipeline.stage_process import newest_of_each_source
 from pipeline.supervisor import RunSettings, Supervisor
-from stage_helpers import CountingSource, Forward, Sink, read_sink, runtime_config
-from timing_stages import PersonSource, SleepyDecode, SleepyInfer
+from stage_helpers import CountingSource, Sink, read_sink, runtime_config
+from timing_stages import PersonSource, PixelForward, SleepyDecode, SleepyInfer
 
 
 def frame(source: str, index: int, dropped: int = 0) -> Frame:
@@ -77,7 +77,7 @@ def test_live_a_slow_stage_takes_the_newest_frame_and_every_drop_is_reported(tmp
     out = tmp_path / "sink.jsonl"
     n = 200
     summary = Supervisor(runtime_config(mode="live", queue_size=4, ring_slots=8), [
-        CountingSource(n, live=True, delay_s=0.002), Forward("slow", delay_s=0.03), Sink(str(out))]).run()
+        CountingSource(n, live=True, delay_s=0.002), PixelForward("slow", delay_s=0.03), Sink(str(out))]).run()
     frames, ends = read_sink(out)
     assert summary.exit_code == 0 and ends
     idx = [f[0] for f in frames]
@@ -114,11 +114,12 @@ def test_live_a_stage_works_no_further_ahead_of_a_slower_next_stage_than_it_can_
     # stage takes (and all but one dropped in front of it); paced, on about as many as it passes on
     out = tmp_path / "sink.jsonl"
     summary = Supervisor(runtime_config(mode="live", queue_size=4, ring_slots=8), [
-        CountingSource(150, live=True, delay_s=0.004), Forward("fast", delay_s=0.01),
-        Forward("slow", delay_s=0.06), Sink(str(out))]).run()
+        CountingSource(150, live=True, delay_s=0.004), PixelForward("fast", delay_s=0.01),
+        PixelForward("slow", delay_s=0.06), Sink(str(out))]).run()
     frames, _ = read_sink(out)
     assert summary.exit_code == 0
     assert sum(d for _, d in frames) + len(frames) == 150  # every frame delivered or reported dropped
     fast, slow = summary.stages[1], summary.stages[2]
     assert fast.items_in <= 2 * slow.items_in, (fast.items_in, slow.items_in)
     assert slow.wait_ms["p50"] < slow.service_ms["p50"], (slow.wait_ms, slow.service_ms)
+    assert summary.stages[-1].drops == 0  # what the pixel stages made is not dropped after them

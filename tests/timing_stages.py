@@ -10,6 +10,7 @@ from pipeline.messages import Detections, Frame, Person, now
 from pipeline.stage import SourceStage, StageContext
 from stages.decode import DecodeConfig, DecodeStage
 from stages.infer import InferConfig, InferStage
+from stage_helpers import Forward
 
 
 class SleepyPictures:
@@ -93,3 +94,10 @@ class SleepyInfer(InferStage):
 
     def setup(self):
         self.engine = SleepEngine(self.forward_s)
+
+
+class PixelForward(Forward):
+    """stage_helpers.Forward (passes frames on after a sleep, checking their pixels), declared as a stage
+    that reads pixels: live, the runtime hands it the newest frame and paces the one before it."""
+
+    needs_pixels = True
