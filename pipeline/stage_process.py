@@ -122,6 +122,7 @@ class _Child:
         self.last_take: Optional[float] = None  # live pacing: when the next stage last took our items
         self.take_intervals: list[float] = []
         self.awaiting_take = False  # live: items given to the next stage that it has not taken yet
+        self.refreshed = False  # live: this cycle of the next stage already had one fresher frame
         self.pending_drops: dict = {}  # stream id (None: unknown) -> drops the next frame of it reports
         self.last_report = 0.0
         self.store = None
@@ -428,8 +429,8 @@ class _Child:
         quartile of the last few: rather early than late) less its own service time (p90) per item. Until
         then, and while the next stage has not taken its items, it waits instead of working on frames that
         would be dropped in front of it (on a few CPU cores that work slows the next stage down). When the
-        next stage runs longer than that interval by one service time here, this one works on (the next
-        stage takes only the newest of what waits), so what it gets is never much older than that."""
+        next stage runs longer than that interval by one service time here, this one does one frame more
+        (the next stage takes only the newest of what waits), once per cycle of the next stage."""
         if (not self.live or self.out_q is None or self.stage.next_deadline() is not None
                 or not getattr(self.stage, "needs_pixels", False) or getattr(self.stage, "releases_pixels", False)):
             return  # (only a stage whose frames go on to another that reads pixels: detect before infer)
@@ -437,8 +438,9 @@ class _Child:
         try:
             while self.out_q.qsize() >= ahead:  # not taken yet
                 due = self._free_by()
-                if due is not None and time.monotonic() >= due + self._own(0.5):
-                    return  # the next stage runs long: a frame done now would be fresher, and it takes the newest
+                if not self.refreshed and due is not None and time.monotonic() >= due + self._own(0.5):
+                    self.refreshed = True  # the next stage runs long: a frame done now is fresher (it takes
+                    return                 # the newest); once a cycle, so little work is thrown away
                 if self.abort.is_set() or not self.parent_alive():
                     raise SystemExit(1)
                 time.sleep(PACE_POLL_S)
@@ -446,7 +448,7 @@ class _Child:
             return
         if not self.awaiting_take:
             return
-        self.awaiting_take = False
+        self.awaiting_take = self.refreshed = False
         taken = time.monotonic()  # (or a little before, when it happened while this stage worked)
         if self.last_take is not None:
             self.take_intervals = (self.take_intervals + [taken - self.last_take])[-TAKES_KEPT:]

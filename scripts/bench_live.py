@@ -15,7 +15,8 @@ item; infer: the forward pass of the batch a frame rode in) and their sum; the t
 p95 age <= 1.5 x that sum + one frame interval.
 
 Each run is its own process (`--tree` chooses whose code it imports), so two trees compare on the same
-machine in one invocation (`--tree A --tree B`, runs interleaved).
+machine in one invocation (`--tree A --tree B`, runs interleaved; with `--together` at the same time, so
+that a machine whose load changes from minute to minute loads both alike).
 """
 from __future__ import annotations
 
@@ -141,6 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tree", type=Path, action="append", default=None,
                     help="checkout whose code runs (repeatable; default: this one)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--together", action="store_true",
+                    help="run the trees' runs at the same time (each under the same load; they share the CPUs)")
     ap.add_argument("--verbose", action="store_true", help="show each run's own output")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -149,8 +152,15 @@ def main(argv=None) -> int:
         return child(args)
     trees = [t.resolve() for t in (args.tree or [REPO])]
     for persons in args.persons:
-        for tree in trees:
-            show(tree, persons, one_run(tree, persons, args))
+        if args.together:  # every tree's run at the same time: the same load on the machine for each
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(trees)) as pool:
+                results = list(pool.map(lambda t: one_run(t, persons, args), trees))
+        else:
+            results = [one_run(tree, persons, args) for tree in trees]
+        for tree, r in zip(trees, results):
+            show(tree, persons, r)
     return 0
 
 
