@@ -8,7 +8,8 @@ next to the work done on it.
 For each person count it runs `mode=live, decode.realtime=true, decode.loop=true` on the source (the
 shipped sample by default: 15 fps, 640x480) for `--seconds` of video, the HOG detector (no weights
 needed) keeping at most that many persons per frame, and records the stream. From the recording:
-published frames/s (first to last publish), the fraction of frames dropped (the frames' `dropped`
+published frames/s (first to last publish; and the frames published while the source played, per second
+of it, which leaves out a backlog published after it ended), the fraction of frames dropped (the frames' `dropped`
 counts over frames published + dropped), and the age of each published frame, capture (decode's
 timestamp) to publish, p50/p95/p99. From the run's summary: each stage's measured service time (p50 per
 item; infer: the forward pass of the batch a frame rode in) and their sum; the target is
@@ -61,10 +62,15 @@ def child(args) -> int:
         summary = run(config)
         frames = [(r.t, wire.decode(r.payload)) for r in wire.read_recording(rec) if r.topic.endswith(b"/frame")]
     ages = np.array([t - m["times"]["decode"] for t, m in frames]) * 1000.0
+    # the source played from `start` (frame i is due i / rate after it) for `seconds`: frames published by
+    # then are the live output; a run that had frames queued publishes more after (old frames)
+    start = min((m["times"]["decode"] - m["index"] / rate for _, m in frames), default=0.0)
+    during = sum(t <= start + args.seconds for t, _ in frames)
     dropped = sum(m["dropped"] for _, m in frames)
     n = len(frames)
     out = {
-        "exit": summary.exit_code, "frames": n, "dropped": dropped, "rate": rate,
+        "exit": summary.exit_code, "frames": n, "dropped": dropped, "rate": rate, "during": during,
+        "seconds": args.seconds,
         "fps": (n - 1) / (frames[-1][0] - frames[0][0]) if n > 1 else 0.0,
         "persons": sum(len(m["persons"]) for _, m in frames) / max(n, 1),
         "detected": next((s.counters.get("persons", 0) / max(s.items_out, 1) for s in summary.stages
@@ -109,7 +115,8 @@ def show(tree: Path, persons: int, r: dict) -> None:
     print(f"\n{tree}  detect.max_persons {persons}: persons detected per frame {r['detected']:.2f}, published "
           f"per frame {r['persons']:.2f} (with tracks carried by smooth), source {r['rate']:.0f} fps")
     print(f"  published {r['frames']} frames, {r['fps']:.2f} fps; dropped {r['dropped']} "
-          f"({r['dropped'] / max(total, 1):.0%})")
+          f"({r['dropped'] / max(total, 1):.0%}); while the source played: {r['during']} frames, "
+          f"{r['during'] / r['seconds']:.2f} fps")
     print(f"  age capture -> publish: p50 {a.get('p50', 0):.0f} ms  p95 {a.get('p95', 0):.0f} ms  "
           f"p99 {a.get('p99', 0):.0f} ms")
     for s in r["stages"]:
