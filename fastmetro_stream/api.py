@@ -18,7 +18,7 @@ from rich.table import Table
 from fastmetro import UNTRAINED_MESSAGE
 
 from pipeline.messages import Detections, MeshFrame
-from pipeline.metrics import RunSummary, StageMetrics
+from pipeline.metrics import RunSummary, StageMetrics, process_started
 from pipeline.supervisor import Supervisor
 
 from .config import Config
@@ -87,20 +87,28 @@ class _Progress:
 
 
 def summary_table(summary: RunSummary) -> Table:
+    """One row per stage: items in and out, drops, the deepest its input queue got, how long items waited
+    in that queue, the stage's service time per item (its work: infer's forward pass per batch, decode's
+    decoding without pacing), and its busy fraction (docs/metrics.md)."""
     t = Table(title=f"{summary.frames} frames in {summary.elapsed_s:.1f} s ({summary.fps:.1f} fps), "
                     f"{summary.persons} person-frames, {summary.reason}")
-    for col in ("stage", "in", "out", "drops", "queue max", "p50 ms", "p95 ms", "p99 ms"):
+    for col in ("stage", "in", "out", "drops", "queue max", "wait p50 ms", "wait p95 ms", "service p50 ms",
+                "service p95 ms", "busy"):
         t.add_column(col, justify="left" if col == "stage" else "right")
+
+    def ms(d: dict, k: str) -> str:
+        return f"{d[k]:.1f}" if d and k in d else "-"
+
     for m in summary.stages:
-        lat = m.latency_ms or {}
         t.add_row(m.name, str(m.items_in), str(m.items_out), str(m.drops), str(m.queue_depth_max),
-                  *(f"{lat[k]:.1f}" if k in lat else "-" for k in ("p50", "p95", "p99")))
+                  ms(m.wait_ms, "p50"), ms(m.wait_ms, "p95"), ms(m.service_ms, "p50"), ms(m.service_ms, "p95"),
+                  f"{m.busy:.0%}" if m.busy_s else "-")
     return t
 
 
 def summary_notes(summary: RunSummary, streams: Sequence[str] = ()) -> list[str]:
-    """Each stage's own counters, the capture-to-published latency, and with several sources (streams:
-    their ids) each one's frames published and frames dropped."""
+    """Each stage's own counters and timings, the capture-to-published latency, the start-up time, and
+    with several sources (streams: their ids) each one's frames published and frames dropped."""
     lines = []
     sources = summary.sources
     if len(streams) > 1 or len(sources) > 1:
@@ -111,10 +119,27 @@ def summary_notes(summary: RunSummary, streams: Sequence[str] = ()) -> list[str]
         notes = ", ".join(f"{k} {v}" for k, v in sorted(m.counters.items()) if v)
         if notes:
             lines.append(f"  {m.name}: {notes}")
+        for key, d in sorted((m.timings_ms or {}).items()):
+            lines.append(f"  {m.name} {key}: p50 {d['p50']:.1f} ms, p95 {d['p95']:.1f} ms, p99 {d['p99']:.1f} ms")
         if m.e2e_ms:
             lines.append(f"  capture -> published: p50 {m.e2e_ms['p50']:.0f} ms, p95 {m.e2e_ms['p95']:.0f} ms, "
                          f"p99 {m.e2e_ms['p99']:.0f} ms")
+    if summary.startup_s is not None:
+        ready = ", ".join(f"{m.name} {m.ready_s:.1f} s" for m in summary.stages if m.ready_s is not None)
+        lines.append(f"  start-up: first frame published {summary.startup_s:.1f} s after the command started"
+                     + (f" (each stage's process ready after: {ready})" if ready else ""))
     return lines
+
+
+_RUNS = []  # the times run() was called in this process
+
+
+def _command_started(called: float) -> float:
+    """When the command began: the process's start when this is its first run() and it came within a
+    minute of it (the CLI, a script), else the call of run() (a notebook, a second run)."""
+    _RUNS.append(called)
+    start = process_started()
+    return start if len(_RUNS) == 1 and called - start < 60.0 else called
 
 
 def run(config: Config, stages: Optional[list] = None, console: Optional[Console] = None,
@@ -126,6 +151,7 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     is exported to per-track files in DIR (several sources: each stream to DIR/<its id>, the id made a safe
     file name by wire.stream_file_name); a failed export makes the exit code 1.
     on_progress: also called with every stage's metrics, about twice a second (e.g. a batch's counter)."""
+    called = time.time()
     config = config.resolved()
     console = console or Console(stderr=True)
     if config.infer.checkpoint is None:
@@ -159,6 +185,8 @@ def run(config: Config, stages: Optional[list] = None, console: Optional[Console
     finally:
         progress.stop()
     summary.untrained = any(m.counters.get("untrained_weights") for m in summary.stages)
+    if summary.stages and summary.stages[-1].first_done is not None:
+        summary.startup_s = summary.stages[-1].first_done - _command_started(called)
     if summary.stages:  # (none when a check failed before any stage started)
         console.print(summary_table(summary))
     for line in summary_notes(summary, config.stream_ids() if config.sources else ()):

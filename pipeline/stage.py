@@ -23,6 +23,16 @@ Stages report their own counters (e.g. corrupt frames) through `self.counters`, 
 that the runtime adds to the run's metrics; the counters named in `drop_counters` count frames the
 stage dropped and go into the run's drops.
 
+Service time: the runtime times each process()/tick() call and counts that as the stage's work on its
+items. A stage whose calls hold more than its work (a source's pacing sleep, a batching stage that only
+collects most of the time) says so with `reports_service = True` and records the work itself,
+`self.timing("service", seconds)` once per item (a batch: once per batch); other keys
+(`self.timing("forward per crop", s)`) are shown beside it. docs/metrics.md says what each figure is.
+
+Live runs hand a worker stage every message that waited for it at once, the stale frames of each source
+already dropped: `process_many(msgs)` (by default process() of each in turn); a batching stage runs them
+as one batch there instead of waiting for more.
+
 Pixels: a stage that reads a frame's pixels from the shared-memory ring says so (`needs_pixels = True`).
 Before the run the runtime sets `releases_pixels` on the last such stage, and that stage gives the
 frame's slot back once it has read (or copied) what it needs; no other stage releases a slot.
@@ -108,13 +118,19 @@ class Stage:
     name: ClassVar[str] = "stage"
     needs_pixels: ClassVar[bool] = False  # reads frames' pixels from the ring (see the module docstring)
     drop_counters: ClassVar[tuple[str, ...]] = ()  # counters of frames this stage dropped
+    reports_service: ClassVar[bool] = False  # records its own "service" timings (see the module docstring)
     releases_pixels: bool = False  # set by the runtime on the last stage that needs pixels
 
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
+        self.timings: dict[str, list[float]] = {}
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
+
+    def timing(self, key: str, seconds: float) -> None:
+        """One sample of a duration the stage measured itself ("service": its work on one item)."""
+        self.__dict__.setdefault("timings", {}).setdefault(key, []).append(seconds)
 
     def check(self) -> None:
         """Cheap checks of what the user gave (a source path, say), in the parent before any process
@@ -125,6 +141,13 @@ class Stage:
 
     def process(self, msg: Any) -> Iterable[Any]:
         raise NotImplementedError
+
+    def process_many(self, msgs: list) -> Iterable[Any]:
+        """Live mode: every message that was waiting, in order (see the module docstring)."""
+        out: list = []
+        for msg in msgs:
+            out.extend(self.process(msg))
+        return out
 
     def finish(self) -> Iterable[Any]:
         return ()

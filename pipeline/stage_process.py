@@ -3,11 +3,22 @@
     in_q --message--> stage.process --messages--> out_q          (events -> the supervisor)
 
 It takes messages from its input queue (or, for the source, reads its frames once the supervisor says go),
-applies the run's queue policy when it puts (offline: block; live: drop the oldest queued item, count it,
-release its frame slot and report the drop on the next frame of its source), forwards the end messages
-exactly once, reports progress, readiness, errors and its end to the supervisor, and stops cleanly on a
-drain (Ctrl-C), an abort, or the death of its supervisor. pipeline/supervisor.py starts one per stage and
-says what the policies are.
+applies the run's queue policy, forwards the end messages exactly once, reports progress, readiness,
+errors and its end to the supervisor, and stops cleanly on a drain (Ctrl-C), an abort, or the death of its
+supervisor. pipeline/supervisor.py starts one per stage and says what the policies are.
+
+Live mode hands over newest-wins in front of the stages that read pixels (detect, infer, the overlay:
+the costly ones): when such a stage is free it takes everything waiting in its input queue, keeps the
+newest frame of each source and drops the older ones (counted, their frame slots released, the drop
+reported by the kept frame of that source), and gives what it kept to `stage.process_many` at once. So
+it always works on the freshest frame while the stage after it works on the one before (detect on frame
+n+1 while infer runs frame n), and no frame waits behind stale ones; the meshes infer made are not
+dropped after it. A full output queue still drops its oldest item (same accounting). A stage whose frames
+go on to another pixel stage (detect) is paced (`_pace`). Offline nothing is dropped: a full queue blocks.
+
+Measured per stage (pipeline/metrics.py, docs/metrics.md): service time per item, the wait of each item in
+the input queue, busy seconds; each frame carries, in `times`, when each stage took it ("<stage>:in") and
+that stage's busy seconds when it passed the frame on ("<stage>:busy"), so a subscriber sees them too.
 """
 from __future__ import annotations
 
@@ -22,14 +33,16 @@ import time
 import traceback
 from typing import Any, Optional
 
-from .messages import CONTROL, EndOfStream, Frame, SourceEnd
-from .metrics import StageMetrics, percentiles
+from .messages import CONTROL, EndOfStream, Frame, SourceEnd, now
+from .metrics import StageMetrics, percentiles, process_started
 from .shm import FrameStore
 from .stage import StageError
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.5
+PACE_POLL_S = 0.005  # how often a paced live stage looks whether the next stage took its item
+TAKES_KEPT = 8  # the next stage's recent take intervals a paced live stage keeps
 LATENCY_SAMPLES = 20000
 ORPHAN_GRACE_S = 2.0  # what a stage whose supervisor died has to close itself before it exits anyway
 
@@ -40,6 +53,41 @@ def _frame_of(msg: Any) -> Optional[Frame]:
     if isinstance(msg, Frame):
         return msg
     return getattr(msg, "frame", None)
+
+
+def handed_over(f: Frame) -> Optional[float]:
+    """When the stage before passed the frame on: the latest stage stamp in its `times` (the keys with a
+    ':' are the runtime's own: when a stage took it, busy seconds)."""
+    stamps = [v for k, v in f.times.items() if ":" not in k]
+    return max(stamps) if stamps else None
+
+
+def newest_of_each_source(items: list) -> tuple[list, list]:
+    """(kept, dropped) of messages taken from a queue at once, in order: a frame is dropped when a later
+    one of the same source follows before any end message of that source; each kept frame reports the
+    drops of its source before it in `dropped`. End messages are always kept, in place."""
+    kept, dropped, carry = [], [], {}
+    for i, item in enumerate(items):
+        f = _frame_of(item)
+        stale = False
+        if f is not None and not isinstance(item, CONTROL):
+            for later in items[i + 1:]:
+                if isinstance(later, CONTROL):
+                    if isinstance(later, EndOfStream) or later.source == f.source:
+                        break
+                    continue
+                g = _frame_of(later)
+                if g is not None and g.source == f.source:
+                    stale = True
+                    break
+        if stale:
+            carry[f.source] = carry.get(f.source, 0) + 1 + f.dropped
+            dropped.append(item)
+        else:
+            if f is not None and not isinstance(item, CONTROL):
+                f.dropped += carry.pop(f.source, 0)
+            kept.append(item)
+    return kept, dropped
 
 
 # --- the child side -------------------------------------------------------------------------------
@@ -67,6 +115,14 @@ class _Child:
         self.m = StageMetrics(stage.name)
         self.latencies: list[float] = []
         self.e2e: list[float] = []
+        self.service: list[float] = []  # seconds of work per item (or per batch: the stage's own samples)
+        self.waits: list[float] = []  # seconds each item waited in the input queue
+        self.timings: dict[str, list[float]] = {}  # the stage's other own timings
+        self.started = 0.0  # time.monotonic() of the first work (a source: of the go), for the busy fraction
+        self.last_take: Optional[float] = None  # live pacing: when the next stage last took our items
+        self.take_intervals: list[float] = []
+        self.awaiting_take = False  # live: items given to the next stage that it has not taken yet
+        self.refreshed = False  # live: this cycle of the next stage already had one fresher frame
         self.pending_drops: dict = {}  # stream id (None: unknown) -> drops the next frame of it reports
         self.last_report = 0.0
         self.store = None
@@ -101,6 +157,9 @@ class _Child:
         if not force and t - self.last_report < PROGRESS_EVERY_S:
             return
         self.last_report = t
+        self._collect_timings()
+        if self.started:
+            self.m.busy = self.m.busy_s / max(t - self.started, 1e-9)
         self.m.counters = dict(self.stage.counters)
         self.m.dropped_here = sum(self.stage.counters.get(k, 0) for k in getattr(self.stage, "drop_counters", ()))
         if self.in_q is not None:
@@ -111,6 +170,45 @@ class _Child:
             self.m.queue_depth_max = max(self.m.queue_depth_max, self.m.queue_depth)
         self.events.put(("progress", self.stage.name, self.m))
 
+    # --- timings ---
+    def _collect_timings(self) -> None:
+        """The stage's own samples moved into the runtime's (its "service" ones count as its busy time)."""
+        own = getattr(self.stage, "timings", None)
+        if not own:
+            return
+        for key in list(own):
+            samples, own[key] = own[key], []
+            if key == "service":
+                self.m.busy_s += sum(samples)
+                self.service.extend(samples)
+            else:
+                self.timings.setdefault(key, []).extend(samples)
+        for xs in (self.service, *self.timings.values()):
+            if len(xs) > LATENCY_SAMPLES:
+                del xs[: LATENCY_SAMPLES // 2]
+
+    def _worked(self, seconds: float, items: int) -> None:
+        """A call of the stage took `seconds` for `items` items (0: a tick): its service time, unless the
+        stage measures its own."""
+        if not self.started:  # the busy fraction counts from the first work (item or tick)
+            self.started = time.monotonic() - seconds
+        if getattr(self.stage, "reports_service", False):
+            self._collect_timings()
+            return
+        self.m.busy_s += seconds
+        if items:
+            self.service.extend([seconds / items] * items)
+            if len(self.service) > LATENCY_SAMPLES:
+                del self.service[: LATENCY_SAMPLES // 2]
+
+    def _final_figures(self) -> None:
+        self._collect_timings()
+        self.m.latency_ms = percentiles(self.latencies)
+        self.m.e2e_ms = percentiles(self.e2e)
+        self.m.service_ms = percentiles(self.service)
+        self.m.wait_ms = percentiles(self.waits)
+        self.m.timings_ms = {k: percentiles(v) for k, v in self.timings.items() if v}
+
     # --- output with the mode's policy ---
     def send(self, items) -> None:
         if self.out_q is None:  # the last stage: nothing to pass on
@@ -119,11 +217,14 @@ class _Child:
             f = _frame_of(item)
             if f is not None:
                 f.times.setdefault(self.stage.name, time.time())  # when this stage emitted it
+                f.times[f"{self.stage.name}:busy"] = round(self.m.busy_s, 6)
             if f is not None and self.pending_drops:
                 f.dropped += self.pending_drops.pop(f.source, 0) + self.pending_drops.pop(None, 0)
             self._put(item)
             if not isinstance(item, SourceEnd):  # a control message, not an item of the stream
                 self.m.items_out += 1
+            if f is not None and not isinstance(item, CONTROL):
+                self.awaiting_take = True
 
     def _put(self, item) -> None:
         eos = isinstance(item, CONTROL)
@@ -172,6 +273,8 @@ class _Child:
             self.store = FrameStore.attach(self.spec)
             self.stage.store = self.store
             self.stage.setup()
+            self.m.ready_s = time.time() - process_started()
+            self.report(force=True)
             self.events.put(("ready", self.stage.name, None))
             start = time.monotonic()
             if hasattr(self.stage, "frames"):
@@ -180,6 +283,7 @@ class _Child:
                 while not self.go.wait(0.1):
                     if self.abort.is_set() or not self.parent_alive():
                         raise SystemExit(1)
+                start = self.started = time.monotonic()
                 self._run_source()
             else:
                 self._run_worker()
@@ -202,8 +306,7 @@ class _Child:
             except Exception:
                 if status == "done":
                     status, detail = "error", traceback.format_exc()
-            self.m.latency_ms = percentiles(self.latencies)
-            self.m.e2e_ms = percentiles(self.e2e)
+            self._final_figures()
             self.report(force=True)
             self.events.put((status, self.stage.name, detail))
             if self.store is not None:
@@ -241,6 +344,10 @@ class _Child:
         threading.Thread(target=stop_on_request, name="stop-watch", daemon=True).start()
         for item in it:
             self.latencies.append(time.monotonic() - t0)  # time to produce the item (not to queue it)
+            self._worked(time.monotonic() - t0, 0 if isinstance(item, SourceEnd) else 1)
+            f = _frame_of(item)
+            if f is not None and self.service and self.stage.name in f.times:  # when its work on it began
+                f.times.setdefault(f"{self.stage.name}:in", f.times[self.stage.name] - self.service[-1])
             if not isinstance(item, SourceEnd):
                 self.m.items_in += 1
                 frames += 1
@@ -271,6 +378,7 @@ class _Child:
         while True:
             if self.abort.is_set() or not self.parent_alive():
                 raise SystemExit(1)
+            self._pace()
             deadline = stage.next_deadline()
             wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
             try:
@@ -278,33 +386,134 @@ class _Child:
             except queue.Empty:
                 deadline = stage.next_deadline()
                 if deadline is not None and time.monotonic() >= deadline:
-                    self.send(list(stage.tick()))
+                    t0 = time.monotonic()
+                    outs = list(stage.tick())
+                    self._worked(time.monotonic() - t0, 0)
+                    self.send(outs)
                 self.report()
                 continue
-            if not isinstance(msg, SourceEnd):
-                self.m.items_in += 1
-                self._count_source(msg)
-            if self.measure is not None:
-                self.m.persons += self.measure(msg)
+            if not self.started:  # the busy fraction counts from the first work (not the others' start-up)
+                self.started = time.monotonic()
+            msgs = self._newest([msg]) if self.live and getattr(stage, "needs_pixels", False) else [msg]
+            taken = now()
+            for m in msgs:
+                self._took(m, taken)
             t0 = time.monotonic()
-            outs = list(stage.process(msg))
-            if isinstance(msg, EndOfStream):
+            outs = list(stage.process_many(msgs) if self.live else stage.process(msg))
+            end = isinstance(msgs[-1], EndOfStream)
+            if end:
                 outs += list(stage.finish())
-                ends = [o for o in outs if isinstance(o, EndOfStream)] or [msg]
+                ends = [o for o in outs if isinstance(o, EndOfStream)] or [msgs[-1]]
                 outs = [o for o in outs if not isinstance(o, EndOfStream)] + ends[:1]
-            self.latencies.append(time.monotonic() - t0)
-            f = _frame_of(msg)
-            if self.out_q is None and f is not None and self.source_name in f.times:
-                self.e2e.append(time.time() - f.times[self.source_name])  # capture to the end
+            spent = time.monotonic() - t0
+            self.latencies.extend([spent / len(msgs)] * len(msgs))
+            items = sum(not isinstance(m, CONTROL) for m in msgs)
+            self._worked(spent, items)
+            if items and self.m.first_done is None:
+                self.m.first_done = now()
+            for m in msgs:
+                f = _frame_of(m)
+                if self.out_q is None and f is not None and self.source_name in f.times:
+                    self.e2e.append(time.time() - f.times[self.source_name])  # capture to the end
             if len(self.latencies) > LATENCY_SAMPLES:
                 del self.latencies[: LATENCY_SAMPLES // 2]
             self.send(outs)
             self.report()
-            if isinstance(msg, EndOfStream):
+            if end:
                 if self.out_q is not None:
                     self.out_q.close()
                     self.out_q.join_thread()  # everything handed to the next stage before exiting
                 return
+
+    def _pace(self) -> None:
+        """Live: work no further ahead of a slower next stage than it can use. Once the next stage took
+        what this one gave it (one item per source), this one starts its next frame so as to finish
+        about when the next stage is free again: after the next stage's recent take interval (the lower
+        quartile of the last few: rather early than late) less its own service time (p90) per item. Until
+        then, and while the next stage has not taken its items, it waits instead of working on frames that
+        would be dropped in front of it (on a few CPU cores that work slows the next stage down). When the
+        next stage runs longer than that interval by one service time here, this one does one frame more
+        (the next stage takes only the newest of what waits), once per cycle of the next stage."""
+        if (not self.live or self.out_q is None or self.stage.next_deadline() is not None
+                or not getattr(self.stage, "needs_pixels", False) or getattr(self.stage, "releases_pixels", False)):
+            return  # (only a stage whose frames go on to another that reads pixels: detect before infer)
+        ahead = max(1, len(self.m.sources))
+        try:
+            while self.out_q.qsize() >= ahead:  # not taken yet
+                due = self._free_by()
+                if not self.refreshed and due is not None and time.monotonic() >= due + self._own(0.5):
+                    self.refreshed = True  # the next stage runs long: a frame done now is fresher (it takes
+                    return                 # the newest); once a cycle, so little work is thrown away
+                if self.abort.is_set() or not self.parent_alive():
+                    raise SystemExit(1)
+                time.sleep(PACE_POLL_S)
+        except NotImplementedError:  # no qsize (macOS): no pacing
+            return
+        if not self.awaiting_take:
+            return
+        self.awaiting_take = self.refreshed = False
+        taken = time.monotonic()  # (or a little before, when it happened while this stage worked)
+        if self.last_take is not None:
+            self.take_intervals = (self.take_intervals + [taken - self.last_take])[-TAKES_KEPT:]
+        self.last_take = taken
+        due = self._free_by()
+        if due is None or not self.service:
+            return
+        until = due - self._own(0.9) * ahead
+        while time.monotonic() < until:
+            if self.abort.is_set() or not self.parent_alive() or self.drain.is_set():
+                return
+            time.sleep(min(0.05, max(0.0, until - time.monotonic())))
+
+    def _own(self, q: float) -> float:
+        """This stage's recent service time per item, quantile q (0 before any)."""
+        recent = sorted(self.service[-20:])
+        return recent[int(q * (len(recent) - 1))] if recent else 0.0
+
+    def _free_by(self) -> Optional[float]:
+        """When the next stage should be free again: its last take plus the lower quartile of its recent
+        take intervals (None: not known yet)."""
+        if self.last_take is None or not self.take_intervals:
+            return None
+        intervals = sorted(self.take_intervals)
+        return self.last_take + intervals[(len(intervals) - 1) // 4]
+
+    def _newest(self, items: list) -> list:
+        """Live: `items` and everything else waiting now, the stale frames of each source dropped."""
+        if isinstance(items[-1], EndOfStream):
+            return items
+        while True:
+            try:
+                items.append(self.in_q.get_nowait())
+            except queue.Empty:
+                break
+            if isinstance(items[-1], EndOfStream):
+                break
+        if len(items) == 1:
+            return items
+        kept, dropped = newest_of_each_source(items)
+        for item in dropped:
+            f = _frame_of(item)
+            if f.slot >= 0:
+                self.store.release(f)
+            self.m.drops += 1  # (its count travels on with the kept frame of its source)
+        return kept
+
+    def _took(self, msg, wall: float) -> None:
+        """Counts of a message the stage is about to work on, and how long it waited for it."""
+        if not isinstance(msg, SourceEnd):
+            self.m.items_in += 1
+            self._count_source(msg)
+        if self.measure is not None:
+            self.m.persons += self.measure(msg)
+        f = _frame_of(msg)
+        if f is not None and not isinstance(msg, CONTROL):
+            sent = handed_over(f)
+            if sent is not None:
+                self.waits.append(max(0.0, wall - sent))
+                if len(self.waits) > LATENCY_SAMPLES:
+                    del self.waits[: LATENCY_SAMPLES // 2]
+            f.times[f"{self.stage.name}:in"] = wall
 
 
 def end_reason(name: str, error: str) -> str:

@@ -8,9 +8,11 @@ gets `releases_pixels` (pipeline/stage.py).
 
 Policies between stages (RunSettings.mode):
   offline  a full queue blocks the producer: back-pressure slows decoding; nothing is ever dropped.
-  live     a full queue drops its OLDEST item (counted, its frame slot released) so the freshest frame
-           wins; the next frame through of the same source (Frame.source) carries the count in
-           Frame.dropped. No item is processed twice. End messages (EndOfStream, SourceEnd) are never dropped.
+  live     newest-wins: a stage takes everything waiting and keeps the newest frame of each source, and
+           a full queue drops its OLDEST item; dropped frames are counted, their slots released, and the
+           next frame through of the same source (Frame.source) carries the count in Frame.dropped. A
+           stage works no further ahead of a slower next stage than it can use (pipeline/stage_process.py).
+           No item is processed twice. End messages (EndOfStream, SourceEnd) are never dropped.
 Per source (stream id), every stage counts the frames it took and the drops they reported
 (StageMetrics.sources); the last stage's counts are the run's per-source figures.
 

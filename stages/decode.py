@@ -9,6 +9,9 @@ slots, real-time pacing, start/max frames, looping (pts keep increasing: image f
 Policies: offline mode waits for a free FrameStore slot (nothing lost); live mode drops a frame when no
 slot is free (counted "dropped_no_slot", added to the next frame's `dropped`). Undecodable packets are
 counted ("corrupt_frames") and skipped; a source that cannot be opened at all raises `SourceError`.
+
+Service time (docs/metrics.md): the work on each frame, reading and decoding it and converting it to RGB
+(`_timed`); not the pacing sleep nor a wait for a free slot.
 """
 from __future__ import annotations
 
@@ -109,6 +112,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
 
     name = "decode"
     drop_counters = ("dropped_no_slot",)
+    reports_service = True  # decoding, without the pacing sleep and slot waits (_timed)
 
     def __init__(self, config: Any = None, context: Optional[StageContext] = None, *, source: Optional[str] = None,
                  source_id: Optional[str] = None, mode: Optional[str] = None) -> None:
@@ -216,6 +220,28 @@ class DecodeStage(StopFlagPickling, SourceStage):
                 return slot
         return None
 
+    def _timed(self, pictures: Iterator) -> Iterator:
+        """The source's pictures, each one's work recorded as a "service" timing: reading and decoding it,
+        and converting it to RGB when it is (a picture skipped or dropped for want of a slot: the first)."""
+        while True:
+            t0 = time.monotonic()
+            try:
+                pts, to_rgb = next(pictures)
+            except StopIteration:
+                return
+            pulled = [time.monotonic() - t0]  # cleared once recorded
+
+            def timed_rgb(max_pixels, to_rgb=to_rgb, pulled=pulled):
+                t1 = time.monotonic()
+                try:
+                    return to_rgb(max_pixels)
+                finally:
+                    self.timing("service", pulled.pop() + time.monotonic() - t1 if pulled else 0.0)
+
+            yield pts, timed_rgb
+            if pulled:  # not converted: its reading and decoding were work all the same
+                self.timing("service", pulled.pop())
+
     def _pace(self, t0: float, pts: Optional[float], pts0: float) -> None:
         """Realtime: sleep until the frame's PTS has come, checking the stop flag."""
         if pts is None:
@@ -236,7 +262,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
             first_raw, last_raw, duration = None, None, None  # source pts of this pass
             base, corrupt = self._index, self.counters.get("corrupt_frames", 0)
             try:
-                for raw, to_rgb in source.pictures():
+                for raw, to_rgb in self._timed(source.pictures()):
                     index = self._index
                     if self.counters.get("corrupt_frames", 0) > corrupt and raw is not None and source.rate:
                         # frames were lost to damage: the index is the frame's position in the source (from
@@ -296,7 +322,7 @@ class DecodeStage(StopFlagPickling, SourceStage):
             got = 0
             ended = False  # a clean end of a finite stream (e.g. a file over HTTP): no reconnect
             try:
-                for pts, to_rgb in source.pictures():
+                for pts, to_rgb in self._timed(source.pictures()):
                     if pts is not None:
                         if got == 0 and last_pts is not None and pts + offset <= last_pts:
                             offset = last_pts + max(time.monotonic() - last_wall, 1e-3) - pts

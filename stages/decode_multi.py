@@ -216,6 +216,7 @@ class MultiDecodeStage(StopFlagPickling, SourceStage):
 
     name = "decode"
     drop_counters = ("dropped_no_slot", "dropped_behind")
+    reports_service = True  # each source's decoding (stages/decode.py), gathered from its thread
     source_id = ALL_SOURCES
     _not_pickled = ("_threads",)  # (each decoder carries its own stop flag)
 
@@ -305,6 +306,10 @@ class MultiDecodeStage(StopFlagPickling, SourceStage):
                 total[k] = total.get(k, 0) + v
         total["sources_failed"] = sum(r.startswith("error") for r in self._ended.values())
         self.counters = total
+        for d in self.decoders:  # timings move here (the runtime reads them from this stage)
+            for key in list(d.timings):
+                samples, d.timings[key] = d.timings[key], []
+                self.timings.setdefault(key, []).extend(samples)
 
     def frames(self) -> Iterator[Union[Frame, SourceEnd]]:
         boxes = _Boxes(self.ids, self.live)

@@ -3,13 +3,19 @@
 Input: Detections (crops in the frame's shared-memory slot). Output: MeshFrame, one per input, in input
 order, every person of a frame together.
 
-Batching is deadline-bounded: crops of successive frames are collected until `max_batch` crops are waiting
-or the oldest waiting frame has waited `max_wait_ms`, whichever comes first (live default 10 ms, so a lone
-frame is held at most that long plus one forward; offline default 500 ms, so batches fill). A frame's
+Batching, offline, is deadline-bounded: crops of successive frames are collected until `max_batch` crops
+are waiting or the oldest waiting frame has waited `max_wait_ms`, whichever comes first (default 500 ms,
+so batches fill). Live, a frame never waits for others: the runtime hands the stage every frame that was
+waiting for it at once (the newest of each source, `process_many`) and they run as one batch (of at most
+`max_batch` crops) there and then (`max_wait_ms` is not used). A frame's
 crops are copied out of shared memory on arrival and, when this is the last stage that reads pixels (the
 runtime says so: `releases_pixels`), its slot is released at once, so batching never holds the frame ring.
 The network itself runs in fastmetro.engine.Engine (device, precision, buffers); results are placed in the
 frame's camera by fastmetro.crops.place.
+
+Measured (docs/metrics.md): the stage's service time is its forward pass, per batch (with the hand pass
+when hands are on); "forward per crop" is that over the batch's crops; "batch wait" is the time each frame
+waited in the batcher before its forward began.
 
 Hands (`hands`, off by default on a CPU, where a 5-person frame costs 2.75x with them): a frame's pixels
 are copied out with its crops, and after the body pass the hand pass (stages/infer_hands.py) cuts each
@@ -50,8 +56,8 @@ class InferConfig(BaseModel):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     # Crops per forward. 16 fills a GPU well for S-R50 and bounds the latency of a burst on a CPU.
     max_batch: int = Field(16, ge=1, le=512)
-    # How long the oldest waiting frame may wait for its batch to fill. None: 10 ms live (bounded latency),
-    # 500 ms offline (full batches).
+    # Offline: how long the oldest waiting frame may wait for its batch to fill (None: 500 ms, full
+    # batches). Live, a frame never waits for others: a batch is what arrived while the last one ran.
     max_wait_ms: Optional[float] = Field(None, ge=0, le=60000)
     # Speed settings of the engine (fastmetro.engine.EngineOptions); defaults are exact and work anywhere.
     channels_last: bool = True
@@ -167,13 +173,14 @@ class DynamicBatcher:
 class InferStage(Stage):
     name = "infer"
     needs_pixels = True
+    reports_service = True  # its forward passes (the process() calls that only collect are not work)
 
     def __init__(self, config: Any = None, context: Optional[StageContext] = None):
         super().__init__()
         self.cfg: InferConfig = config_section(config, "infer", InferConfig)
         self.context = context or StageContext.of(config)
         live = self.context.mode == "live"
-        wait = self.cfg.max_wait_ms if self.cfg.max_wait_ms is not None else (10.0 if live else 500.0)
+        wait = self.cfg.max_wait_ms if self.cfg.max_wait_ms is not None else (0.0 if live else 500.0)  # offline
         self.batcher = DynamicBatcher(self.cfg.max_batch, wait / 1000.0)
         self.engine = None
         self.hands = None  # stages.infer_hands.HandPass when hands are on
@@ -214,6 +221,20 @@ class InferStage(Stage):
     def process(self, msg):
         if isinstance(msg, (EndOfStream, SourceEnd)):  # after every frame before it (batches of any source)
             return [*self.finish(), msg]
+        self._add(msg)
+        return self._run(self.batcher.take())
+
+    def process_many(self, msgs):
+        """Live: every frame that was waiting runs now, in batches of at most max_batch crops."""
+        out = []
+        for msg in msgs:
+            if isinstance(msg, (EndOfStream, SourceEnd)):
+                out += [*self.finish(), msg]
+            else:
+                self._add(msg)
+        return out + self._run(self.batcher.take(force=True))
+
+    def _add(self, msg) -> None:
         det: Detections = msg
         n = len(det.persons)
         if n:
@@ -225,7 +246,6 @@ class InferStage(Stage):
         if self.releases_pixels:
             self.store.release(det.frame)
         self.batcher.add(_Pending(det, crops, time.monotonic(), pixels))
-        return self._run(self.batcher.take())
 
     def next_deadline(self) -> Optional[float]:
         return self.batcher.deadline()
@@ -241,7 +261,13 @@ class InferStage(Stage):
         out = []
         for batch in batches:
             crops = np.concatenate([p.crops for p in batch]) if batch else None
+            t0 = time.monotonic()
+            for p in batch:
+                self.timing("batch wait", t0 - p.arrived)
             result = self.engine(crops) if crops is not None and len(crops) else None
+            forward = time.monotonic() - t0
+            if result is not None:
+                self.timing("forward per crop", forward / len(crops))
             if result is not None and not all(np.isfinite(v).all() for v in result.values()):
                 # said here, naming the weights, rather than by a later stage choking on NaN
                 from fastmetro.checkpoints import DOWNLOAD_DOC
@@ -261,6 +287,7 @@ class InferStage(Stage):
                 frames.append(self._mesh_frame(p.det, part))
             if self.hands is not None:
                 self.hands.run(frames, [p.pixels for p in batch])
+            self.timing("service", time.monotonic() - t0 if self.hands is not None else forward)
             out += frames
         return out
 

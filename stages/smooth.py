@@ -237,6 +237,11 @@ class SmoothStage(Stage):
         self._announced: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._queue: collections.deque[_Pending] = collections.deque()
 
+    def setup(self) -> None:
+        """Import the filters' library now, while the other stages load their models, not on the first
+        frame (the parent, which only builds this stage, never imports it)."""
+        import filterpy.common  # noqa: F401
+
     # ------------------------------------------------------------------------------------- protocol
     def process(self, msg: Any) -> list:
         if isinstance(msg, (EndOfStream, SourceEnd)):  # that source's tracks end (RTS windows flushed)

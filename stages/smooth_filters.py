@@ -18,7 +18,6 @@ from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
-from filterpy.common import Q_discrete_white_noise
 
 ORDERS = {"constant_velocity": 2, "constant_acceleration": 3}
 
@@ -26,6 +25,8 @@ ORDERS = {"constant_velocity": 2, "constant_acceleration": 3}
 @lru_cache(maxsize=256)
 def _model(order: int, dt: float, var: float) -> tuple[np.ndarray, np.ndarray]:
     """(F, Q) of a 1-D kinematic model of `order` states (position, velocity[, acceleration])."""
+    from filterpy.common import Q_discrete_white_noise  # here: importing filterpy (scipy) takes seconds
+
     F = np.eye(order)
     for i in range(order):
         for j in range(i + 1, order):

@@ -96,6 +96,16 @@ def test_a_full_batch_runs_at_once(store, assets_dir):
     assert [m.frame.index for m in out] == [0, 1]
 
 
+def test_live_frames_handed_over_together_run_at_once_as_one_batch(store, assets_dir):
+    # live, the runtime hands over every frame that waited (process_many): none waits for a batch to fill
+    stage = make_stage(store, assets_dir, mode="live", max_batch=16)
+    rng = np.random.default_rng(3)
+    out = stage.process_many([detections(store, i, 1, rng)[0] for i in range(3)])
+    assert [m.frame.index for m in out] == [0, 1, 2]
+    assert stage.counters["forwards"] == 1 and stage.next_deadline() is None
+    assert stage.timings["service"] and stage.timings["forward per crop"]
+
+
 def test_batcher_never_splits_a_frame():
     b = DynamicBatcher(max_batch=4, max_wait_s=1.0)
     for i, n in enumerate([3, 3, 5, 1]):

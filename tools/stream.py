@@ -121,6 +121,41 @@ def replay_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def stage_figures(times: list[dict]) -> list[tuple[str, Optional[float], Optional[float], Optional[float]]]:
+    """Per stage, from the `times` of frames received (docs/metrics.md): (name, service ms p50, wait ms
+    p50, busy fraction). A stage's service is from when it took a frame ("<stage>:in") to when it passed
+    it on ("<stage>"), its wait from the stage before passing the frame on to it taking it, its busy
+    fraction the growth of its busy seconds ("<stage>:busy") over the time between the first and last
+    frame. None where the frames do not tell (a publisher without these stamps)."""
+    import statistics
+
+    if not times:
+        return []
+    names = sorted({k.split(":")[0] for t in times for k in t},
+                   key=lambda n: statistics.median(t.get(n, t.get(n + ":in", 0.0)) for t in times))
+    out = []
+    for i, name in enumerate(names):
+        service = [t[name] - t[name + ":in"] for t in times if name in t and name + ":in" in t]
+        prev = names[i - 1] if i else None
+        wait = [t[name + ":in"] - t[prev] for t in times if prev in t and name + ":in" in t] if prev else []
+        busy = None
+        marked = [t for t in times if name + ":busy" in t and name in t]
+        if len(marked) > 1 and marked[-1][name] > marked[0][name]:
+            busy = (marked[-1][name + ":busy"] - marked[0][name + ":busy"]) / (marked[-1][name] - marked[0][name])
+        if service or wait or busy is not None:
+            out.append((name, 1000 * statistics.median(service) if service else None,
+                        1000 * statistics.median(wait) if wait else None, busy))
+    return out
+
+
+def _figures_line(figures) -> str:
+    def ms(v):
+        return "-" if v is None else f"{v:.0f}"
+
+    return "  ".join(f"{name} service {ms(svc)} wait {ms(wait)} ms busy "
+                     + ("-" if busy is None else f"{busy:.0%}") for name, svc, wait, busy in figures)
+
+
 def listen_command(args: argparse.Namespace) -> int:
     from pipeline.subscriber import Subscriber
 
@@ -137,6 +172,7 @@ def listen_command(args: argparse.Namespace) -> int:
     start = last = time.monotonic()
     frames = persons = 0
     last_stats = dict(sub.stats)
+    recent: list[dict] = []  # the times of the frames of this interval
     try:
         while True:
             now_ = time.monotonic()
@@ -146,11 +182,16 @@ def listen_command(args: argparse.Namespace) -> int:
             if msg is not None and msg.kind == "frame":
                 frames += 1
                 persons += len(msg.persons)
+                recent.append(msg.times)
             elif msg is not None and msg.kind == "end":
                 print(f"end of stream {shown(msg.stream)}: {msg.frames} frames ({shown(msg.reason)})")
             now_ = time.monotonic()
             if now_ - last >= args.interval or (args.frames and frames >= args.frames) or (msg is not None and msg.kind == "end"):
                 dt = max(now_ - last, 1e-9)
+                figures = stage_figures(recent)
+                recent = []
+                if figures:  # per stage: where the time goes (docs/metrics.md)
+                    print(f"  stages: {_figures_line(figures)}", flush=True)
                 s = sub.stats
                 df = s["frames"] - last_stats["frames"]
                 dp = s["persons"] - last_stats["persons"]
