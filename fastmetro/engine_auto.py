@@ -196,6 +196,9 @@ def choose(options, model, tolerance_mm: Optional[float] = None, directory: Opti
             log.warning("engine auto: ignoring unreadable cached choice %s (%s); measuring again", path, e)
 
     t_start = time.perf_counter()
+    log.warning("engine auto: first run of %s on this machine: measuring the engines once (compiling can take "
+                "minutes); later runs read the choice from %s. infer.engine: manual skips this",
+                model.variant.name, path.parent)
     results, engines = _measure(options, model, device, batches, rounds, names)
     eligible = [n for n, r in results.items() if "error" not in r and r["deviation_mm"] <= tolerance_mm]
     best = max(eligible, key=lambda n: results[n]["score"])
