@@ -16,7 +16,8 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir "$WORK/elsewhere"
 cd "$WORK/elsewhere"
 "$WORK/venv/bin/fastmetro-stream" config -c offline_file >/dev/null
-"$WORK/venv/bin/fastmetro-stream" run -c offline_file --record run.msgpack \
+# infer.engine=manual: engine auto's one-time measurement (minutes of compiling) is the device check's to run
+"$WORK/venv/bin/fastmetro-stream" run -c offline_file --record run.msgpack --set infer.engine=manual \
   --set progress=false --set detect.detector=hog --set publish.endpoint=tcp://127.0.0.1:0 --set publish.mode=latest \
   --set decode.max_frames=5
 "$WORK/venv/bin/python" - <<'EOF'
