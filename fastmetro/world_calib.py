@@ -109,7 +109,7 @@ class _Problem:
         self.shrink = shrink
         self.mesh_weight = mesh_weight if obs.mesh_up is not None else 0.0
 
-    def evaluate(self, params, w: np.ndarray, track_w: np.ndarray) -> _Fit:
+    def evaluate(self, params, w: np.ndarray, track_w, fixed_height: Optional[float] = None) -> _Fit:
         pitch, roll, logf = params
         f = math.exp(logf)
         u = up_from_pitch_roll(math.degrees(pitch), math.degrees(roll))
@@ -137,7 +137,7 @@ class _Problem:
             glob = float((ww * hsafe).sum() / max(ww.sum(), 1e-9)) if ww.sum() > 0 else 0.5
             num = np.bincount(self.tinv, ww * hsafe, len(self.tracks)) + self.shrink * glob
             den_t = np.bincount(self.tinv, ww, len(self.tracks)) + self.shrink
-            hk = (num / den_t)[self.tinv]
+            hk = (num / den_t)[self.tinv] if fixed_height is None else np.full(len(o), fixed_height)
             base = P + (FOOT_OFFSET * hk)[:, None] * away
         top = base + hk[:, None] * u
         z = np.maximum(top[:, 2], 1e-6)
@@ -321,3 +321,116 @@ def _focal_sd(prob: _Problem, x, w, track_w, rv, free=np.array([True, True, True
         return float("inf")
     v = float(cov[-1, -1])
     return math.sqrt(v) if v > 0 and np.isfinite(v) else float("inf")
+
+
+def row_residuals(model: CameraModel, obs: Observations, body_height: float = BODY_HEIGHT) -> np.ndarray:
+    """Each row's head-row error (box heights) under `model`, every person at `body_height`: how well the
+    rows fit a camera already calibrated (a moved camera makes them grow)."""
+    prob = _Problem(obs, (model.width, model.height_px), shrink=1e12)
+    x = np.array([math.radians(model.pitch_deg), math.radians(model.roll_deg), math.log(model.focal)])
+    # With an infinite shrink every track's height is the global one; pin it to the model's.
+    fit = prob.evaluate(x, np.ones(len(obs)), None, fixed_height=body_height / model.height)
+    return fit.r
+
+
+class OnlineCalibrator:
+    """A running calibration for a live run: rows come in per frame, the camera is refitted on a window of
+    recent rows, `calibrating` until two fits in a row agree, then `calibrated` and held (refitted rarely);
+    rows that stop fitting the held camera (it was moved or bumped) start a new calibration.
+
+        cal = OnlineCalibrator((w, h), focal)
+        model = cal.observe(boxes, tracks, frame_index)   # the camera in use, or None while calibrating
+    """
+
+    def __init__(self, frame_wh, focal: float, body_height: float = BODY_HEIGHT, use_mesh: bool = False,
+                 window: int = 6000, fit_rows: int = 1500, refit_every: int = 400, hold_refit_every: int = 5000,
+                 min_rows: int = 300, min_tracks: int = 4, check_rows: int = 200, moved_factor: float = 2.0,
+                 seed: int = 0) -> None:
+        self.frame_wh = tuple(int(v) for v in frame_wh)
+        self.focal, self.body_height, self.use_mesh = float(focal), float(body_height), use_mesh
+        self.window, self.fit_rows, self.refit_every = window, fit_rows, refit_every
+        self.hold_refit_every, self.min_rows, self.min_tracks = hold_refit_every, min_rows, min_tracks
+        self.check_rows, self.moved_factor = check_rows, moved_factor
+        self.rng = np.random.default_rng(seed)
+        self.state = "calibrating"
+        self.model: Optional[CameraModel] = None  # the camera in use (held while calibrated)
+        self.moves = 0  # times the camera was found moved
+        self.fits = 0
+        self._parts: list[Observations] = []
+        self._rows = 0
+        self._since_fit = 0
+        self._recent: list[Observations] = []
+        self._recent_rows = 0
+        self._baseline = float("nan")  # the rows' median |residual| when the camera was accepted
+        self._last: Optional[CameraModel] = None
+
+    def observe(self, boxes, tracks, frame_index: int, joints_h36m=None) -> Optional[CameraModel]:
+        obs = observations_from_boxes(boxes, tracks, np.full(len(tracks), frame_index), self.frame_wh,
+                                      joints_h36m if self.use_mesh else None)
+        if len(obs):
+            self._parts.append(obs)
+            self._rows += len(obs)
+            self._since_fit += len(obs)
+            while self._parts and self._rows - len(self._parts[0]) >= self.window:
+                self._rows -= len(self._parts.pop(0))
+            if self.state == "calibrated":
+                self._check_moved(obs)
+        every = self.refit_every if self.state == "calibrating" else self.hold_refit_every
+        if self._since_fit >= every and self._rows >= self.min_rows:
+            self._refit()
+        return self.model if self.state == "calibrated" else None
+
+    def _sample(self) -> Observations:
+        allobs = Observations.concat(self._parts)
+        if len(allobs) > self.fit_rows:
+            allobs = allobs.take(np.sort(self.rng.choice(len(allobs), self.fit_rows, replace=False)))
+        return allobs
+
+    def _refit(self) -> None:
+        self._since_fit = 0
+        obs = self._sample()
+        m = calibrate(obs, self.frame_wh, self.focal, self.body_height, min_tracks=self.min_tracks,
+                      min_rows=min(self.min_rows, self.fit_rows), mesh_weight=1.0 if self.use_mesh else 0.0,
+                      state="calibrated")
+        self.fits += 1
+        if m is None:
+            return
+        if self.state == "calibrating":
+            if self._last is not None and _agree(self._last, m):
+                self.state = "calibrated"
+                self._accept(m, obs)
+            self._last = m
+        else:  # held: a refit on more rows replaces it only when they agree (a drift, not a move)
+            if _agree(self.model, m):
+                self._accept(m, obs)
+
+    def _accept(self, m: CameraModel, obs: Observations) -> None:
+        self.model = m
+        self._baseline = float(np.median(np.abs(row_residuals(m, obs, self.body_height))))
+        self._recent, self._recent_rows = [], 0
+
+    def _check_moved(self, obs: Observations) -> None:
+        self._recent.append(obs)
+        self._recent_rows += len(obs)
+        if self._recent_rows < self.check_rows:
+            return
+        recent = Observations.concat(self._recent)
+        self._recent, self._recent_rows = [], 0
+        err = float(np.median(np.abs(row_residuals(self.model, recent, self.body_height))))
+        if err > self.moved_factor * self._baseline + 0.03:
+            # Moved: forget the rows from before (they belong to the old camera) and calibrate again.
+            self.moves += 1
+            self.state = "calibrating"
+            self._parts = [recent]
+            self._rows = len(recent)
+            self._since_fit = len(recent)
+            self._last = None
+
+    def status(self) -> dict:
+        return {"state": self.state, "rows": self._rows, "fits": self.fits, "moves": self.moves}
+
+
+def _agree(a: CameraModel, b: CameraModel, up_deg: float = 1.0, height: float = 0.04, focal: float = 0.05) -> bool:
+    ang = math.degrees(math.acos(float(np.clip(a.up @ b.up, -1.0, 1.0))))
+    return (ang <= up_deg and abs(math.log(b.height / a.height)) <= height
+            and abs(math.log(b.focal / a.focal)) <= focal and a.focal_estimated == b.focal_estimated)
