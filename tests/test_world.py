@@ -220,3 +220,26 @@ def test_vtest_street_camera(tmp_path):
                  "-o", str(out)]) == 0
     m = CameraModel.load(out)
     assert 2.0 < m.height < 15.0 and 5.0 < m.pitch_deg < 60.0 and abs(m.roll_deg) < 10
+
+
+def test_wire_carries_world_and_foot_contact():
+    import msgpack
+
+    from pipeline import wire
+    from pipeline.messages import WorldInfo
+    from pipeline.subscriber import to_message
+    from tests.world_scene import mesh_frames
+
+    sc = make_scene(SceneSpec(seconds=0.2, walkers=2), seed=1)
+    mf = mesh_frames(sc)[0]
+    mf.persons[0].foot_contact = np.array([True, False])
+    T = world_from_camera(up_from_pitch_roll(20, 1), 3.5)
+    mf.world = WorldInfo(state="calibrated", world_from_camera=T, focal_estimated=True)
+    m = to_message(wire.decode(wire.encode_frame(mf, "default", 0, with_vertices=False)), None)
+    assert m.world.state == "calibrated" and m.world.focal_estimated
+    assert np.allclose(m.world.world_from_camera, T, atol=1e-6)
+    assert m.persons[0].foot_contact.tolist() == [True, False] and m.persons[1].foot_contact is None
+    raw = msgpack.unpackb(wire.encode_frame(mf, "default", 0, with_vertices=False), raw=False)
+    raw["persons"][0]["foot_contact"] = [1, 0]
+    with pytest.raises(wire.WireError, match="foot_contact"):
+        wire.decode(msgpack.packb(raw, use_bin_type=True))
