@@ -115,6 +115,7 @@ def test_world_positions_from_the_calibrated_focal(scenes):
     assert np.median(errs_guess) > 0.2  # the diagonal's focal put them far off (the test can tell)
 
 
+@pytest.mark.slow
 def test_online_converges_holds_and_finds_a_bumped_camera():
     sc = make_scene(SceneSpec(pitch_deg=20, roll_deg=2, seconds=40, sitting=1, bump_at=22), seed=3)
     cal = OnlineCalibrator(sc.frame_wh, sc.assumed_focal, use_mesh=True)
@@ -142,6 +143,7 @@ def _config(**world):
     return load_config(None, [f"world.{k}={v}" for k, v in world.items()] + ["smooth.method=none"], mode="live")
 
 
+@pytest.mark.slow
 def test_live_run_calibrates_and_finds_a_bumped_camera(tmp_path):
     """A synthetic scene replayed through the smooth stage (live) and the wire: frames say `calibrating`, then
     `calibrated` with the camera's pose; a bump sends it back to `calibrating` and to the new camera."""
@@ -181,6 +183,7 @@ def world_to_camera_root(p, sc):
     return world_to_camera(p.world_joints[0], sc.camera)
 
 
+@pytest.mark.slow
 def test_calibrate_command_and_a_run_taking_its_file(tmp_path, assets_dir, capsys):
     """`calibrate REC -o camera.json` on a recording of a synthetic scene; a run with world.camera places
     persons at that camera's focal and says `fixed`."""
