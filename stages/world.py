@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fastmetro.camera import project
 from fastmetro.world import CameraModel
@@ -37,6 +37,11 @@ class WorldConfig(BaseModel):
     fit_rows: int = Field(1500, ge=50, le=100_000)
     refit_every: int = Field(400, ge=10, le=1_000_000)
     min_rows: int = Field(300, ge=30, le=1_000_000)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):  # YAML reads a bare `off` as false
+        return "off" if v is False else v
 
     @model_validator(mode="after")
     def _fixed_needs_a_file(self) -> "WorldConfig":

@@ -246,3 +246,16 @@ def test_wire_carries_world_and_foot_contact():
     raw["persons"][0]["foot_contact"] = [1, 0]
     with pytest.raises(wire.WireError, match="foot_contact"):
         wire.decode(msgpack.packb(raw, use_bin_type=True))
+
+
+def test_world_settings():
+    from fastmetro_stream.config import ConfigError, load_config
+    from stages.smooth import SmoothStage
+    from tests.world_scene import mesh_frames
+
+    with pytest.raises(ConfigError, match="world.camera"):
+        load_config(None, ["world.mode=fixed"])
+    mf = mesh_frames(make_scene(SceneSpec(seconds=0.2, walkers=2), seed=2))[0]
+    assert SmoothStage(_config(mode="off")).process(mf)[0].world is None
+    out = SmoothStage(_config()).process(mf)[0]
+    assert out.world.state == "calibrating" and out.world.world_from_camera is None
