@@ -216,13 +216,18 @@ def calibrate(
     obs: Observations, frame_wh: tuple[int, int], focal: float, body_height: float = BODY_HEIGHT,
     min_pitch_deg: float = 5.0, max_focal_sd: float = 0.04, min_tracks: int = 3, min_rows: int = 30,
     mesh_weight: float = 0.0, state: str = "calibrated", start: Optional[CameraModel] = None,
+    max_rows: int = 4000,
 ) -> Optional[CameraModel]:
     """The camera that makes every track's height constant (see the module's text), or None when the
     observations are too few (under `min_rows` person-frames or `min_tracks` tracks). `focal` is kept when
     the focal cannot be observed. mesh_weight > 0 takes the camera's tilt from the meshes' own up directions.
-    start: a previous fit of the same camera to start from (no grid of starts: faster)."""
+    start: a previous fit of the same camera to start from (no grid of starts: faster). Over `max_rows`
+    person-frames, an evenly spread sample of them is fitted (frames close in time say nearly the same)."""
     if len(obs) < min_rows or len(np.unique(obs.track)) < min_tracks:
         return None
+    seen = len(obs)
+    if len(obs) > max_rows:
+        obs = obs.take(np.linspace(0, len(obs) - 1, max_rows).round().astype(np.int64))
     w_, h_ = frame_wh
     prob = _Problem(obs, frame_wh, mesh_weight=mesh_weight)
     n = len(obs)
@@ -296,7 +301,7 @@ def calibrate(
         focal=f_out, up=up, height=cam_h, width=int(w_), height_px=int(h_), focal_estimated=estimated,
         persons=int(used_t.sum()), frames=int(len(np.unique(obs.frame[ok]))), residual=resid, state=state,
         extra={"focal_sd": float(focal_sd), "focal_fit": float(math.exp(x_free[2])), "rows": int(ok.sum()),
-               "rows_seen": int(n)},
+               "rows_seen": int(seen)},
     )
 
 
