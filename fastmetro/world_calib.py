@@ -374,7 +374,7 @@ class OnlineCalibrator:
     def __init__(self, frame_wh, focal: float, body_height: float = BODY_HEIGHT, use_mesh: bool = False,
                  window: int = 6000, fit_rows: int = 1500, refit_every: int = 400, hold_refit_every: int = 5000,
                  min_rows: int = 300, min_tracks: int = 4, check_rows: int = 200, moved_factor: float = 2.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, background: bool = False) -> None:
         self.frame_wh = tuple(int(v) for v in frame_wh)
         self.focal, self.body_height, self.use_mesh = float(focal), float(body_height), use_mesh
         self.window, self.fit_rows, self.refit_every = window, fit_rows, refit_every
@@ -392,8 +392,17 @@ class OnlineCalibrator:
         self._recent_rows = 0
         self._baseline = float("nan")  # the rows' median |residual| when the camera was accepted
         self._last: Optional[CameraModel] = None
+        # background: fits run in a worker thread (a fit takes 0.1-1 s; a live stage must not stall on it)
+        # and their result is taken by the first observe() after it is ready.
+        self.background = background
+        self._pool = None
+        self._pending = None  # (future, rows fitted, moves when submitted)
 
     def observe(self, boxes, tracks, frame_index: int, joints_h36m=None) -> Optional[CameraModel]:
+        if self._pending is not None and self._pending[0].done():
+            future, fitted, epoch = self._pending
+            self._pending = None
+            self._take(future.result(), fitted, epoch)
         obs = observations_from_boxes(boxes, tracks, np.full(len(tracks), frame_index), self.frame_wh,
                                       joints_h36m if self.use_mesh else None)
         if len(obs):
@@ -405,7 +414,7 @@ class OnlineCalibrator:
             if self.state == "calibrated":
                 self._check_moved(obs)
         every = self.refit_every if self.state == "calibrating" else self.hold_refit_every
-        if self._since_fit >= every and self._rows >= self.min_rows:
+        if self._since_fit >= every and self._rows >= self.min_rows and self._pending is None:
             self._refit()
         return self.model if self.state == "calibrated" else None
 
@@ -418,11 +427,29 @@ class OnlineCalibrator:
     def _refit(self) -> None:
         self._since_fit = 0
         obs = self._sample()
-        m = calibrate(obs, self.frame_wh, self.focal, self.body_height, min_tracks=self.min_tracks,
-                      min_rows=min(self.min_rows, self.fit_rows), mesh_weight=1.0 if self.use_mesh else 0.0,
-                      state="calibrated", start=self.model if self.state == "calibrated" else self._last)
+        args = (obs, self.frame_wh, self.focal, self.body_height)
+        kw = dict(min_tracks=self.min_tracks, min_rows=min(self.min_rows, self.fit_rows),
+                  mesh_weight=1.0 if self.use_mesh else 0.0, state="calibrated",
+                  start=self.model if self.state == "calibrated" else self._last)
+        if self.background:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="world-fit")
+            self._pending = (self._pool.submit(calibrate, *args, **kw), obs, self.moves)
+            return
+        self._take(calibrate(*args, **kw), obs, self.moves)
+
+    def close(self) -> None:
+        """Stop the worker thread (a fit in progress finishes first)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _take(self, m: Optional[CameraModel], obs: Observations, epoch: int) -> None:
+        """A fit's result: the camera found (two fits agreeing), kept (a refit agreeing), or passed over."""
         self.fits += 1
-        if m is None:
+        if m is None or epoch != self.moves:  # too few rows, or fitted on rows of a camera since moved
             return
         if self.state == "calibrating":
             if self._last is not None and _agree(self._last, m):
@@ -454,6 +481,7 @@ class OnlineCalibrator:
             self._rows = len(recent)
             self._since_fit = len(recent)
             self._last = None
+            self.model = None
 
     def status(self) -> dict:
         return {"state": self.state, "rows": self._rows, "fits": self.fits, "moves": self.moves}

@@ -58,8 +58,10 @@ def main() -> None:
             cal.observe(b, t, i, j)
             worst = max(worst, time.perf_counter() - t1)
         dt = time.perf_counter() - t0
+        cal.close()
         print(f"online ({'meshes' if mesh else 'boxes'}): {dt / rows * 1e3:.3f} ms per person-frame over {rows} "
-              f"person-frames ({cal.fits} fits, state {cal.state}); slowest frame {worst * 1e3:.1f} ms (a refit)")
+              f"person-frames ({cal.fits} fits in the stage's thread, state {cal.state}); slowest frame "
+              f"{worst * 1e3:.1f} ms (one with a fit; world.background moves fits to a worker thread)")
     b = np.concatenate([f[1] for f in frames])
     t = np.concatenate([f[2] for f in frames])
     fi = np.concatenate([[f[0]] * len(f[2]) for f in frames])

@@ -256,6 +256,7 @@ class SmoothStage(Stage):
         return self._ready()
 
     def finish(self) -> list:
+        self.world.close()
         for key in list(self._tracks):
             self._end(key)
         out = self._ready()

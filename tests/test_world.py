@@ -153,7 +153,7 @@ def test_live_run_calibrates_and_finds_a_bumped_camera(tmp_path):
     from tests.world_scene import mesh_frames
 
     sc = make_scene(SceneSpec(pitch_deg=20, roll_deg=2, seconds=40, bump_at=22), seed=5)
-    stage = SmoothStage(_config(trust_meshes="true"))
+    stage = SmoothStage(_config(trust_meshes="true", background="false"))
     states, first = [], {}
     for mf in mesh_frames(sc):
         for out in stage.process(mf):
@@ -259,3 +259,22 @@ def test_world_settings():
     assert SmoothStage(_config(mode="off")).process(mf)[0].world is None
     out = SmoothStage(_config()).process(mf)[0]
     assert out.world.state == "calibrating" and out.world.world_from_camera is None
+
+
+def test_online_fits_in_a_worker_thread():
+    """background=True: observe() never runs a fit itself; the fits' results arrive and calibrate the camera."""
+    import time
+
+    sc = make_scene(SceneSpec(pitch_deg=20, roll_deg=2, seconds=12), seed=4)
+    cal = OnlineCalibrator(sc.frame_wh, sc.assumed_focal, use_mesh=True, background=True)
+    for i, fr in enumerate(sc.frames):
+        if fr:
+            cal.observe(np.array([p.box for p in fr]), [p.track_id for p in fr], i, np.array([p.joints_h36m for p in fr]))
+            time.sleep(0.002)  # frames keep coming while a fit runs
+    deadline = time.time() + 30
+    while cal.state != "calibrated" and time.time() < deadline:
+        time.sleep(0.05)
+        cal.observe(np.zeros((0, 4)), [], len(sc.frames))
+    cal.close()
+    assert cal.state == "calibrated" and cal.fits >= 2
+    assert _angle(cal.model.up, sc.camera.up) < 2.0
