@@ -278,3 +278,11 @@ def test_online_fits_in_a_worker_thread():
     cal.close()
     assert cal.state == "calibrated" and cal.fits >= 2
     assert _angle(cal.model.up, sc.camera.up) < 2.0
+
+
+def test_the_run_gives_the_smooth_stage_the_world_settings():
+    from fastmetro_stream.api import build_stages
+    from fastmetro_stream.config import load_config
+
+    smooth = [s for s in build_stages(load_config(None, ["world.trust_meshes=true"])) if s.name == "smooth"][0]
+    assert smooth.world.mode == "auto" and smooth.world.cfg.trust_meshes
