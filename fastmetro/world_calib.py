@@ -93,7 +93,7 @@ def observations_from_boxes(boxes, tracks, frames, frame_wh: tuple[int, int], jo
 
 @dataclass
 class _Fit:
-    params: np.ndarray  # pitch (rad), roll (rad), log focal
+    params: np.ndarray  # the problem's parameters (pitch or horizon, roll, log focal)
     r: np.ndarray  # (N,) head row residuals, in box heights
     hk: np.ndarray  # (N,) the track's height (camera heights) of each observation
     hi: np.ndarray  # (N,) each observation's own height
@@ -101,13 +101,12 @@ class _Fit:
 
 
 class _Problem:
-    def __init__(self, obs: Observations, frame_wh, shrink: float = 5.0, mesh_weight: float = 0.0):
+    def __init__(self, obs: Observations, frame_wh, shrink: float = 5.0):
         self.obs = obs
         self.c = np.array([frame_wh[0] / 2.0, frame_wh[1] / 2.0])
         self.box_h = np.maximum(obs.foot[:, 1] - obs.head[:, 1], 1.0)
         self.tracks, self.tinv = np.unique(obs.track, return_inverse=True)
         self.shrink = shrink
-        self.mesh_weight = mesh_weight if obs.mesh_up is not None else 0.0
         # Boxes alone fix the horizon's row, not pitch and focal apart: parameters (f tan(pitch) / diagonal,
         # roll, log focal) put that valley along the focal's axis, where the fit walks it in a few steps.
         self.horizon = False
@@ -123,7 +122,7 @@ class _Problem:
         first = math.tan(pitch) * math.exp(logf) / self.diag if self.horizon else pitch
         return np.array([first, roll, logf])
 
-    def evaluate(self, params, w: np.ndarray, track_w, fixed_height: Optional[float] = None) -> _Fit:
+    def evaluate(self, params, w: np.ndarray, fixed_height: Optional[float] = None) -> _Fit:
         _, roll, logf = params
         pitch = self.pitch(params)
         f = math.exp(logf)
@@ -131,7 +130,6 @@ class _Problem:
         o = self.obs
         df = np.concatenate([(o.foot - self.c) / f, np.ones((len(o), 1))], 1)
         dh = np.concatenate([(o.head - self.c) / f, np.ones((len(o), 1))], 1)
-        # The box centre is halfway between the foot's and the head's columns: move the foot by half the lean.
         den = df @ u
         valid = den < -1e-4
         lam = np.where(valid, -1.0 / np.where(valid, den, -1.0), 0.0)
@@ -159,24 +157,17 @@ class _Problem:
         y_pred = f * top[:, 1] / z + self.c[1]
         r = (y_pred - o.head[:, 1]) / self.box_h
         r = np.where(valid & (top[:, 2] > 1e-3), r, 1.0)
-        res = [r]
-        if self.mesh_weight > 0:
-            res.append(self.mesh_weight * (o.mesh_up - u).ravel())
         cost = float((w * r * r).sum())
         return _Fit(np.asarray(params, float), r, hk, hi, cost)
 
-    def residual_vector(self, params, w, track_w):
-        fit = self.evaluate(params, w, track_w)
-        rv = np.sqrt(w) * fit.r
-        if self.mesh_weight > 0:
-            u = up_from_pitch_roll(math.degrees(self.pitch(params)), math.degrees(params[1]))
-            rv = np.concatenate([rv, self.mesh_weight * (np.sqrt(w)[:, None] * (self.obs.mesh_up - u)).ravel()])
-        return rv, fit
+    def residual_vector(self, params, w):
+        fit = self.evaluate(params, w)
+        return np.sqrt(w) * fit.r, fit
 
 
-def _lm(problem: _Problem, x0, w, track_w, free: np.ndarray, iters: int = 30):
+def _lm(problem: _Problem, x0, w, free: np.ndarray, iters: int = 30):
     x = np.asarray(x0, float).copy()
-    rv, fit = problem.residual_vector(x, w, track_w)
+    rv, fit = problem.residual_vector(x, w)
     cost = float(rv @ rv)
     mu = 1e-3
     eps = np.array([1e-4, 1e-4, 1e-4])
@@ -186,7 +177,7 @@ def _lm(problem: _Problem, x0, w, track_w, free: np.ndarray, iters: int = 30):
         for k in np.flatnonzero(free):
             dx = np.zeros(3)
             dx[k] = eps[k]
-            J[:, k] = (problem.residual_vector(x + dx, w, track_w)[0] - rv) / eps[k]
+            J[:, k] = (problem.residual_vector(x + dx, w)[0] - rv) / eps[k]
         A = J.T @ J
         g = J.T @ rv
         improved = False
@@ -200,7 +191,7 @@ def _lm(problem: _Problem, x0, w, track_w, free: np.ndarray, iters: int = 30):
             if not problem.horizon:
                 xn[0] = np.clip(xn[0], math.radians(-60), math.radians(89))
             xn[2] = np.clip(xn[2], math.log(50.0), math.log(1e6))
-            rn, fn = problem.residual_vector(xn, w, track_w)
+            rn, fn = problem.residual_vector(xn, w)
             cn = float(rn @ rn)
             if cn < cost:
                 x, rv, fit, done = xn, rn, fn, cost - cn < 1e-7 * max(cost, 1e-12)
@@ -229,10 +220,9 @@ def calibrate(
     if len(obs) > max_rows:
         obs = obs.take(np.linspace(0, len(obs) - 1, max_rows).round().astype(np.int64))
     w_, h_ = frame_wh
-    prob = _Problem(obs, frame_wh, mesh_weight=mesh_weight)
+    prob = _Problem(obs, frame_wh)
     n = len(obs)
     w = np.ones(n)
-    track_w = np.ones(len(prob.tracks))
     all_free = np.array([True, True, True])
     free = all_free
     mesh_up = None
@@ -241,7 +231,6 @@ def calibrate(
         mesh_up = _robust_mean_direction(obs.mesh_up)
         pd, rd = pitch_roll_deg(mesh_up)
         free = np.array([False, False, True])
-        prob.mesh_weight = 0.0
     else:
         prob.horizon = True
     # Starts: a coarse grid over pitch and focal, roll level; the best few refined.
@@ -250,7 +239,7 @@ def calibrate(
         for fr in (0.5, 0.8, 1.3, 2.0):
             x = prob.params(math.radians(pd_), 0.0 if mesh_up is None else math.radians(rd),
                             math.log(fr * math.hypot(w_, h_)))
-            starts.append((prob.evaluate(x, w, track_w).cost, x))
+            starts.append((prob.evaluate(x, w).cost, x))
     if start is not None:
         starts = [(0.0, prob.params(math.radians(start.pitch_deg) if mesh_up is None else math.radians(pd),
                                     math.radians(start.roll_deg) if mesh_up is None else math.radians(rd),
@@ -258,14 +247,14 @@ def calibrate(
     starts.sort(key=lambda s: s[0])
     best = None
     for _, x0 in starts[:3]:
-        x, fit, cost, _ = _lm(prob, x0, w, track_w, free)
+        x, fit, cost, _ = _lm(prob, x0, w, free)
         if best is None or cost < best[2]:
             best = (x, fit, cost)
     x = best[0]
     # IRLS: Cauchy weights on the rows, and tracks whose height or fit stand out dropped.
     for it in range(6):
         x_prev = x
-        x, fit, cost, J = _lm(prob, x, w, track_w, free, iters=15)
+        x, fit, cost, J = _lm(prob, x, w, free, iters=15)
         w = _robust_weights(prob, fit)
         if it >= 2 and np.abs(x - x_prev).max() < 1e-4:  # settled (1e-4 rad, 0.01 % focal)
             break
@@ -273,16 +262,16 @@ def calibrate(
             mesh_up = _robust_mean_direction(obs.mesh_up[w > 0.3])
             pd, rd = pitch_roll_deg(mesh_up)
             x = prob.params(math.radians(pd), math.radians(rd), x[2])
-    x_free, fit_free = x, fit
-    rv, _ = prob.residual_vector(x_free, w, track_w)
-    focal_sd = _focal_sd(prob, x_free, w, track_w, rv, free)
+    x_free = x
+    rv, _ = prob.residual_vector(x_free, w)
+    focal_sd = _focal_sd(prob, x_free, w, rv, free)
     pitch_free = math.degrees(prob.pitch(x_free))
     estimated = bool(focal_sd < max_focal_sd and abs(pitch_free) >= min_pitch_deg)
     if not estimated:  # keep the given focal; fit pitch and roll alone
         fixed = np.array([True, True, False]) if mesh_up is None else np.array([False, False, False])
         x = np.array([x_free[0], x_free[1], math.log(focal)])  # boxes: the same horizon at the given focal
         for it in range(4):
-            x, fit, cost, _ = _lm(prob, x, w, track_w, fixed, iters=20)
+            x, fit, cost, _ = _lm(prob, x, w, fixed, iters=20)
             w = _robust_weights(prob, fit)
     f_out = math.exp(x[2]) if estimated else float(focal)
     ok = (w > 0.05) & np.isfinite(fit.hi)
@@ -332,7 +321,7 @@ def _robust_mean_direction(v: np.ndarray) -> np.ndarray:
     return m / np.linalg.norm(m)
 
 
-def _focal_sd(prob: _Problem, x, w, track_w, rv, free=np.array([True, True, True])) -> float:
+def _focal_sd(prob: _Problem, x, w, rv, free=np.array([True, True, True])) -> float:
     """The relative standard error of the focal, from the fit's curvature (Gauss-Newton), with rows of one
     track counted as one look per second of video would not be: the errors are scaled by the rows' spread."""
     eps = 1e-4
@@ -340,7 +329,7 @@ def _focal_sd(prob: _Problem, x, w, track_w, rv, free=np.array([True, True, True
     for k in range(3):
         dx = np.zeros(3)
         dx[k] = eps
-        J[:, k] = (prob.residual_vector(x + dx, w, track_w)[0] - rv) / eps
+        J[:, k] = (prob.residual_vector(x + dx, w)[0] - rv) / eps
     J = J[:, free]
     dof = max(int((w > 0.05).sum()) - 3, 1)
     s2 = float(rv @ rv) / dof
@@ -358,7 +347,7 @@ def row_residuals(model: CameraModel, obs: Observations, body_height: float = BO
     prob = _Problem(obs, (model.width, model.height_px), shrink=1e12)
     x = prob.params(math.radians(model.pitch_deg), math.radians(model.roll_deg), math.log(model.focal))
     # With an infinite shrink every track's height is the global one; pin it to the model's.
-    fit = prob.evaluate(x, np.ones(len(obs)), None, fixed_height=body_height / model.height)
+    fit = prob.evaluate(x, np.ones(len(obs)), fixed_height=body_height / model.height)
     return fit.r
 
 
