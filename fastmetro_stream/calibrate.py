@@ -68,8 +68,11 @@ def rows_from_video(source: str, detector: str, max_frames, hog_max_side, progre
         ok, bgr = cap.read()
         if not ok:
             break
-        if i % every:
-            i += 1
+        i += 1
+        if progress and i % 100 == 0:
+            print(f"calibrate: {i}{'/' + str(total) if total else ''} frames read, {len(boxes)} person-frames, "
+                  f"{i / (time.time() - t0):.1f} fps", file=sys.stderr)
+        if (i - 1) % every:
             continue
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         wh = (rgb.shape[1], rgb.shape[0])
@@ -79,11 +82,7 @@ def rows_from_video(source: str, detector: str, max_frames, hog_max_side, progre
         for p in persons:
             boxes.append(np.asarray(p.box, np.float64) / scale)
             tracks.append(p.track_id)
-            frames.append(i)
-        i += 1
-        if progress and i % 100 == 0:
-            print(f"calibrate: {i}{'/' + str(total) if total else ''} frames, {len(boxes)} person-frames, "
-                  f"{i / (time.time() - t0):.1f} fps", file=sys.stderr)
+            frames.append(i - 1)
     cap.release()
     if wh is None:
         raise ValueError(f"{source!r}: no frames")
