@@ -39,7 +39,7 @@ from . import humanoid as hu
 
 __all__ = [
     "ANKLE_HEIGHT", "TOES_HEIGHT", "ContactThresholds", "ContactDetector", "FloorOffset", "LockResult",
-    "contact_flags", "sole_height", "foot_speed", "pose_to_world", "lock_feet", "two_bone_ik", "slide_speed",
+    "contact_flags", "sole_height", "foot_speed", "position_noise", "pose_to_world", "lock_feet", "lock_joints", "ground_shift", "two_bone_ik", "slide_speed",
     "FOOT_BONES", "LEG_BONES",
 ]
 
@@ -66,8 +66,10 @@ class ContactThresholds:
     height_off: float = 0.09  # leave contact: sole above this, or
     speed_off: float = 0.80  # horizontal speed above this
     min_frames: int = 3  # contacts shorter than this are dropped, gaps shorter than this filled (offline)
-    speed_window_s: float = 0.1  # half width of the local linear fit giving the speed
-    floor_window_s: float = 1.0  # the floor level: half width of the window ...
+    speed_window_s: float = 0.1  # half width of the local linear fit giving speed and height (at least) ...
+    speed_noise: float = 0.15  # ... widened (offline) until the noise left on the speed is about this, m/s
+    max_window_s: float = 0.25  # ... up to this half width
+    floor_window_s: float = 0.5  # the floor level: half width of the window ...
     floor_percentile: float = 20.0  # ... and the percentile of the lower foot's sole height in it
 
     def __post_init__(self):
@@ -92,32 +94,47 @@ def _times(times: Optional[np.ndarray], n: int, fps: float) -> np.ndarray:
     return t
 
 
+def _local_fit(values: np.ndarray, times: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares line through the samples within +-k frames of each frame (fewer at the ends), by
+    prefix sums: (its value at the frame, its slope), for values (F, ...) at times (F,)."""
+    v = np.asarray(values, np.float64)
+    t = np.asarray(times, np.float64)
+    n = len(t)
+    lo = np.clip(np.arange(n) - k, 0, n - 1)
+    hi = np.clip(np.arange(n) + k, 0, n - 1)
+    tc = t - t[0]
+    ext = (slice(None),) + (None,) * (v.ndim - 1)
+
+    def window(x):
+        c = np.concatenate([np.zeros((1,) + x.shape[1:]), np.cumsum(x, 0)])
+        return c[hi + 1] - c[lo]
+
+    m, st, st2 = window(np.ones(n)), window(tc), window(tc * tc)
+    sv, stv = window(v), window(tc[ext] * v)
+    den = (m * st2 - st * st)[ext]
+    slope = (m[ext] * stv - st[ext] * sv) / np.where(np.abs(den) > 1e-12, den, np.inf)
+    value = (sv - slope * st[ext]) / m[ext] + slope * tc[ext]
+    return value, slope
+
+
 def foot_speed(points: np.ndarray, times: np.ndarray, half_window_s: float = 0.1) -> np.ndarray:
     """(F, ...) horizontal speed (m/s) of points (F, ..., 3) at times (F,): the slope of a least-squares line
     through the samples within +-half_window_s (at least one neighbour each side)."""
-    p = np.asarray(points, np.float64)[..., [0, 2]]
     t = np.asarray(times, np.float64)
-    n = len(t)
-    if n < 2:
-        return np.zeros(p.shape[:-1])
-    dt = np.median(np.diff(t))
-    k = max(1, int(round(half_window_s / dt)))
-    lo = np.clip(np.arange(n) - k, 0, n - 1)
-    hi = np.clip(np.arange(n) + k, 0, n - 1)
-    # slope over the window [lo, hi] by prefix sums of t, t^2, p, t p (a window in frames, times exact)
-    tc = t - t[0]
-    ext = (slice(None),) + (None,) * (p.ndim - 1)
-    c1 = np.concatenate([[0.0], np.cumsum(np.ones(n))])
-    ct = np.concatenate([[0.0], np.cumsum(tc)])
-    ct2 = np.concatenate([[0.0], np.cumsum(tc * tc)])
-    cp = np.concatenate([np.zeros((1,) + p.shape[1:]), np.cumsum(p, 0)])
-    ctp = np.concatenate([np.zeros((1,) + p.shape[1:]), np.cumsum(tc[ext] * p, 0)])
-    m = c1[hi + 1] - c1[lo]
-    st, st2 = ct[hi + 1] - ct[lo], ct2[hi + 1] - ct2[lo]
-    sp, stp = cp[hi + 1] - cp[lo], ctp[hi + 1] - ctp[lo]
-    den = (m * st2 - st * st)[ext]
-    slope = (m[ext] * stp - st[ext] * sp) / np.where(np.abs(den) > 1e-12, den, np.inf)
-    return np.linalg.norm(slope, axis=-1)
+    if len(t) < 2:
+        return np.zeros(np.shape(points)[:-1])
+    k = max(1, int(round(half_window_s / float(np.median(np.diff(t))))))
+    return np.linalg.norm(_local_fit(np.asarray(points, np.float64)[..., [0, 2]], t, k)[1], axis=-1)
+
+
+def position_noise(points: np.ndarray) -> float:
+    """Robust standard deviation (metres) of frame-to-frame noise on points (F, ..., 3): the median absolute
+    second difference (a still or steadily moving point has none) scaled to a Gaussian's sigma."""
+    p = np.asarray(points, np.float64)
+    if len(p) < 3:
+        return 0.0
+    d2 = p[2:] - 2 * p[1:-1] + p[:-2]
+    return float(1.4826 * np.median(np.abs(d2)) / np.sqrt(6.0))
 
 
 def _rolling_percentile(x: np.ndarray, half: int, q: float) -> np.ndarray:
@@ -157,7 +174,7 @@ def _clean(flags: np.ndarray, min_frames: int) -> np.ndarray:
     return out
 
 
-def steady(points: np.ndarray, root: np.ndarray, times: np.ndarray, sigma_s: float = 0.15) -> np.ndarray:
+def steady(points: np.ndarray, root: np.ndarray, times: np.ndarray, sigma_s: float = 0.5) -> np.ndarray:
     """points (F, ..., 3) less the root's (F, 3) quick wobble (the root less its Gaussian-smoothed self):
     a whole body jittered by noisy depth moves every joint alike, the feet standing still included."""
     root = np.asarray(root, np.float64)
@@ -187,12 +204,24 @@ def contact_flags(ankles: np.ndarray, times: Optional[np.ndarray] = None, toes: 
         wobble = steady(np.zeros((n, 1, 3)), root, t)
         a = a + wobble
         toes = None if toes is None else np.asarray(toes, np.float64) + wobble
-    sole = sole_height(a, toes)
     dt = float(np.median(np.diff(t))) if n > 1 else 1.0 / fps
+    # the fit's half width: the slope of a line through m = 2k + 1 samples with noise sigma has a standard
+    # deviation of sigma sqrt(12 / (m^3 - m)) / dt
+    sigma = position_noise(a)
+    m = np.cbrt(12.0 * sigma ** 2 / (dt * th.speed_noise) ** 2)
+    k = int(np.clip(np.ceil((m - 1) / 2), round(th.speed_window_s / dt), round(th.max_window_s / dt)))
+    k = max(k, 1)
+    fit = a if toes is None else np.concatenate([a, toes], 1)
+    value, slope = _local_fit(fit, t, k) if n > 1 else (fit, np.zeros_like(fit))
+    sole = sole_height(value[:, :2], None if toes is None else value[:, 2:])
     floor = _rolling_percentile(sole.min(1), max(1, int(round(th.floor_window_s / dt))), th.floor_percentile)
     rel = sole - floor[:, None]
-    speed = foot_speed(a, t, th.speed_window_s)
-    state = _hysteresis((rel < th.height_on) & (speed < th.speed_on), (rel > th.height_off) | (speed > th.speed_off))
+    speed = np.linalg.norm(slope[:, :2, [0, 2]], axis=-1)
+    # the speed a standing foot shows through the noise: the slower foot's median (one foot is nearly always
+    # down); the speed thresholds rise above it where the noise is large
+    still = float(np.median(speed.min(1)))
+    speed_on, speed_off = max(th.speed_on, 2.0 * still), max(th.speed_off, 3.0 * still)
+    state = _hysteresis((rel < th.height_on) & (speed < speed_on), (rel > th.height_off) | (speed > speed_off))
     return np.stack([_clean(state[:, f], th.min_frames) for f in range(2)], 1)
 
 
@@ -434,6 +463,83 @@ def _legs_to(rot: np.ndarray, pos: np.ndarray, world: np.ndarray, goal: np.ndarr
         rot[m, foot] = hu.quat_from_matrix(np.swapaxes(w_low, -1, -2) @ world[m, foot])  # the foot keeps its turn
 
 
+def _lock_targets(ankles: np.ndarray, ground: np.ndarray, contact: np.ndarray,
+                  blend: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lock weights (F, 2) and ankle targets (F, 2, 3) from ankles (F, 2, 3), the ankle height with the sole
+    on the floor (F, 2) and contact (F, 2): in a span the span's median spot on the floor, around it
+    blending in and out (module docstring)."""
+    n = len(ankles)
+    weights = np.zeros((n, 2))
+    targets = ankles.copy()
+    frames = np.arange(n)
+    for f in range(2):
+        best = np.full(n, np.inf)
+        for a, b in _runs(contact[:, f]):
+            spot = np.median(ankles[a:b, f], axis=0)
+            dist = np.where(frames < a, a - frames, np.where(frames >= b, frames - b + 1, 0))
+            w = np.clip(1.0 - dist / (blend + 1.0), 0.0, 1.0)
+            take = (dist < best) & (w > 0)
+            best = np.where(take, dist, best)
+            weights[take, f] = w[take]
+            inside = take & (dist == 0)
+            targets[inside, f, 0], targets[inside, f, 2] = spot[0], spot[2]
+            targets[inside, f, 1] = ground[inside, f]
+            # around the span: drawn to the same spot, the height its own plus the correction at the span's edge
+            for ramp, edge in ((take & (frames < a), a), (take & (frames >= b), b - 1)):
+                targets[ramp, f, 0], targets[ramp, f, 2] = spot[0], spot[2]
+                targets[ramp, f, 1] = ankles[ramp, f, 1] + ground[edge, f] - ankles[edge, f, 1]
+    return weights, targets
+
+
+def ground_shift(ankles: np.ndarray, contact: np.ndarray, blend: int = 4, root_sigma: float = 2.0) -> np.ndarray:
+    """(F, 3) a translation per frame that puts the contact ankles (F, 2, 3) on the floor at their spots, as
+    far as one translation of the whole body can (the mean of the feet's needs, smoothed): foot locking for
+    joints without a skeleton (the npz's world_joints_h36m), where no leg can be bent."""
+    a = np.asarray(ankles, np.float64)
+    c = np.asarray(contact, bool).reshape(len(a), 2)
+    weights, targets = _lock_targets(a, np.full(c.shape, ANKLE_HEIGHT), c, blend)
+    return _root_shift(targets - a, (weights >= 1.0).astype(np.float64), root_sigma)
+
+
+H36M_LEGS = ((4, 5, 6), (1, 2, 3))  # Human3.6M hip, knee, ankle: left, right
+
+
+def lock_joints(joints: np.ndarray, contact: np.ndarray, blend: int = 4, root_sigma: float = 2.0,
+                floor: bool = True, passes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Foot locking of Human3.6M joints (F, 17, 3) in the world frame, without a skeleton: the same targets
+    and root shift as `lock_feet` (the ankle's height on the floor being ANKLE_HEIGHT), every joint moved by
+    the shift, then each leg's knee and ankle turned by the two-bone IK about its hip (bone lengths kept).
+    Returns the locked joints and the lock weights (F, 2)."""
+    j = np.array(joints, np.float64, copy=True)
+    n = len(j)
+    c = np.asarray(contact, bool).reshape(n, 2)
+    ankles = j[:, [H36M_ANKLES[0], H36M_ANKLES[1]]]
+    ground = np.full((n, 2), ANKLE_HEIGHT)
+    weights, targets = _lock_targets(ankles, ground, c, blend)
+    held = (weights >= 1.0).astype(np.float64)
+    need = targets - ankles
+    for k in range(passes):
+        j += _root_shift(need, held, root_sigma if k == 0 else min(root_sigma, 1.0), mean=k == 0)[:, None, :]
+        ankles = j[:, list(H36M_ANKLES)]
+        goal = ankles + weights[..., None] * (targets - ankles)
+        if floor:
+            goal[..., 1] = np.maximum(goal[..., 1], ground)
+        left = j[:, H36M_LEGS[0][0]] - j[:, H36M_LEGS[1][0]]  # the body's left, from the right hip to the left
+        for f, (hip, knee, ankle) in enumerate(H36M_LEGS):
+            m = np.nonzero(np.linalg.norm(goal[:, f] - j[:, ankle], axis=-1) > 1e-7)[0]
+            if not len(m):
+                continue
+            swing, bend = two_bone_ik(j[m, hip], j[m, knee], j[m, ankle], goal[m, f], -left[m])
+            shin = j[m, ankle] - j[m, knee]
+            j[m, knee] = j[m, hip] + (swing @ (j[m, knee] - j[m, hip])[..., None])[..., 0]
+            j[m, ankle] = j[m, knee] + (swing @ bend @ shin[..., None])[..., 0]
+        ankles = j[:, list(H36M_ANKLES)]
+        need = goal - ankles
+        if np.abs(need).max() < 1e-4:
+            break
+    return j, weights
+
+
 def lock_feet(pose: hu.HumanoidPose, contact: np.ndarray, blend: int = 4, root_sigma: float = 2.0,
               floor: bool = True, passes: int = 4) -> LockResult:
     """Foot locking of F frames of one person (module docstring). pose: world frame, offsets (F, B, 3) or
@@ -449,25 +555,7 @@ def lock_feet(pose: hu.HumanoidPose, contact: np.ndarray, blend: int = 4, root_s
     toes_off = np.broadcast_to(offsets, rot.shape[:-1] + (3,))[:, list(TOES_BONES)]  # (F, 2, 3)
     ankles = pos[:, list(FOOT_BONES)]
     ground = _soles_target(world[:, list(FOOT_BONES)], toes_off)  # (F, 2) ankle height with the sole on the floor
-    weights = np.zeros((n, 2))
-    targets = ankles.copy()
-    frames = np.arange(n)
-    for f in range(2):
-        best = np.full(n, np.inf)
-        for a, b in _runs(c[:, f]):
-            spot = np.median(ankles[a:b, f], axis=0)
-            dist = np.where(frames < a, a - frames, np.where(frames >= b, frames - b + 1, 0))
-            w = np.clip(1.0 - dist / (blend + 1.0), 0.0, 1.0)
-            take = (dist < best) & (w > 0)
-            best = np.where(take, dist, best)
-            weights[take, f] = w[take]
-            inside = take & (dist == 0)
-            targets[inside, f, 0], targets[inside, f, 2] = spot[0], spot[2]
-            targets[inside, f, 1] = ground[inside, f]
-            # around the span: drawn to the same spot, the height its own plus the correction at the span's edge
-            for ramp, edge in ((take & (frames < a), a), (take & (frames >= b), b - 1)):
-                targets[ramp, f, 0], targets[ramp, f, 2] = spot[0], spot[2]
-                targets[ramp, f, 1] = ankles[ramp, f, 1] + ground[edge, f] - ankles[edge, f, 1]
+    weights, targets = _lock_targets(ankles, ground, c, blend)
     total = np.zeros((n, 3))
     need = targets - ankles
     held = (weights >= 1.0).astype(np.float64)
