@@ -200,6 +200,8 @@ def _person(pm: PersonMesh, with_vertices: bool, vertices_dtype: str) -> dict:
             out["hands"][str(side)] = hand
     if pm.hand_skips:
         out["hand_skips"] = {str(k): str(v) for k, v in pm.hand_skips.items()}
+    if pm.foot_contact is not None:  # optional, added within version 1
+        out["foot_contact"] = [bool(x) for x in pm.foot_contact]
     return out
 
 
@@ -227,6 +229,11 @@ def encode_frame(
     }
     if mf.focal is not None:
         fields["focal"] = float(mf.focal)
+    if mf.world is not None:  # optional, added within version 1
+        w = {"state": str(mf.world.state), "focal_estimated": bool(mf.world.focal_estimated)}
+        if mf.world.world_from_camera is not None:
+            w["world_from_camera"] = pack_array(np.asarray(mf.world.world_from_camera))
+        fields["world"] = w
     return _message("frame", stream, seq, wall, fields)
 
 
@@ -351,7 +358,25 @@ def _decode_person(p: Any, i: int) -> dict:
             raise WireError(f"{where}: missing {key!r}")
         out[key] = _shaped(p[key], shape, f"{where}.{key}")
     out["hands"], out["hand_skips"] = _decode_hands(p, where)
+    fc = p.get("foot_contact")
+    if fc is not None and (not isinstance(fc, list) or len(fc) != 2 or not all(isinstance(b, bool) for b in fc)):
+        raise WireError(f"{where}: foot_contact must be two booleans (left, right)")
+    out["foot_contact"] = None if fc is None else np.array(fc, dtype=bool)
     return out
+
+
+WORLD_STATES = ("calibrating", "calibrated", "fixed")
+
+
+def _decode_world(w: Any) -> Optional[dict]:
+    if w is None:
+        return None
+    if not isinstance(w, dict) or w.get("state") not in WORLD_STATES:
+        raise WireError(f"frame message: world must be a map with a state in {WORLD_STATES}")
+    t = None
+    if w.get("world_from_camera") is not None:
+        t = _shaped(w["world_from_camera"], (4, 4), "frame message: world.world_from_camera").astype(np.float64)
+    return {"state": w["state"], "focal_estimated": bool(w.get("focal_estimated", False)), "world_from_camera": t}
 
 
 def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
@@ -405,6 +430,7 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
         _count(m, "dropped", kind)
         if m.get("focal") is not None and (not isinstance(m["focal"], _NUM) or not m["focal"] > 0):
             raise WireError("frame message: focal must be a positive number")
+        m["world"] = _decode_world(m.get("world"))
         persons = _req(m, "persons", list, kind)
         m["persons"] = [_decode_person(p, i) for i, p in enumerate(persons)]
         lost = m.get("lost", [])

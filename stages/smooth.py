@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, SourceEnd, now
 from pipeline.stage import Stage, StageContext, config_section
+from stages.world import WorldConfig, WorldPlacer
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
 from .smooth_hands import HandFilters, smooth_hand_runs
@@ -233,6 +234,9 @@ class SmoothStage(Stage):
         # "auto" should be resolved by the runtime (live for cameras/URLs, offline for files); if it is
         # not, stay causal: never add latency to what may be a live source.
         self.offline = self.cfg.holds_frames(self.mode) > 0
+        # The camera over the floor (stages/world.py): each frame placed in it before it is smoothed.
+        self.world = WorldPlacer(config_section(config, "world", WorldConfig) if hasattr(config, "world")
+                                 else WorldConfig(mode="off"))  # a bare SmoothConfig: no world
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._announced: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -245,6 +249,7 @@ class SmoothStage(Stage):
             return self._ready()
         if not isinstance(msg, MeshFrame):
             raise TypeError(f"smooth stage expects MeshFrame messages, got {type(msg).__name__}")
+        msg = self.world.apply(msg)
         if self.cfg.method == "none":
             return [msg]
         self._frame(msg)
@@ -261,7 +266,7 @@ class SmoothStage(Stage):
     # -------------------------------------------------------------------------------------- details
     def _frame(self, mf: MeshFrame) -> None:
         src = mf.frame.source
-        out = MeshFrame(frame=mf.frame, persons=[], lost=[], focal=mf.focal)
+        out = MeshFrame(frame=mf.frame, persons=[], lost=[], focal=mf.focal, world=mf.world)
         pending = _Pending(out)
         self._queue.append(pending)
         seen: set[int] = set()
