@@ -330,13 +330,15 @@ def pose_to_world(pose: hu.HumanoidPose, world_from_camera: np.ndarray) -> hu.Hu
 
 
 def _world(pose: hu.HumanoidPose) -> tuple[np.ndarray, np.ndarray]:
-    """World positions (F, B, 3) and rotation matrices (F, B, 3, 3)."""
-    local = hu.quat_to_matrix(pose.rotations)
-    off = np.broadcast_to(pose.offsets, local.shape[:-1])
+    """World positions (F, B, 3) and rotation matrices (F, B, 3, 3) of the body's B bones (hu.BONES; bones
+    a longer skeleton adds after them are left out)."""
+    nb = len(hu.BONES)
+    local = hu.quat_to_matrix(np.asarray(pose.rotations)[:, :nb])
+    off = np.broadcast_to(np.asarray(pose.offsets)[..., :nb, :], local.shape[:-1])
     world = np.empty_like(local)
     pos = np.empty(local.shape[:-1])
     world[:, 0], pos[:, 0] = local[:, 0], pose.root
-    for b in range(1, len(hu.BONES)):
+    for b in range(1, nb):
         p = hu.PARENTS[b]
         world[:, b] = world[:, p] @ local[:, b]
         pos[:, b] = pos[:, p] + (world[:, p] @ off[:, b, :, None])[..., 0]

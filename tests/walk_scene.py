@@ -126,3 +126,69 @@ def noisy_pose(w: Walk, rng: np.random.Generator, angle_sigma_deg: float = 2.0, 
     root += e[:, None] * (root - camera)
     root[:, 1] += floor_error
     return hu.HumanoidPose(rot, w.pose.offsets, root)
+
+
+# --------------------------------------------------------------------------- what a camera sees of the walkers
+def scene_camera(pitch_deg: float = 20.0, roll_deg: float = 2.0, height: float = 3.0, focal_ratio: float = 0.8,
+                 wh=(1280, 720)):
+    """A static camera (fastmetro.world.CameraModel) looking down at the floor."""
+    from fastmetro.world import CameraModel, up_from_pitch_roll
+
+    return CameraModel(focal=focal_ratio * float(np.hypot(*wh)), up=up_from_pitch_roll(pitch_deg, roll_deg),
+                       height=height, width=wh[0], height_px=wh[1], focal_estimated=True, state="fixed")
+
+
+def walker_frames(template, camera, walks: list, published_focal: float | None = None, depth_noise: float = 0.0,
+                  rng: np.random.Generator | None = None, world_info=None) -> list:
+    """MeshFrames of the walkers (track i + 1 = walks[i], all of the same length) as the pipeline would publish
+    them: body-relative meshes and Human3.6M joints in the camera frame, cam_t the pelvis placed at
+    `published_focal` (the true focal when None: depth scales with the focal, docs/crops.md), boxes around the
+    meshes as the camera sees them; depth_noise: relative, per frame. world_info: attached to every frame
+    (pipeline.messages.WorldInfo) when given."""
+    from fastmetro.world import world_to_camera
+    from pipeline import wire
+
+    rng = rng or np.random.default_rng(0)
+    f_pub = camera.focal if published_focal is None else published_focal
+    w, h = camera.width, camera.height_px
+    posed = []
+    for wk in walks:
+        _, verts, joints = template.posed(wk.pose.rotations, root=wk.pose.root)
+        posed.append((world_to_camera(verts, camera), world_to_camera(joints, camera)))
+    frames = []
+    for i in range(len(walks[0].times)):
+        mf = wire.synthetic_mesh_frame(len(walks), index=i)
+        mf.frame.width, mf.frame.height = w, h
+        mf.frame.pts = float(walks[0].times[i])
+        mf.focal = f_pub
+        mf.world = world_info
+        for k, pm in enumerate(mf.persons):
+            v, j = posed[k][0][i], posed[k][1][i]
+            cam_t = j[0] * (1.0 + depth_noise * rng.normal())
+            px = camera.focal * v[:, :2] / v[:, 2:3] + [w / 2, h / 2]
+            lo, hi = np.clip(px.min(0), 0, [w, h]), np.clip(px.max(0), 0, [w, h])
+            pm.person.track_id = k + 1
+            pm.person.box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+            pm.person.center = tuple(float(x) for x in (lo + hi) / 2)
+            pm.person.size = float(1.25 * (hi - lo).max())
+            pm.vertices = (v - j[0]).astype(np.float32)
+            pm.joints_h36m = (j - j[0]).astype(np.float32)
+            pm.cam_t = (cam_t * [1.0, 1.0, f_pub / camera.focal]).astype(np.float32)
+        frames.append(mf)
+    return frames
+
+
+def write_recording(path, frames, faces=None, stream: str = "default"):
+    """MeshFrames as a --record file of `stream` (topology, frames, end)."""
+    from pipeline import wire
+    from pipeline.messages import EndOfStream
+
+    faces = np.zeros((1, 3), np.int32) if faces is None else faces
+    rec = wire.RecordWriter(path)
+    rec.write(0.0, wire.topic(stream, "topology"),
+              wire.encode_topology(stream, 0, faces, [f"j{i}" for i in range(14)], [f"h{i}" for i in range(17)]))
+    for seq, mf in enumerate(frames):
+        rec.write(float(mf.frame.pts), wire.topic(stream, "frame"), wire.encode_frame(mf, stream, seq))
+    rec.write(1e4, wire.topic(stream, "end"), wire.encode_end(EndOfStream(stream, len(frames)), stream, len(frames)))
+    rec.close()
+    return path
