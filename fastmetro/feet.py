@@ -286,12 +286,14 @@ class ContactDetector:
 
 
 class FloorOffset:
-    """Online: how far a person's contact feet are off the floor (y = 0), per person, smoothed with a time
-    constant `tau_s` over the frames with a foot in contact (held otherwise). Subtracting it from the root's
-    height puts the feet on the floor live (vertical only; horizontal locking needs the whole span: offline)."""
+    """Online: how far a person's feet are off the floor (y = 0), per person: while a foot is in contact, the
+    lowest foot's sole height (followed with a time constant `tau_s`; 0: at once, which also takes off the
+    vertical part of per-frame depth noise), and while the lowest foot is within `near` of the floor as
+    known; held otherwise (a jump). Subtracting it from the root's height
+    puts the feet on the floor live (vertical only; horizontal locking needs the whole span: offline)."""
 
-    def __init__(self, tau_s: float = 0.3, forget_s: float = 5.0) -> None:
-        self.tau_s, self.forget_s = tau_s, forget_s
+    def __init__(self, tau_s: float = 0.0, near: float = 0.05, forget_s: float = 5.0) -> None:
+        self.tau_s, self.near, self.forget_s = tau_s, near, forget_s
         self._state: dict = {}
 
     def update(self, key, t: float, sole: np.ndarray, contact: np.ndarray) -> float:
@@ -301,9 +303,12 @@ class FloorOffset:
         if last is not None and (t <= last[0] or t - last[0] > self.forget_s):
             last = None
         off = None if last is None else last[1]
-        if contact.any():
-            h = float(sole[contact].min())
-            a = 1.0 if off is None else 1.0 - np.exp(-(t - last[0]) / self.tau_s)
+        low = float(sole.min())
+        # the lowest foot is the one on the floor while a foot is in contact (a lagging flag may still hold a
+        # lifting foot) or while it is within `near` of the floor as known (between two flags)
+        if contact.any() or (off is not None and low - off < self.near):
+            h = low
+            a = 1.0 if off is None or self.tau_s <= 0 else 1.0 - np.exp(-(t - last[0]) / self.tau_s)
             off = h if off is None else off + a * (h - off)
         elif off is None:
             off = float(min(sole.min(), 0.0))  # nothing known yet: only never below the floor
