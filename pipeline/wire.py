@@ -371,8 +371,8 @@ WORLD_STATES = ("calibrating", "calibrated", "fixed")
 def _decode_world(w: Any) -> Optional[dict]:
     if w is None:
         return None
-    if not isinstance(w, dict) or w.get("state") not in WORLD_STATES:
-        raise WireError(f"frame message: world must be a map with a state in {WORLD_STATES}")
+    if not isinstance(w, dict) or not isinstance(w.get("state"), str):  # states beyond WORLD_STATES are allowed
+        raise WireError("frame message: world must be a map with a state string")
     t = None
     if w.get("world_from_camera") is not None:
         t = _shaped(w["world_from_camera"], (4, 4), "frame message: world.world_from_camera").astype(np.float64)

@@ -133,3 +133,113 @@ def test_online_converges_holds_and_finds_a_bumped_camera():
     assert calibrated_at is not None and calibrated_at < 10
     assert cal.moves == 1 and cal.state == "calibrated"
     assert _angle(cal.model.up, sc.cameras[-1].up) < 2.0  # the new camera
+
+
+# ------------------------------------------------------------------------ in the pipeline and on the wire
+def _config(**world):
+    from fastmetro_stream.config import load_config
+
+    return load_config(None, [f"world.{k}={v}" for k, v in world.items()] + ["smooth.method=none"], mode="live")
+
+
+def test_live_run_calibrates_and_finds_a_bumped_camera(tmp_path):
+    """A synthetic scene replayed through the smooth stage (live) and the wire: frames say `calibrating`, then
+    `calibrated` with the camera's pose; a bump sends it back to `calibrating` and to the new camera."""
+    from pipeline import wire
+    from pipeline.subscriber import to_message
+    from stages.smooth import SmoothStage
+    from tests.world_scene import mesh_frames
+
+    sc = make_scene(SceneSpec(pitch_deg=20, roll_deg=2, seconds=40, bump_at=22), seed=5)
+    stage = SmoothStage(_config(trust_meshes="true"))
+    states, first = [], {}
+    for mf in mesh_frames(sc):
+        for out in stage.process(mf):
+            m = to_message(wire.decode(wire.encode_frame(out, "default", out.frame.index, with_vertices=False)), None)
+            t = m.index / sc.spec.fps
+            states.append((t, m.world.state))
+            first.setdefault((m.world.state, t > 22), (t, m))
+            last = m
+    t_cal, m = first[("calibrated", False)]
+    assert t_cal < 10  # seconds of video
+    T = m.world.world_from_camera
+    assert _angle(T[1, :3], sc.camera.up) < 2.0 and abs(T[1, 3] / sc.camera.height - 1) < 0.08
+    assert m.world.focal_estimated and abs(m.focal / sc.camera.focal - 1) < 0.10
+    # the persons are placed at the calibrated focal: their depth is right, not 1/0.7 too far
+    p = m.persons[0]
+    truth = [q for q in sc.frames[m.index] if q.track_id == p.track_id][0]
+    true_root = world_to_camera_root(truth, sc)
+    assert abs(p.cam_t[2] / true_root[2] - 1) < 0.08
+    assert ("calibrating", True) in first  # the bump was seen
+    assert last.world.state == "calibrated"  # again, at the new camera
+    assert _angle(last.world.world_from_camera[1, :3], sc.cameras[-1].up) < 2.0
+
+
+def world_to_camera_root(p, sc):
+    from fastmetro.world import world_to_camera
+
+    return world_to_camera(p.world_joints[0], sc.camera)
+
+
+def test_calibrate_command_and_a_run_taking_its_file(tmp_path, assets_dir, capsys):
+    """`calibrate REC -o camera.json` on a recording of a synthetic scene; a run with world.camera places
+    persons at that camera's focal and says `fixed`."""
+    import json
+
+    import fastmetro
+    from fastmetro_stream.cli import main
+    from stages.smooth import SmoothStage
+    from tests.world_scene import mesh_frames, write_recording
+
+    sc = make_scene(SceneSpec(pitch_deg=15, roll_deg=-3, seconds=12), seed=7)
+    rec = write_recording(sc, tmp_path / "run.msgpack", fastmetro.load_mesh_data(assets_dir).faces)
+    out = tmp_path / "camera.json"
+    assert main(["calibrate", str(rec), "-o", str(out), "--trust-meshes"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads(out.read_text())
+    for key in ("focal", "up", "height", "pitch_deg", "roll_deg", "focal_estimated", "persons", "frames", "residual"):
+        assert key in saved and key in printed
+    assert abs(saved["pitch_deg"] - 15) < 2 and abs(saved["roll_deg"] + 3) < 2 and saved["focal_estimated"]
+    stage = SmoothStage(_config(camera=str(out)))
+    mf = stage.process(mesh_frames(sc)[5])[0]
+    assert mf.world.state == "fixed" and mf.focal == pytest.approx(saved["focal"])
+    assert np.allclose(mf.world.world_from_camera, saved["world_from_camera"])
+    # boxes alone: the focal is not observable, said and kept
+    assert main(["calibrate", str(rec), "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["focal_estimated"] is False
+    assert main(["calibrate", str(tmp_path / "missing.msgpack")]) == 2
+
+
+@pytest.mark.skipif(not os.environ.get("FASTMETRO_VTEST"), reason="set FASTMETRO_VTEST to OpenCV's vtest.avi")
+def test_vtest_street_camera(tmp_path):
+    """OpenCV's sample street video: HOG boxes give a camera a few metres up, looking down."""
+    from fastmetro_stream.cli import main
+
+    out = tmp_path / "camera.json"
+    assert main(["calibrate", os.environ["FASTMETRO_VTEST"], "--detector", "hog", "--hog-max-side", "960",
+                 "-o", str(out)]) == 0
+    m = CameraModel.load(out)
+    assert 2.0 < m.height < 15.0 and 5.0 < m.pitch_deg < 60.0 and abs(m.roll_deg) < 10
+
+
+def test_wire_carries_world_and_foot_contact():
+    import msgpack
+
+    from pipeline import wire
+    from pipeline.messages import WorldInfo
+    from pipeline.subscriber import to_message
+    from tests.world_scene import mesh_frames
+
+    sc = make_scene(SceneSpec(seconds=0.2, walkers=2), seed=1)
+    mf = mesh_frames(sc)[0]
+    mf.persons[0].foot_contact = np.array([True, False])
+    T = world_from_camera(up_from_pitch_roll(20, 1), 3.5)
+    mf.world = WorldInfo(state="calibrated", world_from_camera=T, focal_estimated=True)
+    m = to_message(wire.decode(wire.encode_frame(mf, "default", 0, with_vertices=False)), None)
+    assert m.world.state == "calibrated" and m.world.focal_estimated
+    assert np.allclose(m.world.world_from_camera, T, atol=1e-6)
+    assert m.persons[0].foot_contact.tolist() == [True, False] and m.persons[1].foot_contact is None
+    raw = msgpack.unpackb(wire.encode_frame(mf, "default", 0, with_vertices=False), raw=False)
+    raw["persons"][0]["foot_contact"] = [1, 0]
+    with pytest.raises(wire.WireError, match="foot_contact"):
+        wire.decode(msgpack.packb(raw, use_bin_type=True))
