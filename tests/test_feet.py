@@ -196,3 +196,33 @@ def test_contact_and_locking_on_the_published_fields_of_a_synthetic_scene():
     assert len(agree) >= 5 and np.mean(agree) >= 0.8 and min(agree) >= 0.7, agree
     assert np.sum(after) * 5 <= np.sum(before), (np.sum(before), np.sum(after))
     assert err.mean() < 0.06 and np.percentile(err, 95) < 0.10, (err.mean(), np.percentile(err, 95))
+
+
+def test_a_live_run_publishes_foot_contact(tmp_path):
+    """The smooth stage (live, Kalman) with a fixed camera marks every person's feet (stages/feet_contact.py);
+    through the wire, the flags agree with world_synth's true contacts >= 70 % (live sees no frame ahead);
+    without a world no flags are sent."""
+    from fastmetro.world_synth import SceneSpec, make_scene
+    from fastmetro_stream.config import load_config
+    from pipeline import wire
+    from pipeline.subscriber import to_message
+    from stages.smooth import SmoothStage
+    from tests.world_scene import mesh_frames
+
+    scene = make_scene(SceneSpec(seconds=10), seed=3)
+    scene.camera.save(tmp_path / "camera.json")
+    truth = {(i, p.track_id): p.contact for i, ps in enumerate(scene.frames) for p in ps}
+    for world, expect in ((f"world.camera={tmp_path / 'camera.json'}", True), ('world.mode="off"', False)):
+        stage = SmoothStage(load_config(None, [world], mode="live"))
+        agree, flagged = [], 0
+        for mf in mesh_frames(scene):
+            for out in stage.process(mf):
+                m = to_message(wire.decode(wire.encode_frame(out, "default", out.frame.index, with_vertices=False)), None)
+                for p in m.persons:
+                    flagged += p.foot_contact is not None
+                    if p.foot_contact is not None and m.index >= 25 and (m.index, p.track_id) in truth:
+                        agree.append((p.foot_contact == truth[(m.index, p.track_id)]).mean())
+        if expect:
+            assert len(agree) > 500 and np.mean(agree) >= 0.7, np.mean(agree)
+        else:
+            assert flagged == 0
