@@ -150,3 +150,17 @@ def test_overlay_and_render_draw_the_floor(walk_recording, tmp_path):
 def _project_full(camera, points_w):
     c = world_to_camera(np.asarray(points_w, np.float64), camera)
     return camera.focal * c[:, :2] / c[:, 2:3] + np.array([camera.width, camera.height_px]) / 2
+
+
+def test_map_from_boxes_finds_the_feet_on_the_floor(walk_recording):
+    """`map --from boxes`: the boxes' bottom centres cast onto the floor land near the walkers' feet."""
+    from tools.export.world import WorldExport
+    from tools.map import track_paths
+
+    rec, cam_file = walk_recording["rec"], walk_recording["folder"] / "camera.json"
+    paths = track_paths(rec, WorldExport.prepare(rec, camera_file=cam_file), source="boxes")
+    for tid, walk in enumerate(walk_recording["walks"], 1):
+        (path,) = paths[tid]
+        feet_mid = walk.positions[:, [16, 20]].mean(1)[:, [0, 2]]  # between the ankles
+        err = np.linalg.norm(path - feet_mid, axis=1) / np.linalg.norm(feet_mid, axis=1)
+        assert np.median(err) < 0.08, np.median(err)

@@ -24,9 +24,22 @@ class MapError(ValueError):
     """Something the user can fix (one line)."""
 
 
-def track_paths(recording, world, stream: Optional[str] = None) -> dict[int, list[np.ndarray]]:
-    """Each track's floor path: pieces of (N, 2) world (x, z) points of its pelvis, a piece per stretch seen
-    (a track lost and its id used again, or unseen over BREAK_S seconds, starts a new piece)."""
+def floor_points(boxes: np.ndarray, world) -> np.ndarray:
+    """(N, 2) world (x, z) where the bottom centres of boxes (N, 4) meet the floor (NaN above the horizon)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w, h = world.frame_wh
+    rays = np.stack([((b[:, 0] + b[:, 2]) / 2 - w / 2) / world.focal, (b[:, 3] - h / 2) / world.focal,
+                     np.ones(len(b))], 1) @ world.camera.world_from_camera()[:3, :3].T
+    down = rays[:, 1] < -1e-9
+    s = np.where(down, world.camera.height / -np.where(down, rays[:, 1], -1.0), np.nan)
+    return rays[:, [0, 2]] * s[:, None]
+
+
+def track_paths(recording, world, stream: Optional[str] = None, source: str = "joints") -> dict[int, list[np.ndarray]]:
+    """Each track's floor path: pieces of (N, 2) world (x, z) points, a piece per stretch seen (a track lost
+    and its id used again, or unseen over BREAK_S seconds, starts a new piece). source "joints": its pelvis
+    (joints_h36m + cam_t at the camera's focal); "boxes": its box's bottom centre cast onto the floor (what
+    the calibration itself trusts; for untrained weights, whose meshes are meaningless)."""
     from tools.export.tracks import read_frames
 
     focal = world.focal
@@ -38,8 +51,13 @@ def track_paths(recording, world, stream: Optional[str] = None) -> dict[int, lis
         for p in frame.persons:
             if p.predicted or p.state == "coasting":
                 continue
-            pelvis = np.asarray(p.joints_h36m[0], np.float64) + np.asarray(p.cam_t, np.float64) * [1.0, 1.0, k]
-            xz = camera_to_world(pelvis, world.camera)[[0, 2]]
+            if source == "boxes":
+                xz = floor_points(p.box, world)[0]
+                if not np.all(np.isfinite(xz)):
+                    continue
+            else:
+                pelvis = np.asarray(p.joints_h36m[0], np.float64) + np.asarray(p.cam_t, np.float64) * [1.0, 1.0, k]
+                xz = camera_to_world(pelvis, world.camera)[[0, 2]]
             runs = pieces.setdefault(p.track_id, [[]])
             if runs[-1] and t - last[p.track_id] > BREAK_S:
                 runs.append([])
@@ -66,7 +84,7 @@ def track_paths(recording, world, stream: Optional[str] = None) -> dict[int, lis
 
 
 def make_map(recording, output, camera: Optional[str] = None, stream: Optional[str] = None,
-             size: int = 1000) -> dict:
+             size: int = 1000, source: str = "joints") -> dict:
     """Write the floor plan PNG; returns what it drew."""
     from tools.export.world import WorldError, WorldExport
 
@@ -83,7 +101,7 @@ def make_map(recording, output, camera: Optional[str] = None, stream: Optional[s
         raise MapError(str(e)) from None
     if world is None:
         raise MapError(f"{recording} holds no frames")
-    paths = track_paths(recording, world, stream)
+    paths = track_paths(recording, world, stream, source)
     cam = world.camera
     title = (f"{recording.name}: camera {cam.height:.2f} m up, pitch {cam.pitch_deg:.1f} deg, roll {cam.roll_deg:.1f} "
              f"deg, focal {world.focal:.0f} px ({'estimated' if cam.focal_estimated else 'kept'}; {world.source})")
@@ -95,7 +113,8 @@ def make_map(recording, output, camera: Optional[str] = None, stream: Optional[s
 
 def map_command(args: argparse.Namespace) -> int:
     try:
-        info = make_map(args.recording, args.output, camera=args.camera, stream=args.stream, size=args.size)
+        info = make_map(args.recording, args.output, camera=args.camera, stream=args.stream, size=args.size,
+                        source=args.source)
     except (MapError, ValueError, WireError) as e:
         print(f"error: map: {e}", file=sys.stderr)
         return 1
@@ -116,4 +135,7 @@ def add_commands(subparsers) -> None:
                    help="camera.json (fastmetro-stream calibrate); default: calibrated from the recording")
     p.add_argument("--stream", default=None, help="stream id (default: the recording's first)")
     p.add_argument("--size", type=int, default=1000, help="image side in pixels (default 1000)")
+    p.add_argument("--from", dest="source", choices=["joints", "boxes"], default="joints",
+                   help="where a person stands: its pelvis (joints + cam_t, default) or its box's bottom on the floor "
+                        "(for untrained weights)")
     p.set_defaults(func=map_command)
