@@ -247,10 +247,12 @@ def slide_speed(points: np.ndarray, contact: np.ndarray, times: Optional[np.ndar
 
 def _line_end(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares line through values v (n, ...) at times t (n,): (its value at t[-1], its slope)."""
-    tc = t - t.sum() / len(t)
-    mean = v.sum(0) / len(t)
-    slope = np.tensordot(tc, v, axes=1) / max(float(tc @ tc), 1e-12)  # sum of tc (v - mean) = sum of tc v
-    return mean + slope * tc[-1], slope
+    n = len(t)
+    tc = t - t.sum() / n
+    flat = v.reshape(n, -1)
+    mean = flat.sum(0) / n
+    slope = (tc @ flat) / max(float(tc @ tc), 1e-12)  # sum of tc (v - mean) = sum of tc v
+    return (mean + slope * tc[-1]).reshape(v.shape[1:]), slope.reshape(v.shape[1:])
 
 
 class ContactDetector:
@@ -279,49 +281,55 @@ class ContactDetector:
         if toes is not None:
             pts = np.concatenate([pts, np.asarray(toes, np.float64).reshape(2, 3)])
         st = self._state.get(key)
-        if st is None or t <= st["t"][-1] or t - st["t"][-1] > self.forget_s or st["toes"] != (toes is not None):
-            st = self._state[key] = {"t": deque(), "root": deque(), "pts": deque(), "low": deque(), "still": deque(),
-                                     "on": np.zeros(2, bool), "toes": toes is not None}
-        ts = st["t"]
-        ts.append(t)
-        st["root"].append(None if root is None else np.asarray(root, np.float64).reshape(3))
-        while ts[0] < t - self.HISTORY_S:
+        if st is None or t <= st["t"][st["n"] - 1] or t - st["t"][st["n"] - 1] > self.forget_s \
+                or st["pts"].shape[1] != len(pts):
+            st = self._state[key] = {"t": np.zeros(256), "root": np.full((256, 3), np.nan),
+                                     "pts": np.zeros((256, len(pts), 3)), "low": np.zeros(256), "still": np.zeros(256),
+                                     "n": 0, "on": np.zeros(2, bool), "noise_at": 0, "sigma": 0.0}
+        n = st["n"]
+        if n == len(st["t"]):  # full: keep the last HISTORY_S seconds
+            keep = int(np.searchsorted(st["t"][:n], t - self.HISTORY_S))
+            keep = max(keep, n // 2)
             for name in ("t", "root", "pts", "low", "still"):
-                if st[name]:
-                    st[name].popleft()
-        tt = np.fromiter(ts, np.float64, len(ts))
+                st[name][: n - keep] = st[name][keep:n]
+            n -= keep
+        st["t"][n] = t
+        st["root"][n] = np.nan if root is None else np.asarray(root, np.float64).reshape(3)
+        n += 1
+        st["n"] = n
+        tt = st["t"][:n]
+        start = int(np.searchsorted(tt, t - self.HISTORY_S))
         if root is not None:
-            recent = [i for i in range(len(tt)) if tt[i] >= t - 0.5 and st["root"][i] is not None]
-            if len(recent) >= 3:
-                fit, _ = _line_end(tt[recent], np.array([st["root"][i] for i in recent]))
-                pts = pts + (fit - st["root"][-1])
-        st["pts"].append(pts)
+            first = int(np.searchsorted(tt, t - 0.5))
+            roots = st["root"][first:n]
+            if len(roots) >= 3 and not np.isnan(roots).any():
+                fit, _ = _line_end(tt[first:], roots)
+                pts = pts + (fit - roots[-1])
+        st["pts"][n - 1] = pts
         low = float(np.min(pts[:2, 1]) - ANKLE_HEIGHT)
         if toes is not None:
             low = min(low, float(np.min(pts[2:, 1])) - TOES_HEIGHT)
-        st["low"].append(low)
-        dt = (tt[-1] - tt[0]) / (len(tt) - 1) if len(tt) > 1 else 1.0 / 30
-        recent = int(np.ceil(th.max_window_s * 4 / dt))
-        hist = np.array(list(st["pts"])[-recent:])  # (n, 2 or 4, 3), steadied as known at each frame
-        if len(hist) >= 5 and st.get("noise_at", 0) <= 0:  # the noise changes slowly: measured every 5th frame
+        st["low"][n - 1] = low
+        dt = (tt[-1] - tt[start]) / (n - 1 - start) if n - 1 > start else 1.0 / 30
+        recent = max(n - int(np.ceil(th.max_window_s * 4 / dt)), start)
+        hist = st["pts"][recent:n]  # steadied as known at each frame
+        if len(hist) >= 5 and st["noise_at"] <= 0:  # the noise changes slowly: measured every 5th frame
             st["sigma"], st["noise_at"] = position_noise(hist), 5
-        st["noise_at"] = st.get("noise_at", 0) - 1
-        sigma = st.get("sigma", 0.0)
-        m = np.cbrt(12.0 * sigma ** 2 / (dt * th.speed_noise) ** 2)
-        n = int(np.clip(np.ceil(m), round(th.speed_window_s / dt) + 1, round(2 * th.max_window_s / dt) + 1))
-        n = min(max(n, 2), len(hist))
-        if n >= 2:
-            value, slope = _line_end(tt[-n:], hist[-n:])
+        st["noise_at"] -= 1
+        m = np.cbrt(12.0 * st["sigma"] ** 2 / (dt * th.speed_noise) ** 2)
+        k = int(np.clip(np.ceil(m), round(th.speed_window_s / dt) + 1, round(2 * th.max_window_s / dt) + 1))
+        k = min(max(k, 2), n - start)
+        if k >= 2:
+            value, slope = _line_end(tt[n - k:], st["pts"][n - k:n])
         else:
-            value, slope = hist[-1], np.zeros_like(hist[-1])
-        speed = np.linalg.norm(slope[:2][:, [0, 2]], axis=-1)
+            value, slope = pts, np.zeros_like(pts)
+        speed = np.hypot(slope[:2, 0], slope[:2, 2])
         sole = sole_height(value[:2], value[2:] if toes is not None else None)
-        k = int(np.searchsorted(tt, t - th.floor_window_s))
-        lows = sorted(list(st["low"])[k:])
+        lows = np.sort(st["low"][int(np.searchsorted(tt, t - th.floor_window_s)):n])
         floor = lows[int(round(th.floor_percentile / 100.0 * (len(lows) - 1)))]
-        st["still"].append(float(speed.min()))
-        stills = sorted(st["still"])
-        still = stills[len(stills) // 2]
+        st["still"][n - 1] = speed.min()
+        stills = np.sort(st["still"][start:n])
+        still = float(stills[len(stills) // 2])
         speed_on, speed_off = max(th.speed_on, 2.0 * still), max(th.speed_off, 3.0 * still)
         rel = sole - floor
         enter = (rel < th.height_on) & (speed < speed_on)
@@ -329,8 +337,8 @@ class ContactDetector:
         st["on"] = np.where(enter, True, np.where(leave, False, st["on"]))
         if len(self._state) > 1 and (t - st.get("swept", -1e9)) > 1.0:  # now and then: forget the departed
             st["swept"] = t
-            for k in [k for k, s in self._state.items() if t - s["t"][-1] > self.forget_s]:
-                del self._state[k]
+            for key2 in [k2 for k2, s2 in self._state.items() if t - s2["t"][s2["n"] - 1] > self.forget_s]:
+                del self._state[key2]
         return st["on"].copy()
 
     def forget(self, key) -> None:
