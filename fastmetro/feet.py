@@ -11,25 +11,31 @@ sole above the floor, from its ankle (and toes, when known): min(ankle.y - ANKLE
 TOES_HEIGHT), the two constants measured on the SMPL template standing flat.
 
 Contact (`contact_flags`, offline; `ContactDetector`, online and causal): a foot is in contact while it is
-near the floor and nearly still. Heights are taken above the person's own floor level (a low percentile of
-the lower foot's sole height over a sliding window), so a calibration whose floor is a few centimetres off
-still finds the steps; speeds are horizontal, from a local linear fit over a few frames (noise averages
-out). Hysteresis: a foot enters contact when its sole is below `height_on` and its speed below `speed_on`,
-and leaves when it rises above `height_off` or moves faster than `speed_off`; contacts and gaps shorter
-than `min_frames` are dropped and filled. The defaults (`ContactThresholds`) are for walking at 25-60 fps.
+near the floor and nearly still. The body's quick common wobble (depth noise moves every joint alike) is
+taken off the feet first (`steady`: the root less its smoothed self). Heights are taken above the person's
+own floor level (a low percentile of the lower foot's sole height over a sliding window), so a calibration
+whose floor is a few centimetres off still finds the steps; speeds are horizontal, the slope of a local
+linear fit (over more frames where the positions are noisier, `position_noise`), and the speed thresholds
+rise above what a standing foot shows through the noise. Hysteresis: a foot enters contact when its sole
+is below `height_on` and its speed below `speed_on`, and leaves when it rises above `height_off` or moves
+faster than `speed_off`; offline, contacts and gaps shorter than `min_frames` are dropped and filled. The
+defaults (`ContactThresholds`; live: `ONLINE_THRESHOLDS`) are for walking at 25-60 fps.
 
-Foot locking (`lock_feet`, offline, as motion-capture clean-up tools do): over each contact span the foot's
-ankle is held at one horizontal place (the span's median) with its sole on the floor (y = 0); before and
-after the span the hold blends in and out over `blend` frames (drawn to the same spot, its height its own
-plus the correction it got at the span's edge, so a lifting foot still lifts). The root (Hips) moves by the mean of what the
-feet in contact need, smoothed over time (so the body stands on the floor and does not drift
-off its stance foot), then a two-bone IK on each leg (UpperLeg, LowerLeg, ankle) puts each ankle exactly on
-its target, bending the knee in its own plane; each foot keeps its orientation in the world. No foot goes
-below the floor, in contact or not. Numpy only.
+Foot locking (`lock_feet` for the humanoid skeleton, `lock_joints` for Human3.6M joints; offline, as
+motion-capture clean-up tools do): over each contact span the foot's ankle is held at one horizontal place
+(the span's median) with its sole on the floor (y = 0); before and after the span the hold blends in and
+out over `blend` frames (drawn to the same spot, its height its own plus the correction it got at the
+span's edge, so a lifting foot still lifts). The root (Hips) moves by the mean of what the feet held need,
+smoothed over time (so the body stands on the floor and does not drift off its stance foot), then a
+two-bone IK on each leg (UpperLeg, LowerLeg, ankle) puts each ankle on its target, bending the knee in its
+own plane; each foot keeps its orientation in the world; what a leg cannot reach is left to the root's next
+shift (a few passes). No foot goes below the floor, in contact or not. Bone lengths do not change.
+
+Live, for avatars (`FloorOffset`): the lowest foot's height taken off the root while a foot is down.
+Numpy only.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
