@@ -497,8 +497,9 @@ def _gauss_smooth(values: np.ndarray, weights: np.ndarray, sigma: float,
         k = min(r, n - 1)
         values = np.concatenate([2 * values[:1] - values[k:0:-1], values, 2 * values[-1:] - values[-2:-k - 2:-1]])
         weights = np.concatenate([weights[k:0:-1], weights, weights[-2:-k - 2:-1]])
-    num = np.stack([np.convolve(values[:, i] * weights, g, mode="same") for i in range(values.shape[1])], 1)
-    den = np.convolve(weights, g, mode="same")
+    m = len(values)  # "full" convolution cut to the input's own span (numpy's "same" is the longer one's)
+    num = np.stack([np.convolve(values[:, i] * weights, g)[r:r + m] for i in range(values.shape[1])], 1)
+    den = np.convolve(weights, g)[r:r + m]
     if edge:
         num, den = num[k:k + n], den[k:k + n]
     return num / np.where(den > 1e-9, den, 1.0)[:, None], den

@@ -226,3 +226,16 @@ def test_a_live_run_publishes_foot_contact(tmp_path):
             assert len(agree) > 500 and np.mean(agree) >= 0.7, np.mean(agree)
         else:
             assert flagged == 0
+
+
+def test_short_tracks_lock_too():
+    """Tracks shorter than the smoothing kernels (a few frames) come out with their own length."""
+    for n in (2, 3, 5, 9):
+        w = ws.walk(n)
+        c = feet.contact_flags(w.positions[:, list(feet.FOOT_BONES)], w.times, root=w.positions[:, 0])
+        assert c.shape == (n, 2)
+        joints = w.positions[:, [0, 18, 19, 20, 14, 15, 16] + [0] * 10]
+        locked, weights = feet.lock_joints(joints, np.ones((n, 2), bool))
+        assert locked.shape == joints.shape and weights.shape == (n, 2)
+        assert feet.lock_feet(w.pose, np.ones((n, 2), bool)).pose.root.shape == (n, 3)
+        assert feet.ground_shift(joints[:, [6, 3]], np.ones((n, 2), bool)).shape == (n, 3)
