@@ -108,9 +108,24 @@ class _Problem:
         self.tracks, self.tinv = np.unique(obs.track, return_inverse=True)
         self.shrink = shrink
         self.mesh_weight = mesh_weight if obs.mesh_up is not None else 0.0
+        # Boxes alone fix the horizon's row, not pitch and focal apart: parameters (f tan(pitch) / diagonal,
+        # roll, log focal) put that valley along the focal's axis, where the fit walks it in a few steps.
+        self.horizon = False
+        self.diag = math.hypot(*frame_wh)
+
+    def pitch(self, params) -> float:
+        """The parameters' pitch, radians."""
+        if self.horizon:
+            return math.atan(params[0] * self.diag / math.exp(params[2]))
+        return float(params[0])
+
+    def params(self, pitch: float, roll: float, logf: float) -> np.ndarray:
+        first = math.tan(pitch) * math.exp(logf) / self.diag if self.horizon else pitch
+        return np.array([first, roll, logf])
 
     def evaluate(self, params, w: np.ndarray, track_w, fixed_height: Optional[float] = None) -> _Fit:
-        pitch, roll, logf = params
+        _, roll, logf = params
+        pitch = self.pitch(params)
         f = math.exp(logf)
         u = up_from_pitch_roll(math.degrees(pitch), math.degrees(roll))
         o = self.obs
@@ -154,7 +169,7 @@ class _Problem:
         fit = self.evaluate(params, w, track_w)
         rv = np.sqrt(w) * fit.r
         if self.mesh_weight > 0:
-            u = up_from_pitch_roll(math.degrees(params[0]), math.degrees(params[1]))
+            u = up_from_pitch_roll(math.degrees(self.pitch(params)), math.degrees(params[1]))
             rv = np.concatenate([rv, self.mesh_weight * (np.sqrt(w)[:, None] * (self.obs.mesh_up - u)).ravel()])
         return rv, fit
 
@@ -182,12 +197,13 @@ def _lm(problem: _Problem, x0, w, track_w, free: np.ndarray, iters: int = 30):
             Ad[~free, ~free] = 1
             step = -np.linalg.solve(Ad, np.where(free, g, 0))
             xn = x + step
-            xn[0] = np.clip(xn[0], math.radians(-60), math.radians(89))
+            if not problem.horizon:
+                xn[0] = np.clip(xn[0], math.radians(-60), math.radians(89))
             xn[2] = np.clip(xn[2], math.log(50.0), math.log(1e6))
             rn, fn = problem.residual_vector(xn, w, track_w)
             cn = float(rn @ rn)
             if cn < cost:
-                x, rv, fit, done = xn, rn, fn, cost - cn < 1e-10 * max(cost, 1e-12)
+                x, rv, fit, done = xn, rn, fn, cost - cn < 1e-7 * max(cost, 1e-12)
                 cost, mu, improved = cn, mu * 0.3, True
                 break
             mu *= 10
@@ -199,13 +215,19 @@ def _lm(problem: _Problem, x0, w, track_w, free: np.ndarray, iters: int = 30):
 def calibrate(
     obs: Observations, frame_wh: tuple[int, int], focal: float, body_height: float = BODY_HEIGHT,
     min_pitch_deg: float = 5.0, max_focal_sd: float = 0.04, min_tracks: int = 3, min_rows: int = 30,
-    mesh_weight: float = 0.0, state: str = "calibrated",
+    mesh_weight: float = 0.0, state: str = "calibrated", start: Optional[CameraModel] = None,
+    max_rows: int = 4000,
 ) -> Optional[CameraModel]:
     """The camera that makes every track's height constant (see the module's text), or None when the
     observations are too few (under `min_rows` person-frames or `min_tracks` tracks). `focal` is kept when
-    the focal cannot be observed. mesh_weight > 0 also fits up to the meshes' own up directions."""
+    the focal cannot be observed. mesh_weight > 0 takes the camera's tilt from the meshes' own up directions.
+    start: a previous fit of the same camera to start from (no grid of starts: faster). Over `max_rows`
+    person-frames, an evenly spread sample of them is fitted (frames close in time say nearly the same)."""
     if len(obs) < min_rows or len(np.unique(obs.track)) < min_tracks:
         return None
+    seen = len(obs)
+    if len(obs) > max_rows:
+        obs = obs.take(np.linspace(0, len(obs) - 1, max_rows).round().astype(np.int64))
     w_, h_ = frame_wh
     prob = _Problem(obs, frame_wh, mesh_weight=mesh_weight)
     n = len(obs)
@@ -220,13 +242,19 @@ def calibrate(
         pd, rd = pitch_roll_deg(mesh_up)
         free = np.array([False, False, True])
         prob.mesh_weight = 0.0
+    else:
+        prob.horizon = True
     # Starts: a coarse grid over pitch and focal, roll level; the best few refined.
     starts = []
     for pd_ in ((-10.0, 0.0, 8.0, 16.0, 25.0, 35.0, 50.0, 65.0) if mesh_up is None else (pd,)):
         for fr in (0.5, 0.8, 1.3, 2.0):
-            x = np.array([math.radians(pd_), 0.0 if mesh_up is None else math.radians(rd),
-                          math.log(fr * math.hypot(w_, h_))])
+            x = prob.params(math.radians(pd_), 0.0 if mesh_up is None else math.radians(rd),
+                            math.log(fr * math.hypot(w_, h_)))
             starts.append((prob.evaluate(x, w, track_w).cost, x))
+    if start is not None:
+        starts = [(0.0, prob.params(math.radians(start.pitch_deg) if mesh_up is None else math.radians(pd),
+                                    math.radians(start.roll_deg) if mesh_up is None else math.radians(rd),
+                                    math.log(start.extra.get("focal_fit", start.focal))))]
     starts.sort(key=lambda s: s[0])
     best = None
     for _, x0 in starts[:3]:
@@ -236,22 +264,23 @@ def calibrate(
     x = best[0]
     # IRLS: Cauchy weights on the rows, and tracks whose height or fit stand out dropped.
     for it in range(6):
+        x_prev = x
         x, fit, cost, J = _lm(prob, x, w, track_w, free, iters=15)
         w = _robust_weights(prob, fit)
+        if it >= 2 and np.abs(x - x_prev).max() < 1e-4:  # settled (1e-4 rad, 0.01 % focal)
+            break
         if mesh_up is not None and (w > 0.3).sum() >= min_rows:  # the up of the persons that fit
             mesh_up = _robust_mean_direction(obs.mesh_up[w > 0.3])
             pd, rd = pitch_roll_deg(mesh_up)
-            x = np.array([math.radians(pd), math.radians(rd), x[2]])
+            x = prob.params(math.radians(pd), math.radians(rd), x[2])
     x_free, fit_free = x, fit
     rv, _ = prob.residual_vector(x_free, w, track_w)
     focal_sd = _focal_sd(prob, x_free, w, track_w, rv, free)
-    pitch_free = math.degrees(x_free[0])
+    pitch_free = math.degrees(prob.pitch(x_free))
     estimated = bool(focal_sd < max_focal_sd and abs(pitch_free) >= min_pitch_deg)
     if not estimated:  # keep the given focal; fit pitch and roll alone
         fixed = np.array([True, True, False]) if mesh_up is None else np.array([False, False, False])
-        x = np.array([x_free[0], x_free[1], math.log(focal)])
-        if mesh_up is None:  # the horizon's row is what the boxes fix: start from it at the given focal
-            x[0] = math.atan(math.tan(x_free[0]) * math.exp(x_free[2]) / focal)
+        x = np.array([x_free[0], x_free[1], math.log(focal)])  # boxes: the same horizon at the given focal
         for it in range(4):
             x, fit, cost, _ = _lm(prob, x, w, track_w, fixed, iters=20)
             w = _robust_weights(prob, fit)
@@ -267,12 +296,12 @@ def calibrate(
     else:
         cam_h = body_height / rel_h
     resid = float(np.sqrt((w[ok] * fit.r[ok] ** 2).sum() / max(w[ok].sum(), 1e-9)))
-    up = up_from_pitch_roll(math.degrees(x[0]), math.degrees(x[1]))
+    up = up_from_pitch_roll(math.degrees(prob.pitch(x)), math.degrees(x[1]))
     return CameraModel(
         focal=f_out, up=up, height=cam_h, width=int(w_), height_px=int(h_), focal_estimated=estimated,
         persons=int(used_t.sum()), frames=int(len(np.unique(obs.frame[ok]))), residual=resid, state=state,
         extra={"focal_sd": float(focal_sd), "focal_fit": float(math.exp(x_free[2])), "rows": int(ok.sum()),
-               "rows_seen": int(n)},
+               "rows_seen": int(seen)},
     )
 
 
@@ -327,7 +356,7 @@ def row_residuals(model: CameraModel, obs: Observations, body_height: float = BO
     """Each row's head-row error (box heights) under `model`, every person at `body_height`: how well the
     rows fit a camera already calibrated (a moved camera makes them grow)."""
     prob = _Problem(obs, (model.width, model.height_px), shrink=1e12)
-    x = np.array([math.radians(model.pitch_deg), math.radians(model.roll_deg), math.log(model.focal)])
+    x = prob.params(math.radians(model.pitch_deg), math.radians(model.roll_deg), math.log(model.focal))
     # With an infinite shrink every track's height is the global one; pin it to the model's.
     fit = prob.evaluate(x, np.ones(len(obs)), None, fixed_height=body_height / model.height)
     return fit.r
@@ -345,7 +374,7 @@ class OnlineCalibrator:
     def __init__(self, frame_wh, focal: float, body_height: float = BODY_HEIGHT, use_mesh: bool = False,
                  window: int = 6000, fit_rows: int = 1500, refit_every: int = 400, hold_refit_every: int = 5000,
                  min_rows: int = 300, min_tracks: int = 4, check_rows: int = 200, moved_factor: float = 2.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, background: bool = False) -> None:
         self.frame_wh = tuple(int(v) for v in frame_wh)
         self.focal, self.body_height, self.use_mesh = float(focal), float(body_height), use_mesh
         self.window, self.fit_rows, self.refit_every = window, fit_rows, refit_every
@@ -363,8 +392,17 @@ class OnlineCalibrator:
         self._recent_rows = 0
         self._baseline = float("nan")  # the rows' median |residual| when the camera was accepted
         self._last: Optional[CameraModel] = None
+        # background: fits run in a worker thread (a fit takes 0.1-1 s; a live stage must not stall on it)
+        # and their result is taken by the first observe() after it is ready.
+        self.background = background
+        self._pool = None
+        self._pending = None  # (future, rows fitted, moves when submitted)
 
     def observe(self, boxes, tracks, frame_index: int, joints_h36m=None) -> Optional[CameraModel]:
+        if self._pending is not None and self._pending[0].done():
+            future, fitted, epoch = self._pending
+            self._pending = None
+            self._take(future.result(), fitted, epoch)
         obs = observations_from_boxes(boxes, tracks, np.full(len(tracks), frame_index), self.frame_wh,
                                       joints_h36m if self.use_mesh else None)
         if len(obs):
@@ -376,7 +414,7 @@ class OnlineCalibrator:
             if self.state == "calibrated":
                 self._check_moved(obs)
         every = self.refit_every if self.state == "calibrating" else self.hold_refit_every
-        if self._since_fit >= every and self._rows >= self.min_rows:
+        if self._since_fit >= every and self._rows >= self.min_rows and self._pending is None:
             self._refit()
         return self.model if self.state == "calibrated" else None
 
@@ -389,11 +427,29 @@ class OnlineCalibrator:
     def _refit(self) -> None:
         self._since_fit = 0
         obs = self._sample()
-        m = calibrate(obs, self.frame_wh, self.focal, self.body_height, min_tracks=self.min_tracks,
-                      min_rows=min(self.min_rows, self.fit_rows), mesh_weight=1.0 if self.use_mesh else 0.0,
-                      state="calibrated")
+        args = (obs, self.frame_wh, self.focal, self.body_height)
+        kw = dict(min_tracks=self.min_tracks, min_rows=min(self.min_rows, self.fit_rows),
+                  mesh_weight=1.0 if self.use_mesh else 0.0, state="calibrated",
+                  start=self.model if self.state == "calibrated" else self._last)
+        if self.background:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="world-fit")
+            self._pending = (self._pool.submit(calibrate, *args, **kw), obs, self.moves)
+            return
+        self._take(calibrate(*args, **kw), obs, self.moves)
+
+    def close(self) -> None:
+        """Stop the worker thread (a fit in progress finishes first)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _take(self, m: Optional[CameraModel], obs: Observations, epoch: int) -> None:
+        """A fit's result: the camera found (two fits agreeing), kept (a refit agreeing), or passed over."""
         self.fits += 1
-        if m is None:
+        if m is None or epoch != self.moves:  # too few rows, or fitted on rows of a camera since moved
             return
         if self.state == "calibrating":
             if self._last is not None and _agree(self._last, m):
@@ -425,6 +481,7 @@ class OnlineCalibrator:
             self._rows = len(recent)
             self._since_fit = len(recent)
             self._last = None
+            self.model = None
 
     def status(self) -> dict:
         return {"state": self.state, "rows": self._rows, "fits": self.fits, "moves": self.moves}

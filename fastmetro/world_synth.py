@@ -86,8 +86,7 @@ def _skeleton(pelvis_xz, facing, phase_feet, feet_xz, feet_lift, height, sit=Fal
     """17 world joints (H36M) of a person of `height` metres; facing: unit (x, z) walking direction."""
     H = height
     f = np.array([facing[0], 0.0, facing[1]])
-    right = np.array([-facing[1], 0.0, facing[0]])  # with +Y up, the person's right when facing f
-    right = np.cross(f, [0.0, 1.0, 0.0])
+    right = _cross(f, np.array([0.0, 1.0, 0.0]))
     right /= np.linalg.norm(right)
     up = np.array([0.0, 1.0, 0.0])
     j = np.zeros((17, 3))
@@ -111,7 +110,7 @@ def _skeleton(pelvis_xz, facing, phase_feet, feet_xz, feet_lift, height, sit=Fal
             dist = np.linalg.norm(d)
         a = (thigh ** 2 - shin ** 2 + dist ** 2) / (2 * dist)
         hgt = math.sqrt(max(thigh ** 2 - a ** 2, 0.0))
-        bend = np.cross(d / dist, right)  # perpendicular to the leg in the sagittal plane, knee forward
+        bend = _cross(d / dist, right)  # perpendicular to the leg in the sagittal plane, knee forward
         if bend @ f < 0:
             bend = -bend
         j[knee_i] = hip + d / dist * a + bend * hgt
@@ -128,6 +127,10 @@ def _skeleton(pelvis_xz, facing, phase_feet, feet_xz, feet_lift, height, sit=Fal
         j[el] = s - 0.17 * H * up + sgn * 0.4 * swing * f
         j[wr] = s - 0.33 * H * up + sgn * swing * f
     return j
+
+
+def _cross(a, b) -> np.ndarray:
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
 def _rot(axis_angle: np.ndarray) -> np.ndarray:

@@ -44,8 +44,10 @@ def rows_from_recording(path: Path, trust_meshes: bool, stream=None):
     return np.array(boxes).reshape(-1, 4), np.array(tracks), np.array(frames), j, wh, focal
 
 
-def rows_from_video(source: str, detector: str, max_frames, hog_max_side, progress=True):
-    """Person boxes and tracks of a video file, detected and tracked as the detect stage does."""
+def rows_from_video(source: str, detector: str, max_frames, hog_max_side, progress=True, scale: float = 1.0,
+                    every: int = 1):
+    """Person boxes and tracks of a video file, detected and tracked as the detect stage does; scale > 1
+    enlarges the frames first (small persons: HOG's window is 128 pixels tall), boxes scaled back."""
     import cv2
 
     from stages.detect import DetectConfig, PersonTracker
@@ -66,11 +68,16 @@ def rows_from_video(source: str, detector: str, max_frames, hog_max_side, progre
         ok, bgr = cap.read()
         if not ok:
             break
+        if i % every:
+            i += 1
+            continue
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         wh = (rgb.shape[1], rgb.shape[0])
+        if scale != 1.0:
+            rgb = cv2.resize(rgb, (round(wh[0] * scale), round(wh[1] * scale)), interpolation=cv2.INTER_CUBIC)
         persons, _ = tracker.update(rgb)
         for p in persons:
-            boxes.append(p.box)
+            boxes.append(np.asarray(p.box, np.float64) / scale)
             tracks.append(p.track_id)
             frames.append(i)
         i += 1
@@ -96,7 +103,7 @@ def calibrate_command(args) -> int:
                 print(f"error: {args.source}: no such file", file=sys.stderr)
                 return 2
             boxes, tracks, frames, joints, wh, focal_rec = rows_from_video(
-                str(src), args.detector, args.max_frames, args.hog_max_side)
+                str(src), args.detector, args.max_frames, args.hog_max_side, scale=args.detect_scale, every=args.every)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -135,4 +142,7 @@ def add_commands(sub) -> None:
     p.add_argument("--detector", default="auto", choices=["auto", "yolo", "hog"], help="for a video (auto)")
     p.add_argument("--hog-max-side", type=int, help="HOG: shrink the frame to this long side first")
     p.add_argument("--max-frames", type=int, help="for a video: only its first N frames")
+    p.add_argument("--every", type=int, default=1, help="for a video: detect every Nth frame only (faster)")
+    p.add_argument("--detect-scale", type=float, default=1.0,
+                   help="for a video: enlarge frames by this before detecting (small persons; HOG needs ~100 px)")
     p.set_defaults(func=calibrate_command)

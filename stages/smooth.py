@@ -226,7 +226,8 @@ class SmoothStage(Stage):
 
     name = "smooth"
 
-    def __init__(self, config: Any = None, mode: Optional[str] = None, context: Optional[StageContext] = None) -> None:
+    def __init__(self, config: Any = None, mode: Optional[str] = None, context: Optional[StageContext] = None,
+                 world: Optional[WorldConfig] = None) -> None:
         super().__init__()
         self.cfg = config_section(config, "smooth", SmoothConfig)
         self.mode = mode or (context.mode if context is not None else None) or getattr(config, "mode", None) or "offline"
@@ -235,9 +236,11 @@ class SmoothStage(Stage):
         # "auto" should be resolved by the runtime (live for cameras/URLs, offline for files); if it is
         # not, stay causal: never add latency to what may be a live source.
         self.offline = self.cfg.holds_frames(self.mode) > 0
-        # The camera over the floor (stages/world.py): each frame placed in it before it is smoothed.
-        self.world = WorldPlacer(config_section(config, "world", WorldConfig) if hasattr(config, "world")
-                                 else WorldConfig(mode="off"))  # a bare SmoothConfig: no world
+        # The camera over the floor (stages/world.py), each frame placed in it before it is smoothed: the root
+        # Config's `world`, or `world` given beside a bare SmoothConfig; neither: no world.
+        if world is None:
+            world = config_section(config, "world", WorldConfig) if hasattr(config, "world") else WorldConfig(mode="off")
+        self.world = WorldPlacer(world)
         self.feet = FootContactMarker()
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._announced: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
@@ -258,6 +261,7 @@ class SmoothStage(Stage):
         return self._ready()
 
     def finish(self) -> list:
+        self.world.close()
         for key in list(self._tracks):
             self._end(key)
         out = self._ready()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fastmetro.camera import project
 from fastmetro.world import CameraModel
@@ -37,6 +37,14 @@ class WorldConfig(BaseModel):
     fit_rows: int = Field(1500, ge=50, le=100_000)
     refit_every: int = Field(400, ge=10, le=1_000_000)
     min_rows: int = Field(300, ge=30, le=1_000_000)
+    # Fit in a worker thread (a fit takes 0.1-1 s; frames go on meanwhile). Off: in the stage's own thread,
+    # so that when a frame sees the camera calibrated depends on the frames alone (tests, exact replays).
+    background: bool = True
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):  # YAML reads a bare `off` as false
+        return "off" if v is False else v
 
     @model_validator(mode="after")
     def _fixed_needs_a_file(self) -> "WorldConfig":
@@ -76,7 +84,10 @@ class WorldPlacer:
             if c is None or c[0] != wh:  # a new source, or its frame size changed: calibrate again
                 c = (wh, OnlineCalibrator(wh, focal_in, self.cfg.body_height, self.cfg.trust_meshes,
                                           window=self.cfg.window, fit_rows=self.cfg.fit_rows,
-                                          refit_every=self.cfg.refit_every, min_rows=self.cfg.min_rows))
+                                          refit_every=self.cfg.refit_every, min_rows=self.cfg.min_rows,
+                                          background=self.cfg.background))
+                if self._cal.get(mf.frame.source) is not None:
+                    self._cal[mf.frame.source][1].close()
                 self._cal[mf.frame.source] = c
             cal = c[1]
             persons = [pm for pm in mf.persons if not pm.predicted]
@@ -95,6 +106,10 @@ class WorldPlacer:
         mf.world = WorldInfo(state=state, world_from_camera=model.world_from_camera(),
                              focal_estimated=model.focal_estimated)
         return mf
+
+    def close(self) -> None:
+        for _, cal in self._cal.values():
+            cal.close()
 
     @staticmethod
     def _replace(mf: MeshFrame, focal_in: float, focal: float) -> None:

@@ -115,6 +115,7 @@ def test_world_positions_from_the_calibrated_focal(scenes):
     assert np.median(errs_guess) > 0.2  # the diagonal's focal put them far off (the test can tell)
 
 
+@pytest.mark.slow
 def test_online_converges_holds_and_finds_a_bumped_camera():
     sc = make_scene(SceneSpec(pitch_deg=20, roll_deg=2, seconds=40, sitting=1, bump_at=22), seed=3)
     cal = OnlineCalibrator(sc.frame_wh, sc.assumed_focal, use_mesh=True)
@@ -142,6 +143,7 @@ def _config(**world):
     return load_config(None, [f"world.{k}={v}" for k, v in world.items()] + ["smooth.method=none"], mode="live")
 
 
+@pytest.mark.slow
 def test_live_run_calibrates_and_finds_a_bumped_camera(tmp_path):
     """A synthetic scene replayed through the smooth stage (live) and the wire: frames say `calibrating`, then
     `calibrated` with the camera's pose; a bump sends it back to `calibrating` and to the new camera."""
@@ -151,7 +153,7 @@ def test_live_run_calibrates_and_finds_a_bumped_camera(tmp_path):
     from tests.world_scene import mesh_frames
 
     sc = make_scene(SceneSpec(pitch_deg=20, roll_deg=2, seconds=40, bump_at=22), seed=5)
-    stage = SmoothStage(_config(trust_meshes="true"))
+    stage = SmoothStage(_config(trust_meshes="true", background="false"))
     states, first = [], {}
     for mf in mesh_frames(sc):
         for out in stage.process(mf):
@@ -181,6 +183,7 @@ def world_to_camera_root(p, sc):
     return world_to_camera(p.world_joints[0], sc.camera)
 
 
+@pytest.mark.slow
 def test_calibrate_command_and_a_run_taking_its_file(tmp_path, assets_dir, capsys):
     """`calibrate REC -o camera.json` on a recording of a synthetic scene; a run with world.camera places
     persons at that camera's focal and says `fixed`."""
@@ -243,3 +246,43 @@ def test_wire_carries_world_and_foot_contact():
     raw["persons"][0]["foot_contact"] = [1, 0]
     with pytest.raises(wire.WireError, match="foot_contact"):
         wire.decode(msgpack.packb(raw, use_bin_type=True))
+
+
+def test_world_settings():
+    from fastmetro_stream.config import ConfigError, load_config
+    from stages.smooth import SmoothStage
+    from tests.world_scene import mesh_frames
+
+    with pytest.raises(ConfigError, match="world.camera"):
+        load_config(None, ["world.mode=fixed"])
+    mf = mesh_frames(make_scene(SceneSpec(seconds=0.2, walkers=2), seed=2))[0]
+    assert SmoothStage(_config(mode="off")).process(mf)[0].world is None
+    out = SmoothStage(_config()).process(mf)[0]
+    assert out.world.state == "calibrating" and out.world.world_from_camera is None
+
+
+def test_online_fits_in_a_worker_thread():
+    """background=True: observe() never runs a fit itself; the fits' results arrive and calibrate the camera."""
+    import time
+
+    sc = make_scene(SceneSpec(pitch_deg=20, roll_deg=2, seconds=12), seed=4)
+    cal = OnlineCalibrator(sc.frame_wh, sc.assumed_focal, use_mesh=True, background=True)
+    for i, fr in enumerate(sc.frames):
+        if fr:
+            cal.observe(np.array([p.box for p in fr]), [p.track_id for p in fr], i, np.array([p.joints_h36m for p in fr]))
+            time.sleep(0.002)  # frames keep coming while a fit runs
+    deadline = time.time() + 30
+    while cal.state != "calibrated" and time.time() < deadline:
+        time.sleep(0.05)
+        cal.observe(np.zeros((0, 4)), [], len(sc.frames))
+    cal.close()
+    assert cal.state == "calibrated" and cal.fits >= 2
+    assert _angle(cal.model.up, sc.camera.up) < 2.0
+
+
+def test_the_run_gives_the_smooth_stage_the_world_settings():
+    from fastmetro_stream.api import build_stages
+    from fastmetro_stream.config import load_config
+
+    smooth = [s for s in build_stages(load_config(None, ["world.trust_meshes=true"])) if s.name == "smooth"][0]
+    assert smooth.world.mode == "auto" and smooth.world.cfg.trust_meshes
