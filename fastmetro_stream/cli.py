@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.export.cli import add_commands as add_export
 
     add_export(sub)
+    from tools.map import add_commands as add_map
+
+    add_map(sub)
     from .batch import add_commands as add_batch
 
     add_batch(sub)

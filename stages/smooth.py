@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, SourceEnd, now
 from pipeline.stage import Stage, StageContext, config_section
+from stages.feet_contact import FootContactMarker
 from stages.world import WorldConfig, WorldPlacer
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
@@ -240,6 +241,7 @@ class SmoothStage(Stage):
         if world is None:
             world = config_section(config, "world", WorldConfig) if hasattr(config, "world") else WorldConfig(mode="off")
         self.world = WorldPlacer(world)
+        self.feet = FootContactMarker()
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._announced: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -254,7 +256,7 @@ class SmoothStage(Stage):
             raise TypeError(f"smooth stage expects MeshFrame messages, got {type(msg).__name__}")
         msg = self.world.apply(msg)
         if self.cfg.method == "none":
-            return [msg]
+            return [self.feet.apply(msg)]
         self._frame(msg)
         return self._ready()
 
@@ -396,5 +398,6 @@ class SmoothStage(Stage):
                     j2d = camera.project(np.stack([p.joints3d for p in msg.persons]), np.stack(
                         [p.cam_t for p in msg.persons]), msg.focal, (msg.frame.width, msg.frame.height))
                     msg.persons = [dataclasses.replace(p, joints2d=j.astype(np.float32)) for p, j in zip(msg.persons, j2d)]
+                self.feet.apply(msg)  # foot_contact, in the frame's world (stages/feet_contact.py)
                 msg.frame.times[self.name] = now()  # when it left this stage (offline: after smoothing)
         return out

@@ -38,6 +38,8 @@ class ExportOptions:
     gltf_mesh: bool = False  # glb: the mesh itself as per-frame meshes, as well as the skeleton
     frames: Optional[tuple] = None  # (first, last) frame indices, inclusive; None = all
     stream: Optional[str] = None  # the recording's stream to export; None = the first with frames
+    world: Optional[bool] = None  # the world frame and foot locking: None = when the recording can be calibrated
+    camera: Optional[str] = None  # a camera.json to place the persons with (instead of calibrating)
 
 
 @dataclass
@@ -105,6 +107,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         from draw.obj import write_obj
     out = output_dir(out_dir)
     started = time.perf_counter()
+    world = _world(recording, options)
     summary = ExportSummary(out)
     status = ReadStatus()
     rate = RateEstimate()
@@ -116,6 +119,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
     def close(track: Track, end: str) -> None:
         track.end = end
         info = track.info(track.fps(rate.fps))
+        if world is not None:
+            info["world"] = world.finish_track(track, humanoid)
         info["files"] = write_track(track, out, formats, options, humanoid, faces, joint_names, info)
         track.store.remove()
         summary.files += len(info["files"])
@@ -171,8 +176,21 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
              "fps": rate.fps, "complete": summary.note is None, "note": summary.note,
              "skipped_records": status.skipped, "formats": list(formats),
              "humanoid": humanoid is not None, "tracks": summary.tracks}
+    index["world"] = None if world is None else world.to_json()
+    if world is not None:
+        world.save(out)
     (out / "tracks.json").write_text(json.dumps(index, indent=1))
     return summary
+
+
+def _world(recording: Path, options: ExportOptions):
+    """The export's world (tools/export/world.py), or None; an ExportError when it is asked for and cannot be."""
+    from .world import WorldError, WorldExport
+
+    try:
+        return WorldExport.prepare(recording, options.stream, options.world, options.camera)
+    except (WorldError, ValueError) as e:
+        raise ExportError(f"--world: {e}" if isinstance(e, WorldError) else str(e)) from None
 
 
 def _append(store: TrackStore, frame, p, coasting: bool, options: ExportOptions, pose, i: Optional[int]) -> None:
