@@ -41,7 +41,7 @@ def build_stages(config: Config) -> list:
     decode = (MultiDecodeStage(config.sources, config.decode, ctx) if config.sources
               else DecodeStage(config.decode, ctx))
     stages = [decode, DetectStage(config.detect, ctx), InferStage(config.infer, ctx),
-              SmoothStage(config.smooth, context=ctx)]
+              SmoothStage(config.smooth, context=ctx, world=config.world)]
     if config.overlay.path is not None:
         stages.append(OverlayStage(config.overlay, ctx))
     return stages + [PublishStage(config.publish, ctx)]

@@ -9,6 +9,7 @@
     fastmetro-stream view                                    see tools/viewer.py
     fastmetro-stream vmc                                     avatars over the VMC protocol, see tools/vmc.py
     fastmetro-stream export REC -o DIR --format npz,bvh,gltf,obj     per-track files, see tools/export/
+    fastmetro-stream calibrate REC_OR_SOURCE [-o camera.json]  the camera over the floor, see docs/world.md
 """
 from __future__ import annotations
 
@@ -125,9 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.export.cli import add_commands as add_export
 
     add_export(sub)
+    from tools.map import add_commands as add_map
+
+    add_map(sub)
     from .batch import add_commands as add_batch
 
     add_batch(sub)
+    from .calibrate import add_commands as add_calibrate
+
+    add_calibrate(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from stages.infer import InferConfig
 from stages.overlay import OverlayConfig
 from stages.publish import PublishConfig
 from stages.smooth import SmoothConfig
+from stages.world import WorldConfig
 from stages.sources import is_live_source
 
 
@@ -67,6 +68,8 @@ class Config(BaseModel):
     detect: DetectConfig = Field(default_factory=DetectConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
     smooth: SmoothConfig = Field(default_factory=SmoothConfig)
+    # The camera over the floor (docs/world.md): calibrated from the persons, fixed from a file, or off.
+    world: WorldConfig = Field(default_factory=WorldConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     # The overlay video (`--overlay FILE`): its own stage, before publish, built when overlay.path is set.
     overlay: OverlayConfig = Field(default_factory=OverlayConfig)

@@ -103,6 +103,16 @@ class PersonMesh:
     predicted: bool = False  # True when the smoother coasted (no measurement this frame)
     hands: dict[str, HandMesh] = field(default_factory=dict)  # "left"/"right" -> hand, those seen this frame
     hand_skips: dict[str, str] = field(default_factory=dict)  # side -> why it has no hand (HandSkip value)
+    foot_contact: Optional[np.ndarray] = None  # (2,) bool: left, right foot planted on the floor; None = unknown
+
+
+@dataclass
+class WorldInfo:
+    """Where the camera is over the floor (docs/world.md), as the run knows it at this frame."""
+
+    state: str  # calibrating | calibrated | fixed
+    world_from_camera: Optional[np.ndarray] = None  # (4, 4) X_world = T @ [X_cam, 1]; None while calibrating
+    focal_estimated: bool = False  # the frame's focal was calibrated (else configured or the frame diagonal)
 
 
 @dataclass
@@ -113,6 +123,7 @@ class MeshFrame:
     persons: list[PersonMesh]
     lost: list[int] = field(default_factory=list)
     focal: Optional[float] = None  # focal length (frame pixels) of the camera that cam_t is in; set by infer
+    world: Optional[WorldInfo] = None  # the camera's pose over the floor (world.mode not off)
 
 
 @dataclass

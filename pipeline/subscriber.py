@@ -82,6 +82,7 @@ class PersonData:
     betas: Optional[np.ndarray] = None  # (10,) SMPL shape
     hands: dict[str, HandData] = field(default_factory=dict)  # "left"/"right" -> hand seen this frame
     hand_skips: dict[str, str] = field(default_factory=dict)  # side -> why no hand (docs/schema.md)
+    foot_contact: Optional[np.ndarray] = None  # (2,) bool left, right planted; None = not sent
 
 
 def person_data(pm: Any) -> PersonData:
@@ -92,10 +93,19 @@ def person_data(pm: Any) -> PersonData:
         track_id=p.track_id, state=p.state, box=np.asarray(p.box, np.float64), score=p.score,
         predicted=pm.predicted, center=np.asarray(p.center, np.float64), size=p.size, cam=pm.cam,
         cam_t=pm.cam_t, joints3d=pm.joints3d, joints2d=pm.joints2d, joints_h36m=pm.joints_h36m,
-        vertices=pm.vertices, rotmat=pm.rotmat, betas=pm.betas,
+        vertices=pm.vertices, rotmat=pm.rotmat, betas=pm.betas, foot_contact=pm.foot_contact,
         hands={s: HandData(side=h.side, cam=h.cam, cam_t=h.cam_t, joints3d=h.joints3d, vertices=h.vertices,
                            center=np.asarray(h.center, np.float64), size=h.size) for s, h in pm.hands.items()},
     )
+
+
+@dataclass
+class WorldData:
+    """The camera's pose over the floor at a frame (docs/world.md)."""
+
+    state: str  # calibrating | calibrated | fixed
+    focal_estimated: bool  # the frame's focal was calibrated
+    world_from_camera: Optional[np.ndarray]  # (4, 4) float64, X_world = T @ [X_cam, 1]; None while calibrating
 
 
 @dataclass
@@ -115,6 +125,7 @@ class FrameData:
     topology: Optional[Topology]
     nbytes: int = 0  # payload size on the wire
     focal: Optional[float] = None  # focal length (frame pixels) of cam_t's camera; None from older publishers
+    world: Optional[WorldData] = None  # the camera over the floor; None when the publisher has no world
 
 
 @dataclass
@@ -172,6 +183,7 @@ def to_message(m: dict, topology: Optional[Topology]) -> Message:
         "frame", m["stream"], m["seq"], m["index"], m.get("pts"), float(m["wall"]), int(m.get("width", 0)),
         int(m.get("height", 0)), dict(m["times"]), m["dropped"], persons, m["lost"], topology,
         focal=None if m.get("focal") is None else float(m["focal"]),
+        world=None if m.get("world") is None else WorldData(**m["world"]),
     )
 
 

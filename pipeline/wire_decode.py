@@ -173,7 +173,29 @@ def _decode_person(p: Any, i: int) -> dict:
         out[key] = _shaped(_req(p, key, dict, where), shape, f"{where}.{key}")
     out["vertices"] = _vertices(p["vertices"], f"{where}.vertices") if "vertices" in p else None
     out["hands"], out["hand_skips"] = _decode_hands(p, where)
+    fc = p.get("foot_contact")
+    if fc is not None and (not isinstance(fc, list) or len(fc) != 2 or not all(isinstance(b, bool) for b in fc)):
+        raise WireError(f"{where}: foot_contact must be two booleans (left, right)")
+    out["foot_contact"] = None if fc is None else np.array(fc, dtype=bool)
     return out
+
+
+WORLD_STATES = ("calibrating", "calibrated", "fixed")
+
+
+def _decode_world(w: Any) -> Optional[dict]:
+    """A frame's optional "world": the calibration state, whether the focal was estimated, and the camera
+    pose (world from camera, 4x4) once there is one. An unknown state is refused, as unknown strings are."""
+    if w is None:
+        return None
+    if not isinstance(w, dict) or w.get("state") not in WORLD_STATES:
+        raise WireError(f"frame message: world must be a map whose state is one of {WORLD_STATES}")
+    if "focal_estimated" in w and not isinstance(w["focal_estimated"], bool):
+        raise WireError("frame message: world.focal_estimated must be a boolean")
+    t = None
+    if w.get("world_from_camera") is not None:
+        t = _shaped(w["world_from_camera"], (4, 4), "frame message: world.world_from_camera").astype(np.float64)
+    return {"state": w["state"], "focal_estimated": bool(w.get("focal_estimated", False)), "world_from_camera": t}
 
 
 def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
@@ -231,6 +253,7 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
         _count(m, "dropped", kind)
         if m.get("focal") is not None:
             _finite(m, "focal", kind, positive=True)
+        m["world"] = _decode_world(m.get("world"))
         persons = _req(m, "persons", list, kind)
         m["persons"] = [_decode_person(p, i) for i, p in enumerate(persons)]
         ids = [p["track_id"] for p in m["persons"]]

@@ -103,6 +103,8 @@ def _person(pm: PersonMesh, with_vertices: bool, vertices_dtype: str) -> dict:
             out["hands"][str(side)] = hand
     if pm.hand_skips:
         out["hand_skips"] = {str(k): str(v) for k, v in pm.hand_skips.items()}
+    if pm.foot_contact is not None:  # optional, added within version 1
+        out["foot_contact"] = [bool(x) for x in pm.foot_contact]
     return out
 
 
@@ -130,6 +132,11 @@ def encode_frame(
     }
     if mf.focal is not None:
         fields["focal"] = float(mf.focal)
+    if mf.world is not None:  # optional, added within version 1
+        w = {"state": str(mf.world.state), "focal_estimated": bool(mf.world.focal_estimated)}
+        if mf.world.world_from_camera is not None:
+            w["world_from_camera"] = pack_array(np.asarray(mf.world.world_from_camera))
+        fields["world"] = w
     return _message("frame", stream, seq, wall, fields)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from draw.floor import draw_floor_grid
 from draw.raster import MeshRenderer, mesh_items
 from draw.video import VideoWriter
 from pipeline import wire
@@ -82,12 +83,13 @@ class OverlayRecorder:
         self._thread.start()
 
     def submit(self, rgb: np.ndarray, persons: Sequence, focal: Optional[float], t: Optional[float],
-               lost: Sequence[int] = ()) -> bool:
+               lost: Sequence[int] = (), floor: Optional[np.ndarray] = None) -> bool:
         """Queue one frame (rgb: a copy the recorder may keep) with its persons (see mesh_items) and the
-        track ids that ended at it. False when it was skipped (live and behind, or the overlay failed)."""
+        track ids that ended at it; floor: the camera's world_from_camera (4, 4) when calibrated, its floor
+        grid drawn under the meshes. False when it was skipped (live and behind, or the overlay failed)."""
         if self.error is not None:
             return False
-        item = (rgb, list(persons), focal, t, list(lost))
+        item = (rgb, list(persons), focal, t, list(lost), floor)
         if not self.block:
             try:
                 self._q.put_nowait(item)
@@ -111,8 +113,10 @@ class OverlayRecorder:
                 return
             if self.error is not None:
                 continue
-            rgb, persons, focal, t, lost = item
+            rgb, persons, focal, t, lost, floor = item
             try:
+                if floor is not None:
+                    rgb = draw_floor_grid(rgb, floor, focal or float(np.hypot(*rgb.shape[1::-1])))
                 items = mesh_items(persons, last_vertices, lost, self.hand_faces)
                 if self.downsample is not None:  # the bodies' (hands keep their own faces)
                     items = [it if it.vertices is None or it.faces is not None
@@ -223,7 +227,9 @@ class OverlayStage(Stage):
             except fastmetro.assets.AssetError as e:
                 raise StageError(str(e)) from e
         t = f.pts if f.pts is not None else f.times.get("decode")
-        if not rec.submit(rgb, [person_data(p) for p in msg.persons], msg.focal, t, msg.lost):
+        world = getattr(msg, "world", None)
+        floor = None if world is None else world.world_from_camera
+        if not rec.submit(rgb, [person_data(p) for p in msg.persons], msg.focal, t, msg.lost, floor):
             self.count("overlay_skipped")
 
     def _close(self, key: Any = ...) -> None:

@@ -36,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.messages import EndOfStream, Frame, MeshFrame, Person, PersonMesh, SourceEnd, now
 from pipeline.stage import Stage, StageContext, config_section
+from stages.feet_contact import FootContactMarker
+from stages.world import WorldConfig, WorldPlacer
 
 from .smooth_filters import ORDERS, KalmanBank, OneEuroBank, Step, rts_backward
 from .smooth_hands import HandFilters, smooth_hand_runs
@@ -224,7 +226,8 @@ class SmoothStage(Stage):
 
     name = "smooth"
 
-    def __init__(self, config: Any = None, mode: Optional[str] = None, context: Optional[StageContext] = None) -> None:
+    def __init__(self, config: Any = None, mode: Optional[str] = None, context: Optional[StageContext] = None,
+                 world: Optional[WorldConfig] = None) -> None:
         super().__init__()
         self.cfg = config_section(config, "smooth", SmoothConfig)
         self.mode = mode or (context.mode if context is not None else None) or getattr(config, "mode", None) or "offline"
@@ -233,6 +236,12 @@ class SmoothStage(Stage):
         # "auto" should be resolved by the runtime (live for cameras/URLs, offline for files); if it is
         # not, stay causal: never add latency to what may be a live source.
         self.offline = self.cfg.holds_frames(self.mode) > 0
+        # The camera over the floor (stages/world.py), each frame placed in it before it is smoothed: the root
+        # Config's `world`, or `world` given beside a bare SmoothConfig; neither: no world.
+        if world is None:
+            world = config_section(config, "world", WorldConfig) if hasattr(config, "world") else WorldConfig(mode="off")
+        self.world = WorldPlacer(world)
+        self.feet = FootContactMarker()
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._announced: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -250,12 +259,14 @@ class SmoothStage(Stage):
             return self._ready()
         if not isinstance(msg, MeshFrame):
             raise TypeError(f"smooth stage expects MeshFrame messages, got {type(msg).__name__}")
+        msg = self.world.apply(msg)
         if self.cfg.method == "none":
-            return [msg]
+            return [self.feet.apply(msg)]
         self._frame(msg)
         return self._ready()
 
     def finish(self) -> list:
+        self.world.close()
         for key in list(self._tracks):
             self._end(key)
         out = self._ready()
@@ -266,7 +277,7 @@ class SmoothStage(Stage):
     # -------------------------------------------------------------------------------------- details
     def _frame(self, mf: MeshFrame) -> None:
         src = mf.frame.source
-        out = MeshFrame(frame=mf.frame, persons=[], lost=[], focal=mf.focal)
+        out = MeshFrame(frame=mf.frame, persons=[], lost=[], focal=mf.focal, world=mf.world)
         pending = _Pending(out)
         self._queue.append(pending)
         seen: set[int] = set()
@@ -392,5 +403,6 @@ class SmoothStage(Stage):
                     j2d = camera.project(np.stack([p.joints3d for p in msg.persons]), np.stack(
                         [p.cam_t for p in msg.persons]), msg.focal, (msg.frame.width, msg.frame.height))
                     msg.persons = [dataclasses.replace(p, joints2d=j.astype(np.float32)) for p, j in zip(msg.persons, j2d)]
+                self.feet.apply(msg)  # foot_contact, in the frame's world (stages/feet_contact.py)
                 msg.frame.times[self.name] = now()  # when it left this stage (offline: after smoothing)
         return out

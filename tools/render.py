@@ -65,9 +65,11 @@ def video_frames(src, vs, rate) -> "Iterator[tuple[int, object]]":
 
 def render_recording(recording: Path, video: Path, output: Path, focal: Optional[float] = None,
                      stream: Optional[str] = None, alpha: float = 0.8, progress: bool = True,
-                     method: str = "painter") -> dict:
+                     method: str = "painter", camera: Optional[Path] = None, floor: bool = True) -> dict:
     """Write `output` (MP4): every frame of `video`, with the meshes of `recording` drawn over the frame of
-    the same index. Returns counts: frames written, frames with meshes, persons drawn, ms per person."""
+    the same index, and the floor grid where the camera over the floor is known (`camera`, a camera.json,
+    else each frame's own calibrated `world`; floor False: none). Returns counts: frames written, frames
+    with meshes, persons drawn, ms per person."""
     import time
 
     import av
@@ -110,6 +112,14 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
     total = vs.frames or None
 
     renderer: Optional[MeshRenderer] = None
+    fixed = None
+    if camera is not None and floor:
+        from fastmetro.world import CameraModel
+
+        try:
+            fixed = CameraModel.load(camera)
+        except ValueError as e:
+            raise RenderError(str(e)) from None
     last_vertices: dict[int, np.ndarray] = {}  # frames sent without vertices (vertices_every) reuse these
     stats = {"frames": 0, "frames_with_meshes": 0, "persons": 0, "draw_s": 0.0, "resized": False}
     current = next_frame()
@@ -138,6 +148,8 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
                         renderer = MeshRenderer(faces, alpha=alpha, method=method)
                     hand = current.topology.hand
                     items = mesh_items(m.persons, last_vertices, m.lost, hand.faces_right if hand else None)
+                    if floor:
+                        rgb = _floor(rgb, current, fixed, focal)
                 if items:
                     t0 = time.perf_counter()
                     rgb = renderer.draw(rgb, items, focal or current.focal)
@@ -157,12 +169,26 @@ def render_recording(recording: Path, video: Path, output: Path, focal: Optional
     return stats
 
 
+def _floor(rgb: np.ndarray, frame, camera, focal: Optional[float]) -> np.ndarray:
+    """The frame with the floor grid (draw/floor.py) when the camera over the floor is known."""
+    from draw.floor import draw_floor_grid
+
+    h, w = rgb.shape[:2]
+    if camera is not None:
+        return draw_floor_grid(rgb, camera.world_from_camera(), focal or camera.focal_for(w, h))
+    world = getattr(frame, "world", None)
+    if world is not None and world.world_from_camera is not None:
+        return draw_floor_grid(rgb, world.world_from_camera, focal or frame.focal or float(np.hypot(w, h)))
+    return rgb
+
+
 def render_command(args: argparse.Namespace) -> int:
     import av
 
     try:
         stats = render_recording(args.recording, args.video, args.output, focal=args.focal, stream=args.stream,
-                                 alpha=args.alpha, progress=not args.quiet, method=args.method)
+                                 alpha=args.alpha, progress=not args.quiet, method=args.method,
+                                 camera=args.camera, floor=args.floor)
     except (RenderError, WireError) as e:  # WireError: a damaged record after the first frames
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -185,5 +211,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--alpha", type=float, default=0.8, help="mesh opacity, 0..1 (default 0.8)")
     p.add_argument("--method", choices=["painter", "zbuffer"], default="painter",
                    help="painter: triangles far to near (default); zbuffer: nearest per pixel (exact where surfaces cross)")
+    p.add_argument("--camera", type=Path, default=None, metavar="FILE",
+                   help="camera.json (fastmetro-stream calibrate): draw its floor grid (default: the recording's own "
+                        "calibrated camera, when its frames carry one)")
+    p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                   help="the floor grid, one line a metre, where the camera over the floor is known (default on)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=render_command)

@@ -76,6 +76,10 @@ class VmcSettings(BaseModel):
     use_rotmat: bool = True
     # A stream silent this many seconds frees its slots, as its end message does (0: only its end).
     quiet: float = Field(5.0, ge=0)
+    # The world frame (tools/vmc_world.py): the persons placed over the engine's floor by this camera.json,
+    # else by the stream's calibrated camera when it has one; world False: always the camera frame.
+    camera: Optional[str] = None
+    world: bool = True
 
     @field_validator("endpoint", mode="before")
     @classmethod
@@ -199,6 +203,7 @@ class VmcSender:
         self.assigner = SlotAssigner(len(self.targets), settings.select, settings.track_id, settings.track_stream)
         self.packer = BundlePacker()
         self.hands = HandPolicy()  # per person: finger bones once a hand was seen (held, relaxed when unseen)
+        self.world = _world_placement(settings)
         self._last: list[Optional[tuple]] = [None] * len(self.targets)  # slot -> last (root, pos, rot) sent
         self._from: list[Optional[str]] = [None] * len(self.targets)  # slot -> stream of its (last) owner
         self._heard: dict[str, float] = {}  # stream owning a slot -> when its last frame came (monotonic)
@@ -269,14 +274,19 @@ class VmcSender:
         fresh = set()
         if measured:
             with np.errstate(all="ignore"):  # absurd (finite) input overflows: caught below, not printed
-                pose = hu.solve_persons([p for _, p in measured], scale=self.settings.scale,
+                persons = [p for _, p in measured]
+                pose = hu.solve_persons(persons, scale=1.0 if self.world else self.settings.scale,
                                         use_rotmat=self.settings.use_rotmat)
                 keys = [self.assigner.owner[slot] for slot, _ in measured]
                 full = pose
                 if any(p.hands or self.hands.has_hands(k) for (_, p), k in zip(measured, keys)):
-                    full = self._with_fingers(pose, keys, [p for _, p in measured], frame)
+                    full = self._with_fingers(pose, keys, persons, frame)
+                if self.world is not None:  # over the engine's floor when the camera is known
+                    full, _ = self.world.apply(frame, [(stream, p.track_id) for p in persons], full,
+                                               np.stack([p.cam_t for p in persons]), t, self.settings.scale)
+                if full is not pose:  # the body's bones (the Hand bones as the hands gave them), in place
                     pose = hu.HumanoidPose(full.rotations[:, : len(hu.BONES)], full.offsets[:, : len(hu.BONES)],
-                                           full.root)  # the Hand bones as the hands gave them
+                                           full.root)
                 posed = [unity_pose(full if self.hands.has_hands(k) else pose, i, self.settings.root_motion)
                          for i, k in enumerate(keys)]  # once a hand was seen: 52 bones
             for (slot, _), bones in zip(measured, posed):
@@ -330,6 +340,17 @@ class VmcSender:
             c.close()
 
 
+def _world_placement(settings: VmcSettings):
+    """The sender's world placement (tools/vmc_world.py), or None with world off."""
+    if not settings.world:
+        return None
+    from fastmetro.world import CameraModel
+
+    from .vmc_world import WorldPlacement
+
+    return WorldPlacement(CameraModel.load(settings.camera) if settings.camera else None)
+
+
 def run(settings: VmcSettings, duration: Optional[float] = None, frames: Optional[int] = None,
         interval: float = 1.0, out=sys.stderr) -> dict:
     """Subscribe and send until the stream ends (or duration / frames); prints a status line every interval."""
@@ -378,6 +399,7 @@ def vmc_command(args: argparse.Namespace) -> int:
             destinations=args.to or [], slots=len(args.to) if args.to else args.slots, select=args.select,
             track_id=track_id, track_stream=track_stream, rate=args.rate, root_motion=not args.in_place,
             scale=args.scale, lost=args.lost, use_rotmat=not args.mesh_rotations, quiet=args.quiet,
+            camera=args.camera, world=args.world,
         )
         for host, port in settings.targets():  # a name that does not resolve: one line now, not a traceback later
             try:
@@ -385,6 +407,7 @@ def vmc_command(args: argparse.Namespace) -> int:
             except (OSError, UnicodeError) as e:
                 raise ValueError(f"destination {host}:{port}: cannot resolve {host!r} "
                                  f"({getattr(e, 'strerror', None) or e})") from None
+        _world_placement(settings)  # a camera file that does not load: one line now, not at the first frame
     except ValidationError as e:
         why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}" for x in e.errors())
         print(f"error: vmc: {why}", file=sys.stderr)
@@ -427,6 +450,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--mesh-rotations", action="store_true", help="solve rotations from the mesh even with the SMPL head")
     p.add_argument("--quiet", type=float, default=VmcSettings.model_fields["quiet"].default,
                    help="a stream silent this many seconds frees its slots, as its end does (default 5; 0: never)")
+    p.add_argument("--camera", default=None, metavar="FILE",
+                   help="camera.json (fastmetro-stream calibrate): the avatars stand on the engine's floor, in metres "
+                        "(default: the stream's own calibrated camera when it has one)")
+    p.add_argument("--world", action=argparse.BooleanOptionalAction, default=True,
+                   help="the world frame when the camera is known (default on; --no-world: the camera's frame)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between status lines (0: none)")

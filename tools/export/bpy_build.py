@@ -147,9 +147,15 @@ def add_camera(job, scene):
     cam = bpy.data.objects.new("camera", cam_data)
     scene.collection.objects.link(cam)
     scene.camera = cam
-    # the recording's camera: at the origin looking along -Z of the y-up frame (+Y in Blender's), up +Z
-    cam.location = (0.0, 0.0, 0.0)
-    cam.rotation_euler = (math.pi / 2, 0.0, 0.0)
+    # the recording's camera: at the origin looking along -Z of the y-up frame (+Y in Blender's), up +Z;
+    # with the world (the tracks on the floor), where the calibration puts it: world_from_camera maps the
+    # camera frame (y down, z forward) to the y-up world, and Blender's camera looks along its own -Z, y up
+    to_blender = Matrix.Rotation(math.pi / 2, 4, "X")  # y-up -> Blender's z-up, as the importers turn it
+    if cam_info.get("world_from_camera") is not None:
+        flip = Matrix.Diagonal((1.0, -1.0, -1.0, 1.0))
+        cam.matrix_world = to_blender @ Matrix(cam_info["world_from_camera"]) @ flip
+    else:
+        cam.matrix_world = to_blender
     w, h = int(cam_info["width"]), int(cam_info["height"])
     scene.render.resolution_x, scene.render.resolution_y = w, h
     scene.render.resolution_percentage = 100

@@ -42,6 +42,12 @@ def add_export_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="blend: the source video, shown behind the characters in the camera view")
     p.add_argument(f"--{prefix}frames", dest="export_frames", type=_frame_range, metavar="FIRST:LAST",
                    help="only these source frames (inclusive)")
+    p.add_argument(f"--{prefix}world", dest="export_world", action=argparse.BooleanOptionalAction, default=None,
+                   help="the world frame (floor y = 0, metres), foot contact and foot locking, camera.json beside "
+                        "tracks.json (default: when the recording can be calibrated; --no-world: the camera frame)")
+    p.add_argument(f"--{prefix}camera", dest="export_camera", metavar="FILE",
+                   help="the camera over the floor (a camera.json of `fastmetro-stream calibrate`) instead of "
+                        "calibrating from the recording")
 
 
 def options_from(args: argparse.Namespace) -> ExportOptions:
@@ -50,7 +56,8 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(formats=formats,
                          vertices=args.export_vertices, gltf_mesh=args.export_gltf_mesh, frames=args.export_frames,
                          stream=getattr(args, "stream", None), body=args.export_body, video=args.export_video,
-                         rig=args.export_rig)
+                         rig=args.export_rig, world=getattr(args, "export_world", None),
+                         camera=getattr(args, "export_camera", None))
 
 
 def stream_jobs(out_dir, options: ExportOptions, stream_ids) -> list:

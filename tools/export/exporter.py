@@ -49,6 +49,8 @@ class ExportOptions:
     body: bool = False  # glb, fbx: each track's skinned body (tools/export/skin.py); a .blend always has it
     video: Optional[str] = None  # blend: the source video, the camera's background
     rig: str = "unity"  # bvh, gltf, fbx, blend: bone names and rest pose (tools/export/rigs.py)
+    world: Optional[bool] = None  # the world frame and foot locking: None = when the recording can be calibrated
+    camera: Optional[str] = None  # a camera.json to place the persons with (instead of calibrating)
 
 
 @dataclass
@@ -137,6 +139,7 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         from draw.obj import write_obj
     out = output_dir(out_dir)
     started = time.perf_counter()
+    world = _world(recording, options)
     summary = ExportSummary(out)
     status = ReadStatus()
     rate = RateEstimate()
@@ -163,6 +166,8 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
         info = track.info(fps)
         if fps_note:
             info["note"] = fps_note
+        if world is not None:
+            info["world"] = world.finish_track(track, humanoid)
         try:
             info["files"] = write_track(track, staged, formats, options, humanoid, faces, joint_names, info, blend)
         except ValueError as e:  # a writer refusing this track's values: one line, nothing written (staged)
@@ -233,6 +238,12 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
                  "fps": _believable_fps(rate.fps)[0], "complete": summary.note is None, "note": summary.note,
                  "skipped_records": status.skipped, "formats": list(formats),
                  "humanoid": humanoid is not None, "hands_dropped": hand_frames, "tracks": summary.tracks}
+        index["world"] = None if world is None else world.to_json()
+        if world is not None:
+            world.save(staged)
+            # the scene's camera where the calibration puts it, at the focal the tracks were placed with
+            if camera:
+                camera.update(focal=float(world.focal), world_from_camera=world.camera.world_from_camera().tolist())
         if blend is not None:
             fps = _believable_fps(rate.fps)[0] if rate.fps else (summary.tracks[0]["fps"] if summary.tracks else DEFAULT_FPS)
             if blend.write(staged / f"{recording.stem}.blend", fps, camera or None, options.video):
@@ -265,6 +276,16 @@ def _believable_fps(fps: Optional[float]) -> tuple[Optional[float], Optional[str
         return fps, None
     return DEFAULT_FPS, (f"the timestamps give {fps:.6g} frames per second, outside {FPS_RANGE[0]:g} to "
                          f"{FPS_RANGE[1]:g}: written at {DEFAULT_FPS:g}")
+
+
+def _world(recording: Path, options: ExportOptions):
+    """The export's world (tools/export/world.py), or None; an ExportError when it is asked for and cannot be."""
+    from .world import WorldError, WorldExport
+
+    try:
+        return WorldExport.prepare(recording, options.stream, options.world, options.camera)
+    except (WorldError, ValueError) as e:
+        raise ExportError(f"--world: {e}" if isinstance(e, WorldError) else str(e)) from None
 
 
 def _move_into(staged: Path, out: Path) -> None:

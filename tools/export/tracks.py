@@ -188,6 +188,7 @@ class Track:
     t_first: Optional[float] = None  # (frame, pts) of the first and last seen frame with a timestamp
     t_last: Optional[tuple] = None
     end: str = ""
+    extra: dict = field(default_factory=dict)  # arrays for its npz computed at its end (the world: tools/export/world.py)
 
     def add_frame(self, index: int, pts: Optional[float], coasting: bool) -> None:
         if self.seen and index > self.last + 1:

@@ -138,6 +138,7 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
     if "npz" in formats:
         arrays = {k: store.array(k) for k in PER_FRAME}
         arrays.update({k: store.array(k) for k in OPTIONAL if k in store})
+        arrays.update(track.extra)
         arrays["track_id"] = np.int64(track.track_id)
         arrays["fps"] = np.float64(fps)
         arrays["gaps"] = np.asarray(track.gaps, np.int64).reshape(-1, 2)
