@@ -1,6 +1,7 @@
 """Recordings and skeleton motion for the export tests (tests/test_export*.py)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,30 @@ def write_posed_recording(path: Path, assets_dir: Path, size=(720, 1280), focal:
     rec.write(0.0, b"default/end", wire.encode_end(EndOfStream("default", 10), "default", 10))
     rec.close()
     return joints, vertices, faces
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def require(what: str, ok: bool, how: str) -> None:
+    """Skip without `what` here; fail under FASTMETRO_REQUIRE_EXPORT_TOOLS (CI installs them all: never skip)."""
+    if not ok:
+        import pytest
+
+        why = f"{what} not available: {how}"
+        if os.environ.get("FASTMETRO_REQUIRE_EXPORT_TOOLS"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def bpy_python() -> str:
+    """A Python with Blender as a module (bpy 4.5 from PyPI, unpatched): FASTMETRO_BLENDER_PYTHON, else the
+    checkout's .venv-blender (scripts/setup.sh makes it: bpy pins numpy < 2), else this one if it has bpy."""
+    from tools.export.blender import ENV, BlenderMissing, blender_python
+
+    if not os.environ.get(ENV) and (REPO / ".venv-blender" / "bin" / "python").is_file():
+        os.environ[ENV] = str(REPO / ".venv-blender" / "bin" / "python")
+    try:
+        return blender_python("this test")
+    except BlenderMissing as e:
+        require("bpy", False, str(e))

@@ -24,7 +24,7 @@ from fastmetro import humanoid as hu
 from humanoid_data import PosedTemplate, random_rotations
 import assimp_reader
 import browser_gltf
-from export_helpers import POSED_FPS, POSED_SEEN, write_posed_recording
+from export_helpers import POSED_FPS, POSED_SEEN, bpy_python, require, write_posed_recording
 from tools.export.bvh import write_bvh
 from tools.export.gltf import MeshFrames, write_glb
 
@@ -33,14 +33,6 @@ JS = REPO / "tests" / "js"
 FPS = 30.0
 T = 12
 BONES_CHECKED = ("Hips", "Head", "LeftHand", "RightFoot", "RightLowerArm")
-
-
-def require(what: str, ok: bool, how: str) -> None:
-    if not ok:
-        why = f"{what} not available: {how}"
-        if os.environ.get("FASTMETRO_REQUIRE_EXPORT_TOOLS"):  # CI installs them all: never skip there
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 def import_bvhio():
@@ -109,18 +101,6 @@ def test_glb_files_pass_the_khronos_validator(files, tmp_path):
     bad[20 + json_len] ^= 0x04
     (tmp_path / "bad.glb").write_bytes(bytes(bad))
     assert validate([tmp_path / "bad.glb"])[0]["errors"] > 0
-
-
-def bpy_python() -> str:
-    """A Python with Blender as a module (bpy 4.5, unpatched): this one, or FASTMETRO_BLENDER_PYTHON."""
-    from tools.export.blender import ENV, BlenderMissing, blender_python
-
-    if not os.environ.get(ENV) and (REPO / ".venv-blender" / "bin" / "python").is_file():
-        os.environ[ENV] = str(REPO / ".venv-blender" / "bin" / "python")  # scripts/setup.sh makes it
-    try:
-        return blender_python("this test")
-    except BlenderMissing as e:
-        require("bpy", False, str(e))
 
 
 def blender_import(path: Path, frames, tmp_path: Path, fps: float = FPS) -> dict:

@@ -16,6 +16,7 @@ from fastmetro import humanoid as hu
 from fastmetro import humanoid_hands as hh
 from pipeline import wire
 from pipeline.messages import EndOfStream, HandMesh
+from tests.export_helpers import bpy_python
 from tests.hand_data import PosedHand, flexion
 from tests.humanoid_data import PosedTemplate, random_rotations, to_camera
 from tools.export import ExportOptions, export_recording
@@ -146,27 +147,6 @@ for k in frames:
     report["positions"][str(k)] = {pb.name: list(arm.matrix_world @ pb.head) for pb in arm.pose.bones}
 json.dump(report, open(out, "w"))
 '''
-
-
-def bpy_python() -> str:
-    """A Python with Blender as a module (bpy 4.5 from PyPI, unpatched): FASTMETRO_BLENDER_PYTHON, else the
-    checkout's .venv-blender (bpy pins numpy < 2, so it lives in a venv of its own), else this one."""
-    import importlib.util
-    from pathlib import Path
-
-    env = os.environ.get("FASTMETRO_BLENDER_PYTHON")
-    local = Path(__file__).resolve().parents[1] / ".venv-blender" / "bin" / "python"
-    if env:
-        return env
-    if local.is_file():
-        return str(local)
-    if importlib.util.find_spec("bpy") is not None:
-        return sys.executable
-    why = ("bpy not found: python -m venv .venv-blender && .venv-blender/bin/pip install 'bpy==4.5.*' "
-           "(or set FASTMETRO_BLENDER_PYTHON)")
-    if os.environ.get("FASTMETRO_REQUIRE_EXPORT_TOOLS"):
-        pytest.fail(why)
-    pytest.skip(why)
 
 
 def blender_import(path, frames, tmp_path) -> dict:

@@ -3,11 +3,8 @@ published at a wrong focal as an uncalibrated run would, exported with the camer
 feet's contacts and locks; the BVH and GLB read back by bvhio and by Blender (bpy) stand upright on the floor."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ from fastmetro import feet
 from fastmetro import humanoid as hu
 from fastmetro.world import CameraModel, camera_to_world
 from tests import walk_scene as ws
+from tests.export_helpers import bpy_python
 from tools.export.exporter import ExportError, ExportOptions, export_recording
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,20 +111,12 @@ def test_bvh_read_by_bvhio_walks_on_the_floor(scene):
         assert np.abs(_lean_deg(pos) - _lean_deg(walk.positions)).max() < 6.0
 
 
-def _bpy_python() -> str:
-    if importlib.util.find_spec("bpy") is not None:
-        return sys.executable
-    if os.environ.get("FASTMETRO_BLENDER_PYTHON"):
-        return os.environ["FASTMETRO_BLENDER_PYTHON"]
-    pytest.skip("Blender as a Python module is not installed: pip install 'bpy==4.5.*' (or set FASTMETRO_BLENDER_PYTHON)")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["bvh", "glb"])
 def test_blender_imports_a_person_upright_on_the_floor(scene, suffix, tmp_path):
     """Blender's own importers (default options): the Hips upright in the world, the feet in contact at
     height 0 (Blender's z) within 2 cm, the person where the walker was."""
-    python = _bpy_python()
+    python = bpy_python()
     out = scene["out"]
     walk = scene["walks"][0]
     z = np.load(out / "track_0001.npz")
