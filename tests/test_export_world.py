@@ -174,3 +174,46 @@ def test_cli_world_options(scene, tmp_path, capsys):
     assert not (tmp_path / "b" / "camera.json").exists()
     assert main(["export", str(scene["rec"]), "-o", str(tmp_path / "c"), "--camera", str(tmp_path / "none.json")]) == 1
     assert "camera file" in capsys.readouterr().err
+
+
+BLEND_PROJECT = r'''
+import json, sys
+import bpy
+from bpy_extras.object_utils import world_to_camera_view
+path, out = sys.argv[1], sys.argv[2]
+frames = [int(f) for f in sys.argv[3:]]
+bpy.ops.wm.open_mainfile(filepath=path)
+scene = bpy.context.scene
+arm = bpy.data.objects["track_0001"]
+uv = []
+for f in frames:
+    scene.frame_set(f)
+    p = world_to_camera_view(scene, scene.camera, arm.matrix_world @ arm.pose.bones["Hips"].head)
+    uv.append([p.x * scene.render.resolution_x, (1.0 - p.y) * scene.render.resolution_y])
+json.dump({"uv": uv, "camera": list(scene.camera.location)}, open(out, "w"))
+'''
+
+
+@pytest.mark.slow
+def test_blend_camera_sees_the_world_as_the_calibration_does(scene, tmp_path):
+    """A .blend of a world export: its camera stands where the calibration puts it, so the characters (in
+    the world frame) are over the video where the camera sees them: the Hips projected by Blender's camera
+    land within 2 px of the npz's world root projected by the camera model."""
+    python = bpy_python()
+    out = tmp_path / "blend"
+    export_recording(scene["rec"], out, ExportOptions(formats=("npz", "blend"), camera=str(scene["folder"] / "camera.json")))
+    z, camera = np.load(out / "track_0001.npz"), scene["camera"]
+    rows = [0, FRAMES // 2, FRAMES - 1]
+    frames = [int(z["frame_index"][r]) for r in rows]
+    report = tmp_path / "blend.json"
+    proc = subprocess.run([python, "-c", BLEND_PROJECT, str(out / "walk.blend"), str(report), *map(str, frames)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and report.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads(report.read_text())
+    # the world's (0, height, 0) is Blender's (0, 0, height): the importers' y-up to z-up turn
+    np.testing.assert_allclose(r["camera"], [0.0, 0.0, camera.height], atol=1e-4)
+    root = np.asarray(z["world_root"], np.float64)[rows]
+    c = (camera.camera_from_world() @ np.c_[root, np.ones(len(root))].T).T[:, :3]
+    f = camera.focal_for(1280, 720)
+    expect = np.c_[f * c[:, 0] / c[:, 2] + 640.0, f * c[:, 1] / c[:, 2] + 360.0]
+    np.testing.assert_allclose(np.asarray(r["uv"]), expect, atol=2.0)
