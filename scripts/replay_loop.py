@@ -44,27 +44,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_stream(sub: Subscriber, proc: subprocess.Popen, sleep_s: float, timeout_s: float = 60.0,
+                stop_after: int | None = None) -> tuple[list[int], object]:
+    """The frames' seqs a consumer sleeping `sleep_s` per frame reads from `sub`, and the end message (None if
+    none came): until the end, `stop_after` frames, `timeout_s`, or the publishing process `proc` gone quiet."""
+    seqs, end = [], None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = sub.recv(timeout_s=0.5)
+        if msg is None:
+            if proc.poll() is not None:
+                break
+            continue
+        if msg.kind == "frame":
+            seqs.append(msg.seq)
+            if stop_after is not None and len(seqs) >= stop_after:
+                break
+            time.sleep(sleep_s)
+        elif msg.kind == "end":
+            end = msg
+            break
+    return seqs, end
+
+
 def replay_once(path: Path, mode: str, sleep_s: float) -> tuple[int, list[int], object, str]:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    seqs, end = [], None
     with Subscriber(endpoint, mode=mode, rcvhwm=1) as sub:
         cmd = [sys.executable, "-m", "tools.stream", "replay", str(path), "--fast", "--mode", mode,
                "--endpoint", endpoint] + (["--wait", "10"] if mode == "latest" else [])
         proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            msg = sub.recv(timeout_s=0.5)
-            if msg is None:
-                if proc.poll() is not None:
-                    break
-                continue
-            if msg.kind == "frame":
-                seqs.append(msg.seq)
-                time.sleep(sleep_s)
-            elif msg.kind == "end":
-                end = msg
-                break
+        seqs, end = read_stream(sub, proc, sleep_s, timeout_s=120)
         _, err = proc.communicate(timeout=60)
     return proc.returncode, seqs, end, err
 

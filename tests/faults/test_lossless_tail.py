@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -13,7 +12,7 @@ from conftest import REPO, popen_python
 from pipeline.subscriber import Subscriber
 
 sys.path.insert(0, str(REPO / "scripts"))
-from replay_loop import make_recording, replay_once  # noqa: E402
+from replay_loop import make_recording, read_stream, replay_once  # noqa: E402
 
 N = 24  # frames of 6 persons (~0.5 MB): more than the sockets' buffers hold
 
@@ -40,33 +39,13 @@ PUBLISHER = textwrap.dedent("""
 """)
 
 
-def _read(sub, sleep_s, proc, stop_after=None, timeout_s=60.0):
-    seqs, end = [], None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        msg = sub.recv(timeout_s=0.5)
-        if msg is None:
-            if proc.poll() is not None:
-                break
-            continue
-        if msg.kind == "frame":
-            seqs.append(msg.seq)
-            if stop_after is not None and len(seqs) >= stop_after:
-                break
-            time.sleep(sleep_s)
-        elif msg.kind == "end":
-            end = msg
-            break
-    return seqs, end
-
-
 @pytest.mark.slow
 def test_a_consumer_slower_than_the_linger_gets_every_frame_and_the_end(port):
     # 0.3 s per frame: the last frames and the end wait in the publisher's queue for seconds
     with Subscriber(f"tcp://127.0.0.1:{port}", mode="lossless", rcvhwm=1) as sub:
         proc = popen_python(PUBLISHER.format(port=port, n=N, hwm=4, persons=6))
         try:
-            seqs, end = _read(sub, 0.3, proc)
+            seqs, end = read_stream(sub, proc, 0.3)
             out, err = proc.communicate(timeout=60)
         finally:
             proc.kill()
@@ -80,7 +59,7 @@ def test_a_consumer_that_stops_reading_fails_the_publisher_loudly(port):
         # a queue that holds it all: the publisher is closing while the consumer stops with most of it unread
         proc = popen_python(PUBLISHER.format(port=port, n=150, hwm=200, persons=1))
         try:
-            seqs, end = _read(sub, 0.0, proc, stop_after=10)  # then never reads again, still connected
+            seqs, end = read_stream(sub, proc, 0.0, stop_after=10)  # then never reads again, still connected
             out, err = proc.communicate(timeout=60)
         finally:
             proc.kill()
