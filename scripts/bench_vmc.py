@@ -52,6 +52,29 @@ def frame_data(persons: int, index: int = 0, smpl: bool = False, hands: bool = F
     return to_message(wire.decode(wire.encode_frame(mf, "default", index)), topology=None)
 
 
+class UdpSink:
+    """A non-blocking UDP socket on 127.0.0.1 in place of the VMC receiver; `drain` reads away what came."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def drain(self) -> int:
+        """Read every datagram waiting; how many there were."""
+        n = 0
+        try:
+            while True:
+                self.sock.recv(65536)
+                n += 1
+        except BlockingIOError:
+            return n
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def per_call(fn, seconds: float) -> float:
     fn()
     n, t0 = 0, time.perf_counter()
@@ -62,27 +85,17 @@ def per_call(fn, seconds: float) -> float:
 
 
 def cost(persons: int, seconds: float) -> dict:
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setblocking(False)
-    port = sink.getsockname()[1]
+    sink = UdpSink()
     frame = frame_data(persons)
     frame_smpl = frame_data(persons, smpl=True)
-    sender = VmcSender(VmcSettings(destinations=[f"127.0.0.1:{port}"] * persons, slots=persons, select="first"))
+    sender = VmcSender(VmcSettings(destinations=[f"127.0.0.1:{sink.port}"] * persons, slots=persons, select="first"))
     packer = BundlePacker()
     pose = hu.solve_persons(frame.persons)
     root, pos, rot = unity_pose(pose, 0, True)
 
-    def drain():
-        try:
-            while True:
-                sink.recv(65536)
-        except BlockingIOError:
-            pass
-
     def whole():
         sender.send_frame(frame)
-        drain()
+        sink.drain()
 
     out = dict(
         persons=persons,
@@ -102,23 +115,14 @@ def hand_cost(persons: int, seconds: float) -> dict:
     sent), and the finger solve alone."""
     from fastmetro import humanoid_hands as hh
 
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setblocking(False)
-    port = sink.getsockname()[1]
-
-    def drain():
-        try:
-            while True:
-                sink.recv(65536)
-        except BlockingIOError:
-            pass
+    sink = UdpSink()
 
     timings = {}
     for hands in (False, True):
         frame = frame_data(persons, hands=hands)
-        sender = VmcSender(VmcSettings(destinations=[f"127.0.0.1:{port}"] * persons, slots=persons, select="first"))
-        timings[hands] = per_call(lambda: (sender.send_frame(frame), drain()), seconds)
+        sender = VmcSender(VmcSettings(destinations=[f"127.0.0.1:{sink.port}"] * persons, slots=persons,
+                                       select="first"))
+        timings[hands] = per_call(lambda: (sender.send_frame(frame), sink.drain()), seconds)
         sender.close()
     frame = frame_data(persons, hands=True)
     joints = np.stack([p.hands["left"].joints3d for p in frame.persons])
@@ -142,16 +146,14 @@ def latency(persons: int, frames: int) -> dict:
 
     pub = Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:*", hwm=64))
     pub.open()
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setblocking(False)
-    bridge = mp.get_context("spawn").Process(target=_bridge, args=(pub.endpoint, sink.getsockname()[1], persons),
+    sink = UdpSink()
+    bridge = mp.get_context("spawn").Process(target=_bridge, args=(pub.endpoint, sink.port, persons),
                                              daemon=True)
     bridge.start()
     sub = Subscriber(pub.endpoint)
     poller = zmq.Poller()
     poller.register(sub.sock, zmq.POLLIN)
-    poller.register(sink, zmq.POLLIN)
+    poller.register(sink.sock, zmq.POLLIN)
     topo = wire.encode_topology("default", 0, np.zeros((1, 3), np.int32), ["j"] * 14, ["h"] * 17)
     payloads = [wire.encode_frame(wire.synthetic_mesh_frame(persons, index=i), "default", i) for i in range(frames)]
     vmc, zmq_only = [], []
@@ -175,12 +177,7 @@ def latency(persons: int, frames: int) -> dict:
                         t_zmq = t_zmq or now
                         sub.recv(timeout_s=0)
                     else:
-                        try:
-                            while True:
-                                sink.recv(65536)
-                                got += 1
-                        except BlockingIOError:
-                            pass
+                        got += sink.drain()
                         if got >= persons and t_vmc is None:
                             t_vmc = now
             if t_zmq is not None and t_vmc is not None:
