@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from pipeline import wire  # noqa: E402
+from scripts.bench_vmc import with_hands  # noqa: E402
 from tools.export import ExportError, ExportOptions, export_recording  # noqa: E402
 from tools.export.tracks import read_frames  # noqa: E402
 
@@ -40,19 +41,6 @@ CASES = [  # name, formats, npz vertices, glTF mesh, skinned body
     ("fbx + body", ("fbx",), "none", False, True),
     ("blend", ("blend",), "none", False, False),
 ]
-
-
-def with_hands(mf):
-    """Both hands on every person: random joints and MANO-sized vertices."""
-    from pipeline.messages import HandMesh
-
-    rng = np.random.default_rng(mf.frame.index)
-    for pm in mf.persons:
-        for side in ("left", "right"):
-            pm.hands[side] = HandMesh(side, np.array([5.0, 0, 0], np.float32), pm.cam_t,
-                                      rng.uniform(-0.1, 0.1, (21, 3)).astype(np.float32),
-                                      rng.uniform(-0.1, 0.1, (778, 3)).astype(np.float32), (0.0, 0.0), 50.0)
-    return mf
 
 
 def make_recording(path: Path, frames: int, persons: int, hands: bool = False) -> None:
