@@ -125,6 +125,33 @@ def posed_person(template, rng, track_id, cam_t, angle=0.6):
                 world=world[0])
 
 
+def replay_into_vmc(rec, receivers: list[Receiver], bundles: int, **settings) -> dict:
+    """Replay the recording `rec` (lossless, as fast as it goes) into the VMC sender (`run` with `settings`
+    besides its endpoint, mode and destinations: one per receiver) until the stream's end, then wait up to
+    5 s for `bundles` bundles received in all. Closes the receivers; returns the sender's result."""
+    from pipeline.publisher import Publisher, PublisherSettings, replay
+
+    pub = Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:*", mode="lossless"))
+    pub.open()
+    try:
+        settings = VmcSettings(endpoint=pub.endpoint, mode="lossless",
+                               destinations=[f"127.0.0.1:{r.port}" for r in receivers], **settings)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(run(settings, duration=60, interval=0)), daemon=True)
+        t.start()
+        replay(pub, rec, fast=True)
+        t.join(60)
+        assert not t.is_alive(), "the sender did not stop at the stream's end"
+        deadline = time.monotonic() + 5
+        while sum(len(r.bundles) for r in receivers) < bundles and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        pub.close()
+        for r in receivers:
+            r.close()
+    return result
+
+
 def unity_world_rotations(bundle: dict) -> dict[str, Rotation]:
     world = {"root": Rotation.from_quat(bundle["root"][4:8])}
     for name in ["Hips"] + [b for b in hu.BONES if b != "Hips"]:
@@ -327,8 +354,6 @@ def write_recording(path, frames, stream="default"):
 def test_replayed_recording_drives_avatars_through_python_osc(template, tmp_path):
     """Recording -> replay -> VMC sender -> python-osc servers -> forward kinematics == published joints.
     Track 2 leaves at frame 12 (its slot holds the last pose, tracking off); track 3 takes the slot at 15."""
-    from pipeline.publisher import Publisher, PublisherSettings, replay
-
     rng = np.random.default_rng(11)
     frames, published = [], []
     for i in range(20):
@@ -342,24 +367,7 @@ def test_replayed_recording_drives_avatars_through_python_osc(template, tmp_path
     rec = write_recording(tmp_path / "run.msgpack", frames)
 
     receivers = [Receiver(), Receiver()]
-    pub = Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:*", mode="lossless"))
-    pub.open()
-    try:
-        settings = VmcSettings(endpoint=pub.endpoint, mode="lossless", select="first", lost="hold",
-                               destinations=[f"127.0.0.1:{r.port}" for r in receivers], slots=2)
-        result = {}
-        t = threading.Thread(target=lambda: result.update(run(settings, duration=60, interval=0)), daemon=True)
-        t.start()
-        replay(pub, rec, fast=True)
-        t.join(60)
-        assert not t.is_alive(), "the sender did not stop at the stream's end"
-        deadline = time.monotonic() + 5
-        while sum(len(r.bundles) for r in receivers) < 40 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        pub.close()
-        for r in receivers:
-            r.close()
+    result = replay_into_vmc(rec, receivers, 40, select="first", lost="hold", slots=2)
     a, b = receivers[0].bundles, receivers[1].bundles
     assert result["frames"] == 20 and len(a) == 20 and len(b) == 20, (result, len(a), len(b))
     for i in range(20):  # slot 0: track 1 throughout

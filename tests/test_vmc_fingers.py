@@ -3,9 +3,6 @@ the sender, the bundles received on 127.0.0.1, the avatar's hands rebuilt by for
 received local transforms, and every finger segment laid against the published hand joints."""
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -16,8 +13,8 @@ from fastmetro import humanoid_hands as hh  # noqa: E402
 from pipeline.messages import HandMesh  # noqa: E402
 from tests.hand_data import PosedHand, flexion  # noqa: E402
 from tests.humanoid_data import PosedTemplate  # noqa: E402
-from tests.test_vmc import UNITY_PARENT, Receiver, mesh_frame, posed_person, write_recording  # noqa: E402
-from tools.vmc import VmcSettings, run  # noqa: E402
+from tests.test_vmc import (UNITY_PARENT, Receiver, mesh_frame, posed_person, replay_into_vmc,  # noqa: E402
+                            write_recording)
 
 FINGERS = ("Thumb", "Index", "Middle", "Ring", "Little")
 # The receiver's side of the finger bones, written out (docs/engines.md): Unity HumanBodyBones names and
@@ -83,8 +80,6 @@ def test_a_recording_with_hands_drives_the_avatars_fingers_through_python_osc(te
     """Frames 0-19 of one person with both hands curled differently each frame; the left hand missing in
     frames 8-12 (held there, its last pose). Every received bundle carries the 52 bones, and wherever a hand
     is seen (after its blend back in) every finger segment points where the published joints do (1 degree)."""
-    from pipeline.publisher import Publisher, PublisherSettings, replay
-
     rng = np.random.default_rng(5)
     frames, published = [], []
     for i in range(20):
@@ -107,23 +102,7 @@ def test_a_recording_with_hands_drives_the_avatars_fingers_through_python_osc(te
     rec = write_recording(tmp_path / "hands.msgpack", frames)
 
     receiver = Receiver()
-    pub = Publisher(PublisherSettings(endpoint="tcp://127.0.0.1:*", mode="lossless"))
-    pub.open()
-    try:
-        settings = VmcSettings(endpoint=pub.endpoint, mode="lossless", destinations=[f"127.0.0.1:{receiver.port}"],
-                               slots=1)
-        result = {}
-        t = threading.Thread(target=lambda: result.update(run(settings, duration=60, interval=0)), daemon=True)
-        t.start()
-        replay(pub, rec, fast=True)
-        t.join(60)
-        assert not t.is_alive(), "the sender did not stop at the stream's end"
-        deadline = time.monotonic() + 5
-        while len(receiver.bundles) < 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        pub.close()
-        receiver.close()
+    result = replay_into_vmc(rec, [receiver], 20, slots=1)
     got = receiver.bundles
     assert result["frames"] == 20 and len(got) == 20, (result, len(got))
     checked = 0
