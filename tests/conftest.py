@@ -47,3 +47,20 @@ def parity_dir() -> Path:
     if not PARITY_DIR.is_dir():
         pytest.skip(f"parity fixtures not found at {PARITY_DIR} (set FASTMETRO_PARITY)")
     return PARITY_DIR
+
+
+@pytest.fixture(scope="module")
+def template(assets_dir):
+    """The SMPL template posed by the humanoid solver's conventions (tests.humanoid_data.PosedTemplate)."""
+    from tests.humanoid_data import PosedTemplate
+
+    return PosedTemplate(assets_dir)
+
+
+@pytest.fixture(scope="module")
+def hands(mano_dir):
+    """The MANO hand of each side, posed by the finger solver's conventions (tests.hand_data.PosedHand)."""
+    from fastmetro.humanoid_hands import SIDES
+    from tests.hand_data import PosedHand
+
+    return {side: PosedHand(mano_dir, side) for side in SIDES}

@@ -17,23 +17,13 @@ from fastmetro import humanoid_hands as hh
 from pipeline import wire
 from pipeline.messages import EndOfStream, HandMesh
 from tests.export_helpers import bpy_python
-from tests.hand_data import PosedHand, flexion
-from tests.humanoid_data import PosedTemplate, random_rotations, to_camera
+from tests.hand_data import flexion
+from tests.humanoid_data import random_rotations, to_camera
 from tools.export import ExportOptions, export_recording
 
 FPS = 25.0
 N = 24
 LEFT_GONE = range(8, 13)  # frames without the left hand
-
-
-@pytest.fixture(scope="module")
-def template(assets_dir) -> PosedTemplate:
-    return PosedTemplate(assets_dir)
-
-
-@pytest.fixture(scope="module")
-def hands(mano_dir):
-    return {side: PosedHand(mano_dir, side) for side in hh.SIDES}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ pytest.importorskip("pythonosc")
 from fastmetro import humanoid as hu  # noqa: E402
 from fastmetro import humanoid_hands as hh  # noqa: E402
 from pipeline.messages import HandMesh  # noqa: E402
-from tests.hand_data import PosedHand, flexion  # noqa: E402
-from tests.humanoid_data import PosedTemplate  # noqa: E402
+from tests.hand_data import flexion  # noqa: E402
 from tests.test_vmc import (UNITY_PARENT, Receiver, mesh_frame, posed_person, replay_into_vmc,  # noqa: E402
                             write_recording)
 
@@ -28,16 +27,6 @@ for _side in ("Left", "Right"):
 REST_DIRECTION = {("Left", "Thumb"): np.array([-1.0, 0, 1]) / 2 ** 0.5,
                   ("Right", "Thumb"): np.array([1.0, 0, 1]) / 2 ** 0.5, ("Left", None): np.array([-1.0, 0, 0]), ("Right", None): np.array([1.0, 0, 0])}
 PARENT = {**UNITY_PARENT, **UNITY_FINGER_PARENT}
-
-
-@pytest.fixture(scope="module")
-def template(assets_dir) -> PosedTemplate:
-    return PosedTemplate(assets_dir)
-
-
-@pytest.fixture(scope="module")
-def hands(mano_dir):
-    return {side: PosedHand(mano_dir, side) for side in hh.SIDES}
 
 
 def unity_world(bundle: dict) -> dict:
