@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import CROP_SIZE, build_model, normalize_crops
+from . import CROP_SIZE, build_model, engine_auto, normalize_crops
+from .engine_auto import cpu_has_native_bf16  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EngineError(f"device {name!r} was asked for but CUDA is not available here (use 'auto' or 'cpu')")
     return dev
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
 
 
 def fold_batchnorm(module: nn.Module) -> int:
@@ -150,9 +144,7 @@ class Engine:
         self.model = self.model.to(self.device).eval()
         self.choice = None  # fastmetro.engine_auto.Choice with engine "auto"
         if o.engine == "auto":
-            from .engine_auto import choose
-
-            choice = choose(o, self.model, o.auto_tolerance_mm)
+            choice = engine_auto.choose(o, self.model, o.auto_tolerance_mm, build=Engine, device=self.device)
             self.options = o = choice.options
             log.info("engine auto chose %s", choice.reason)
             built, choice.engine = getattr(choice, "engine", None), None
@@ -277,9 +269,7 @@ class Engine:
 
         import torch._inductor.config as inductor_config
 
-        from .engine_auto import use_inductor_cache
-
-        use_inductor_cache()
+        engine_auto.use_inductor_cache()
         if self.device.type == "cpu" and self.options.precision == "fp32":
             try:
                 self._compile_ahead()
@@ -310,11 +300,10 @@ class Engine:
         import time
 
         from .assets import cache_dir
-        from .engine_auto import machine_id
         from .onnx_export import weights_hash
 
         o = self.options
-        key = json.dumps({"v": 1, "machine": machine_id(self.device), "torch": torch.__version__,
+        key = json.dumps({"v": 1, "machine": engine_auto.machine_id(self.device), "torch": torch.__version__,
                           "weights": weights_hash(self.model), "channels_last": o.channels_last,
                           "threads": torch.get_num_threads()}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]

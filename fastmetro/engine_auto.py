@@ -70,13 +70,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has_native_bf16() -> bool:
+    """oneDNN's own test for bf16 kernels on this CPU."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
 def cpu_native_bf16() -> bool:
     """AVX-512 BF16 or AMX (the flags), or oneDNN's own test where the flags cannot be read."""
     flags = cpu_flags()
     if flags:
         return any(f in flags for f in CPU_BF16_FLAGS)
-    from .engine import cpu_has_native_bf16
-
     return cpu_has_native_bf16()
 
 
@@ -170,14 +176,12 @@ def _describe(name: str, results: dict, tolerance_mm: float, batches) -> str:
 
 
 def choose(options, model, tolerance_mm: Optional[float] = None, directory: Optional[Path] = None,
-           rounds: int = 6, names: Optional[tuple[str, ...]] = None) -> Choice:
-    """The engine "auto" picks for this model on options.device (see the module docstring); `names`
-    limits the candidates tried (eager fp32, the reference, always runs)."""
-    from .engine import resolve_device
-
+           rounds: int = 6, names: Optional[tuple[str, ...]] = None, *, build, device) -> Choice:
+    """The engine "auto" picks for this model on `device` (options.device resolved; see the module
+    docstring); `names` limits the candidates tried (eager fp32, the reference, always runs). build: the
+    engine class (fastmetro.engine.Engine), called as build(options, model=...) for each candidate."""
     tolerance_mm = DEFAULT_TOLERANCE_MM if tolerance_mm is None else float(tolerance_mm)
     use_inductor_cache()
-    device = resolve_device(options.device)
     second = min(4, options.max_batch) if device.type == "cpu" else options.max_batch
     batches = tuple(sorted({1, second}))
     key = cache_key(options, model, device, batches, tolerance_mm)
@@ -199,7 +203,7 @@ def choose(options, model, tolerance_mm: Optional[float] = None, directory: Opti
     log.warning("engine auto: first run of %s on this machine: measuring the engines once (compiling can take "
                 "minutes); later runs read the choice from %s. infer.engine: manual skips this",
                 model.variant.name, path.parent)
-    results, engines = _measure(options, model, device, batches, rounds, names)
+    results, engines = _measure(options, model, device, batches, rounds, names, build)
     eligible = [n for n, r in results.items() if "error" not in r and r["deviation_mm"] <= tolerance_mm]
     best = max(eligible, key=lambda n: results[n]["score"])
     settings = dict(candidates_by_name(device, model)[best])
@@ -221,11 +225,9 @@ def candidates_by_name(device, model) -> dict[str, dict]:
     return dict(candidates(device, model.variant.network == "hand", bool(model.variant.smpl_head)))
 
 
-def _measure(options, model, device, batches, rounds, names=None) -> tuple[dict, dict]:
+def _measure(options, model, device, batches, rounds, names, build) -> tuple[dict, dict]:
     """Build every candidate, compare its outputs on the fixed crops with eager fp32's, then time them in
     interleaved rounds (each timing the best of its rounds)."""
-    from .engine import Engine
-
     crops = fixed_crops(max(4, max(batches)))
     engines, results, ref = {}, {}, None
     cands = candidates(device, model.variant.network == "hand", bool(model.variant.smpl_head))
@@ -235,7 +237,7 @@ def _measure(options, model, device, batches, rounds, names=None) -> tuple[dict,
         log.info("engine auto: trying %s", name)
         try:
             opts = dataclasses.replace(_reference_options(options), **settings)
-            engine = Engine(opts, model=copy.deepcopy(model))
+            engine = build(opts, model=copy.deepcopy(model))
             out = engine(crops)
         except Exception as e:  # a candidate this machine cannot run is left out, and said why
             results[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}

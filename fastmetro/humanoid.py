@@ -52,6 +52,15 @@ PARENTS: np.ndarray = np.array([
     0, 14, 15, 16,
     0, 18, 19, 20,
 ], dtype=np.int64)
+# The skeleton with hands: the 30 Unity finger bones after the body's 22 (Left then Right x Thumb ... Little x
+# Proximal, Intermediate, Distal), each Proximal under its Hand; fastmetro.humanoid_hands solves them.
+FINGERS = ("Thumb", "Index", "Middle", "Ring", "Little")
+PHALANGES = ("Proximal", "Intermediate", "Distal")
+FINGER_BONES: tuple[str, ...] = tuple(f"{s}{f}{p}" for s in ("Left", "Right") for f in FINGERS for p in PHALANGES)
+ALL_BONES: tuple[str, ...] = BONES + FINGER_BONES
+ALL_PARENTS: np.ndarray = np.array(list(PARENTS) + [
+    BONES.index(f"{side}Hand") if k % 3 == 0 else len(BONES) + 15 * s + k - 1
+    for s, side in enumerate(("Left", "Right")) for k in range(15)], dtype=np.int64)
 # The SMPL joint driving each bone (SMPL order: 0 pelvis, 1/2 L/R hip, 3 spine1, 4/5 knees, 6 spine2, 7/8 ankles,
 # 9 spine3, 10/11 feet, 12 neck, 13/14 collars, 15 head, 16/17 shoulders, 18/19 elbows, 20/21 wrists, 22/23 hands).
 SMPL_JOINT: np.ndarray = np.array([0, 3, 6, 9, 12, 15, 13, 16, 18, 20, 14, 17, 19, 21, 1, 4, 7, 10, 2, 5, 8, 11])
@@ -277,12 +286,12 @@ def solve_persons(persons: Sequence, scale: float = 1.0, use_rotmat: bool = True
 
 def forward_kinematics(pose: HumanoidPose, parents: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """World positions (N, B, 3) and rotations (N, B, 4) of every bone in the y-up frame. parents: (B,)
-    parent indices, parents first (default: `PARENTS` for the 22 bones, `humanoid_hands.ALL_PARENTS` for
-    the 52 with fingers)."""
+    parent indices, parents first (default: `PARENTS` for the 22 bones, `ALL_PARENTS` for the 52 with
+    fingers)."""
     local = quat_to_matrix(pose.rotations)
-    if parents is None and local.shape[1] != len(BONES):
-        from .humanoid_hands import ALL_PARENTS as parents
-    parents = PARENTS if parents is None else np.asarray(parents)
+    if parents is None:
+        parents = PARENTS if local.shape[1] == len(BONES) else ALL_PARENTS
+    parents = np.asarray(parents)
     world = np.empty_like(local)
     pos = np.empty(pose.offsets.shape)
     world[:, 0], pos[:, 0] = local[:, 0], pose.root

@@ -39,24 +39,11 @@ __all__ = ["FINGERS", "PHALANGES", "FINGER_BONES", "ALL_BONES", "ALL_PARENTS", "
            "SIDES"]
 
 SIDES = ("left", "right")
-FINGERS = ("Thumb", "Index", "Middle", "Ring", "Little")
-PHALANGES = ("Proximal", "Intermediate", "Distal")
-FINGER_BONES: tuple[str, ...] = tuple(f"{s}{f}{p}" for s in ("Left", "Right") for f in FINGERS for p in PHALANGES)
-ALL_BONES: tuple[str, ...] = hu.BONES + FINGER_BONES
+FINGERS, PHALANGES, FINGER_BONES = hu.FINGERS, hu.PHALANGES, hu.FINGER_BONES  # the skeleton with hands
+ALL_BONES, ALL_PARENTS = hu.ALL_BONES, hu.ALL_PARENTS
 HAND_BONE = {"left": hu.BONES.index("LeftHand"), "right": hu.BONES.index("RightHand")}
 LOWER_ARM = {"left": hu.BONES.index("LeftLowerArm"), "right": hu.BONES.index("RightLowerArm")}
 FIRST = {"left": len(hu.BONES), "right": len(hu.BONES) + 15}  # the side's first finger bone in ALL_BONES
-
-
-def _all_parents() -> np.ndarray:
-    parents = list(hu.PARENTS)
-    for side in SIDES:
-        for k in range(15):
-            parents.append(HAND_BONE[side] if k % 3 == 0 else FIRST[side] + k - 1)
-    return np.array(parents, dtype=np.int64)
-
-
-ALL_PARENTS = _all_parents()
 
 # The hand network's joints (fastmetro.HAND_JOINT_NAMES): 0 wrist, then per finger 4 joints base to tip.
 FINGER_BASE = np.array([1 + 4 * f + p for f in range(5) for p in range(3)])  # each bone's joint

@@ -208,10 +208,10 @@ def run_batch(inputs: Sequence[str], out_dir, *, ray_address: Optional[str] = No
     except ConfigError as e:
         raise BatchError(str(e)) from None
     if export is not None:
-        from tools.export.exporter import VERTEX_OPTIONS, ExportError, parse_formats
+        from tools.export.exporter import VERTEX_OPTIONS, ExportError, check_blender, parse_formats
 
         try:
-            parse_formats(export.formats)
+            check_blender(parse_formats(export.formats))  # fbx and blend need Blender: said before Ray starts
         except ExportError as e:
             raise BatchError(f"--export: {e}") from None
         if export.vertices not in VERTEX_OPTIONS:

@@ -230,7 +230,7 @@ def speed(device, quick, report):
     if not quick and report.left() > 120:
         names = ("fp16", "bf16", "fp16-cudagraphs", "onnxruntime") if cuda else None
         c = choose(EngineOptions(device=str(device), max_batch=16 if cuda else 4, engine="auto"),
-                   _model("fastmetro-s-r50"), rounds=3, names=names)
+                   _model("fastmetro-s-r50"), rounds=3, names=names, build=Engine, device=device)
         out["auto"] = {"choice": c.name, "reason": c.reason, "tried": list(c.results)}
     return out
 

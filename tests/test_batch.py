@@ -79,8 +79,17 @@ def test_an_unwritable_output_folder_or_a_wrong_setting_is_one_clear_error_befor
 def test_a_wrong_export_format_is_one_clear_error_before_ray_starts(tmp_path, capsys):
     from fastmetro_stream.cli import main
 
+    assert main(["batch", str(SAMPLE), "-o", str(tmp_path / "out"), "--export", "npz,usd"]) == 2
+    assert "error: --export: unknown export format 'usd'" in capsys.readouterr().err
+
+
+def test_fbx_without_blender_is_one_clear_error_before_ray_starts(tmp_path, capsys, monkeypatch):
+    from fastmetro_stream.cli import main
+
+    monkeypatch.setenv("FASTMETRO_BLENDER_PYTHON", str(tmp_path / "no-python"))
     assert main(["batch", str(SAMPLE), "-o", str(tmp_path / "out"), "--export", "npz,fbx"]) == 2
-    assert "error: --export: unknown export format 'fbx'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: --export: " in err and "FASTMETRO_BLENDER_PYTHON" in err and "not a file" in err
 
 
 @pytest.mark.slow

@@ -42,6 +42,9 @@ def test_fixed_crops_repeat():
     assert a.shape == (3, 224, 224, 3) and a.dtype == np.uint8 and np.array_equal(a, b) and a.std() > 20
 
 
+CPU = {"build": Engine, "device": torch.device("cpu")}  # how Engine itself calls choose on the CPU
+
+
 @pytest.mark.slow
 def test_auto_bound_and_cache(tmp_path, monkeypatch, assets_dir):
     pytest.importorskip("onnxruntime")
@@ -50,17 +53,17 @@ def test_auto_bound_and_cache(tmp_path, monkeypatch, assets_dir):
     model = _model()
     opts = EngineOptions(device="cpu", max_batch=1, engine="auto")
     # a bound no reduced or reordered arithmetic meets: only eager fp32 itself qualifies
-    strict = choose(opts, model, tolerance_mm=1e-9, directory=tmp_path / "a", rounds=2, names=("onnxruntime",))
+    strict = choose(opts, model, tolerance_mm=1e-9, directory=tmp_path / "a", rounds=2, names=("onnxruntime",), **CPU)
     assert strict.name == "fp32" and not strict.cached
     assert 0 < strict.results["onnxruntime"]["deviation_mm"] < 0.05  # exact up to float round-off
     assert "mm off" in strict.reason and "onnxruntime" in strict.reason
     saved = json.loads(strict.path.read_text())
     assert saved["choice"] == "fp32" and set(saved["results"]) == {"fp32", "onnxruntime"}
 
-    again = choose(opts, model, tolerance_mm=1e-9, directory=tmp_path / "a", names=("onnxruntime",))
+    again = choose(opts, model, tolerance_mm=1e-9, directory=tmp_path / "a", names=("onnxruntime",), **CPU)
     assert again.cached and again.name == "fp32" and again.path == strict.path and "read from" in again.reason
 
-    loose = choose(opts, model, directory=tmp_path / "b", rounds=2, names=("onnxruntime",))
+    loose = choose(opts, model, directory=tmp_path / "b", rounds=2, names=("onnxruntime",), **CPU)
     faster = max(loose.results, key=lambda n: loose.results[n]["score"])
     assert loose.name == faster  # both within 5 mm: the faster one wins
     assert (loose.options.backend == "onnxruntime") == (loose.name == "onnxruntime")
