@@ -4,6 +4,7 @@ after a warm-up), so a leak shows as a slope well above the noise.
 
     python scripts/soak.py --duration 1800                 # the shipped sample, looped, HOG detector
     python scripts/soak.py --duration 300 --source video.mp4 --set infer.max_batch=4
+    python scripts/soak.py --source a=samples/sample.mp4 --source b=samples/sample.mp4 --set infer.hands=true
 
 Linux only (reads /proc). The run is a real `fastmetro-stream run` child process with a subscriber
 reading the stream in this process; it is stopped with Ctrl-C (SIGINT) at the end and must exit 0.
@@ -83,7 +84,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=1800.0, help="seconds of sampling after start-up (default 1800)")
     ap.add_argument("--warmup", type=float, default=None, help="seconds left out of the slopes (default: a fifth, at most 120)")
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
-    ap.add_argument("--source", default=None, help="video file or image folder (default: the shipped sample)")
+    ap.add_argument("--source", action="append", default=[],
+                    help="video file or image folder, or ID=SOURCE; repeat for several sources in one run "
+                         "(default: the shipped sample)")
     ap.add_argument("--set", action="append", default=[], help="extra --set section.key=value for the run")
     args = ap.parse_args()
     if not sys.platform.startswith("linux"):
@@ -94,8 +97,8 @@ def main() -> int:
     cmd = [sys.executable, "-m", "fastmetro_stream.cli", "run", "--set", "decode.loop=true", "--set", "progress=false",
            "--set", "detect.detector=hog", "--set", f"publish.endpoint={endpoint}",
            "--set", "stop_timeout_s=600"]  # a slow CPU run drains its queues through infer at the end
-    if args.source:
-        cmd += ["--source", args.source]
+    for source in args.source:
+        cmd += ["--source", source]
     for s in args.set:
         cmd += ["--set", s]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
