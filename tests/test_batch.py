@@ -212,7 +212,8 @@ def test_exports_land_beside_each_recording_and_count_as_its_outputs(tmp_path, r
     # an export that fails (the stream asked for is not in the recordings): each video fails, with the reason
     bad = run_batch(videos, out, overrides=FAST, cpus_per_video=1, export=ExportOptions(formats=("npz",), stream="cam9"))
     assert sorted(bad.failed) == ["a", "b"] and bad.exit_code == 1 and not bad.done
-    assert "export" in bad.failed["a"] and "no frames" in bad.failed["a"], bad.failed
+    assert "export" in bad.failed["a"] and "holds no stream 'cam9'; its streams: default" in bad.failed["a"], \
+        bad.failed
     job = plan([tmp_path / "a.mp4"], out)[0]
     assert is_complete(job, settings_key(None, FAST)) and not is_complete(job, settings_key(None, FAST),
                                                                             ExportOptions(formats=("npz",), stream="cam9"))
