@@ -16,6 +16,14 @@ n+1 while infer runs frame n), and no frame waits behind stale ones; the meshes 
 dropped after it. A full output queue still drops its oldest item (same accounting). A stage whose frames
 go on to another pixel stage (detect) is paced (`_pace`). Offline nothing is dropped: a full queue blocks.
 
+Those carried counts can land on the wrong frame: a frame pushed out of a full queue by a frame of another
+source hands its count to the next frame of its source that this stage sends, but a later frame of that
+source may already wait in the queue and get through without it; if the frames after that one are all
+dropped, the count is never reported. So live, where the source numbers its frames (`Frame.position`:
+frames taken from it before, delivered or dropped), each stage sets a frame's `dropped` when it takes it
+from that number (`dropped_since`): the frames of the source between its previous frame here and this one,
+wherever upstream they were lost. The carried counts stay for sources that do not number their frames.
+
 Measured per stage (pipeline/metrics.py, docs/metrics.md): service time per item, the wait of each item in
 the input queue, busy seconds; each frame carries, in `times`, when each stage took it ("<stage>:in") and
 that stage's busy seconds when it passed the frame on ("<stage>:busy"), so a subscriber sees them too.
@@ -90,6 +98,18 @@ def newest_of_each_source(items: list) -> tuple[list, list]:
     return kept, dropped
 
 
+def dropped_since(f: Frame, taken: dict) -> None:
+    """Live: `f.dropped` from the source's count (`Frame.position`): the frames of its source lost since
+    the previous one taken here; `taken` (stream id -> position after the last frame taken) is updated. A
+    frame without a position (-1), or one behind the last taken, keeps the count it carried."""
+    if f.position < 0:
+        return
+    before = taken.get(f.source, 0)
+    if f.position >= before:
+        f.dropped = f.position - before
+    taken[f.source] = max(before, f.position + 1)
+
+
 # --- the child side -------------------------------------------------------------------------------
 
 def _die_with_parent() -> None:
@@ -124,6 +144,7 @@ class _Child:
         self.awaiting_take = False  # live: items given to the next stage that it has not taken yet
         self.refreshed = False  # live: this cycle of the next stage already had one fresher frame
         self.pending_drops: dict = {}  # stream id (None: unknown) -> drops the next frame of it reports
+        self.positions: dict = {}  # live: stream id -> Frame.position after the last frame taken (dropped_since)
         self.last_report = 0.0
         self.store = None
 
@@ -501,12 +522,14 @@ class _Child:
 
     def _took(self, msg, wall: float) -> None:
         """Counts of a message the stage is about to work on, and how long it waited for it."""
+        f = _frame_of(msg)
+        if self.live and f is not None and not isinstance(msg, CONTROL):
+            dropped_since(f, self.positions)
         if not isinstance(msg, SourceEnd):
             self.m.items_in += 1
             self._count_source(msg)
         if self.measure is not None:
             self.m.persons += self.measure(msg)
-        f = _frame_of(msg)
         if f is not None and not isinstance(msg, CONTROL):
             sent = handed_over(f)
             if sent is not None:

@@ -28,6 +28,47 @@ def test_the_newest_frame_of_each_source_is_kept_and_the_others_reported_by_it()
     assert not dropped and len(kept) == 2
 
 
+def test_a_drop_behind_a_queued_frame_of_its_source_is_reported_by_a_later_frame():
+    # a live queue of 2 holds a0, a1; b0 pushes a0 out, but a1 is already queued: a1 gets through without
+    # a0's count, and the frame that carried it (a2) is pushed out after it. The taker counts from the
+    # source's positions, so a1 reports a0.
+    import multiprocessing
+    import os
+    import threading
+
+    from pipeline.stage_process import _Child
+    from stage_helpers import Forward
+
+    q = multiprocessing.get_context("spawn").Queue(2)
+
+    def child(in_q, out_q):
+        return _Child(Forward("x"), None, in_q, out_q, None, threading.Event(), threading.Event(),
+                      threading.Event(), os.getppid(), live=True)
+
+    sender, taker = child(None, q), child(q, None)
+    pos = {"a": 0, "b": 0}
+
+    def send(source):
+        f = Frame(source, pos[source], None, -1, 16, 16, {}, 0, position=pos[source])
+        pos[source] += 1
+        sender.send([f])
+
+    def take():
+        f = q.get(timeout=5)
+        taker._took(f, 0.0)
+        return f
+
+    send("a"), send("a"), send("b")  # a0 pushed out
+    got = [take()]  # a1
+    send("a"), send("b"), send("b")  # b0 pushed out by b1, a2 (carrying a0) by b2
+    got += [take(), take()]
+    a = [f for f in got if f.source == "a"]
+    assert [f.index for f in a] == [1] and sum(f.dropped for f in a) + len(a) == a[-1].index + 1
+    assert [(f.source, f.index, f.dropped) for f in got] == [("a", 1, 1), ("b", 1, 1), ("b", 2, 0)]
+    assert sender.m.drops == 3
+    q.close()
+
+
 def test_decode_service_time_is_its_decoding_not_its_pacing_sleep(tmp_path):
     # 12 pictures paced at 10 per second, each taking 20 ms to "decode": the stage waits 80 ms of every 100
     sup = Supervisor(runtime_config(), [SleepyDecode(12, 0.02), Sink(str(tmp_path / "sink.jsonl"))])
