@@ -261,12 +261,11 @@ def export_recording(recording: Union[str, os.PathLike], out_dir: Union[str, os.
 
 
 def _hand_policy(humanoid):
+    """The Hand bones' seen / held / relaxed policy, where there is a skeleton solver (numpy only, as it)."""
     if humanoid is None:
         return None
-    try:
-        from fastmetro.humanoid_hand_policy import HandPolicy
-    except ImportError:
-        return None
+    from fastmetro.humanoid_hand_policy import HandPolicy
+
     return HandPolicy()
 
 

@@ -103,14 +103,6 @@ def _with_fingers(store: TrackStore, body: np.ndarray, hands: np.ndarray, name: 
     return out  # read back through this mapping: no flush to disk needed
 
 
-def _finger_module():
-    try:
-        from fastmetro import humanoid_hands
-    except ImportError:
-        return None
-    return humanoid_hands
-
-
 def _finger_positions(store: TrackStore, offsets: np.ndarray, fingers: dict, humanoid) -> np.ndarray:
     """World positions (n, 30, 3) of the finger bones as the BVH and glTF files hold them."""
     body, hands = store.array("humanoid_rotations"), fingers["hand_rotations"]
@@ -131,8 +123,11 @@ def write_track(track: Track, out: Path, formats, options, humanoid, faces: Opti
     store, fps = track.store, info["fps"]
     written = []
     has_pose = humanoid is not None and "humanoid_rotations" in store
-    hh = _finger_module() if has_pose and "hand_rotations" in store else None
-    fingers = hand_fields(store, hh) if hh is not None else None  # the track has shown a hand
+    fingers = hh = None
+    if has_pose and "hand_rotations" in store:  # the track has shown a hand (numpy only, as the body solver)
+        from fastmetro import humanoid_hands as hh
+
+        fingers = hand_fields(store, hh)
     if fingers is not None:
         info["hands_unseen"] = unseen_ranges(np.asarray(store.array("humanoid_frame")), fingers["hand_seen"])
     if "npz" in formats:
