@@ -20,7 +20,9 @@ What it does for speed, all behind options whose defaults work everywhere:
   compiles in the middle of a stream;
 - inputs larger than max_batch are cut into chunks; every crop's result is independent of the others;
 - backend "onnxruntime": the BN-folded network exported once per checkpoint to ONNX (cached, see
-  fastmetro.onnx_export) and run by an ONNX Runtime session (CPU; CUDA if its CUDA provider is installed).
+  fastmetro.onnx_export) and run by an ONNX Runtime session (CPU; CUDA if its CUDA provider is installed);
+- backend "openvino": the same export compiled by OpenVINO for the CPU, one static shape per fixed batch
+  size (fastmetro.openvino_runner): fp32, or bf16 on CPUs with native bf16.
 
 A hand network (variant fastmetro-hand-*) runs the same way: cam (N, 3), joints3d (N, 21, 3) and
 vertices (N, 778, 3), no joints_h36m; the ONNX backend is for body networks only.
@@ -69,7 +71,9 @@ class EngineOptions:
     graph_batch_sizes: Optional[tuple[int, ...]] = None
     threads: Optional[int] = None  # CPU threads; None: all cores
     quantize: Literal["none", "int8-dynamic"] = "none"  # CPU: int8 weights for the transformers' linears
-    backend: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: exported graph, fp32 (pip install onnxruntime)
+    # onnxruntime: the exported graph, fp32 (pip install onnxruntime onnx); openvino: the exported graph on
+    # the CPU, fp32 or bf16 (pip install openvino onnx)
+    backend: Literal["torch", "onnxruntime", "openvino"] = "torch"
     # manual: the settings above as given; auto: the fastest engine on this machine whose outputs stay
     # within auto_tolerance_mm of eager fp32, measured once and cached (fastmetro.engine_auto)
     engine: Literal["manual", "auto"] = "manual"
@@ -133,10 +137,10 @@ class Engine:
         if o.max_batch < 1:
             raise EngineError(f"max_batch must be at least 1, got {o.max_batch}")
 
-        if o.backend not in ("torch", "onnxruntime"):
-            raise EngineError(f"backend {o.backend!r}: expected 'torch' or 'onnxruntime'")
+        if o.backend not in ("torch", "onnxruntime", "openvino"):
+            raise EngineError(f"backend {o.backend!r}: expected 'torch', 'onnxruntime' or 'openvino'")
         self._onnx = None
-        if o.backend == "onnxruntime":
+        if o.backend != "torch":
             self._check_onnx_options()
 
         self.model = model if model is not None else build_model(
@@ -159,8 +163,8 @@ class Engine:
         self.pretrained = bool(getattr(self.model, "pretrained", False))
         self.smpl_head = self.model.variant.smpl_head
         self.hand = self.model.variant.network == "hand"
-        if self.hand and o.backend == "onnxruntime":
-            raise EngineError(f"backend 'onnxruntime' exports body networks only; run {self.model.variant.name} "
+        if self.hand and o.backend != "torch":
+            raise EngineError(f"backend {o.backend!r} exports body networks only; run {self.model.variant.name} "
                               f"with backend 'torch'")
         if o.cuda_graphs and self.smpl_head:
             raise EngineError(f"cuda_graphs cannot capture {self.model.variant.name}: its SMPL head's SVD "
@@ -176,7 +180,7 @@ class Engine:
         if o.fold_batchnorm:
             n = fold_batchnorm(self.model.backbone)
             log.debug("folded %d batch norms into convolutions", n)
-        if o.backend == "onnxruntime":
+        if o.backend != "torch":
             self._start_onnx()
             return
         if o.channels_last:
@@ -197,35 +201,60 @@ class Engine:
         if o.cuda_graphs:
             self._capture_graphs()
 
-    # --- the ONNX Runtime backend -------------------------------------------------------------------
+    # --- the exported-graph backends (ONNX Runtime, OpenVINO) --------------------------------------
     def _check_onnx_options(self) -> None:
         o = self.options
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise EngineError("backend 'onnxruntime' needs the onnxruntime package: pip install onnxruntime "
-                              "(or pip install 'fastmetro-stream[onnx]'), or use backend 'torch'") from e
-        if self.device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise EngineError("backend 'onnxruntime' on CUDA needs onnxruntime's CUDA provider "
-                              "(pip install onnxruntime-gpu); use device 'cpu' or backend 'torch'")
-        for name, value, default in (("precision", o.precision, "fp32"), ("quantize", o.quantize, "none"),
-                                     ("compile", o.compile, False), ("cuda_graphs", o.cuda_graphs, False)):
+        if o.backend == "openvino":
+            try:
+                import openvino  # noqa: F401
+            except ImportError as e:
+                raise EngineError("backend 'openvino' needs the openvino package: pip install openvino onnx "
+                                  "(or pip install 'fastmetro-stream[openvino]'), or use backend 'torch'") from e
+            if self.device.type != "cpu":
+                raise EngineError("backend 'openvino' runs on the CPU here; use device 'cpu' or backend 'torch'")
+            if o.precision == "bf16" and not cpu_has_native_bf16():
+                raise EngineError("backend 'openvino' with precision 'bf16' needs a CPU with native bf16 "
+                                  "(AVX-512 BF16 or AMX); use precision 'fp32'")
+            precisions = ("fp32", "bf16")
+        else:
+            try:
+                import onnxruntime as ort
+            except ImportError as e:
+                raise EngineError("backend 'onnxruntime' needs the onnxruntime package: pip install onnxruntime "
+                                  "(or pip install 'fastmetro-stream[onnx]'), or use backend 'torch'") from e
+            if self.device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise EngineError("backend 'onnxruntime' on CUDA needs onnxruntime's CUDA provider "
+                                  "(pip install onnxruntime-gpu); use device 'cpu' or backend 'torch'")
+            precisions = ("fp32",)
+        if o.precision not in precisions:
+            raise EngineError(f"precision {o.precision!r} is a torch backend setting; backend {o.backend!r} "
+                              f"runs the exported graph in {' or '.join(precisions)} (set precision to 'fp32' "
+                              f"or backend 'torch')")
+        for name, value, default in (("quantize", o.quantize, "none"), ("compile", o.compile, False),
+                                     ("cuda_graphs", o.cuda_graphs, False)):
             if value != default:
-                raise EngineError(f"{name} {value!r} is a torch backend setting; backend 'onnxruntime' runs "
-                                  f"the exported fp32 graph (set {name} to {default!r} or backend 'torch')")
+                raise EngineError(f"{name} {value!r} is a torch backend setting; backend {o.backend!r} runs "
+                                  f"the exported graph (set {name} to {default!r} or backend 'torch')")
 
     def _start_onnx(self) -> None:
         from .onnx_export import OnnxExportError, OnnxRunner, cached_onnx
 
-        if self.device.type == "cuda":
-            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
+        o = self.options
         try:
             self.onnx_path = cached_onnx(self.model)
         except OnnxExportError as e:
-            raise EngineError(f"backend 'onnxruntime': {e}") from e
-        self._onnx = OnnxRunner(self.onnx_path, threads=self.options.threads, providers=providers)
+            raise EngineError(f"backend {o.backend!r}: {e}") from e
+        if o.backend == "openvino":
+            from .openvino_runner import OpenVinoRunner
+
+            sizes = tuple(b for b in (o.graph_batch_sizes or (1, 4)) if b <= o.max_batch)
+            self._onnx = OpenVinoRunner(self.onnx_path, threads=o.threads, precision=o.precision, sizes=sizes)
+        else:
+            if self.device.type == "cuda":
+                providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+            else:
+                providers = ["CPUExecutionProvider"]
+            self._onnx = OnnxRunner(self.onnx_path, threads=o.threads, providers=providers)
         self._h36m = self.model.j_regressor_h36m.detach().cpu().numpy()  # (17, 6890)
 
     def _onnx_batch(self, part: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,7 +6,8 @@
 
 Candidates (`candidates`): eager fp32 (the reference), torch.compile fp32, and where the hardware has them
 bf16 (CPUs with AVX-512 BF16 or AMX; CUDA), bf16 compiled, fp16 and fp16 with CUDA graphs (CUDA), and ONNX
-Runtime (body networks, when onnxruntime and onnx are installed). Each runs the same fixed crops (seeded,
+Runtime and OpenVINO fp32 (body networks, when onnxruntime or openvino, and onnx, are installed; OpenVINO
+on the CPU), and OpenVINO bf16 where the CPU has native bf16. Each runs the same fixed crops (seeded,
 so every machine sees the same ones); its deviation is the largest distance, in millimetres, of any mesh
 vertex or joint from eager fp32's, and a candidate over the bound (`tolerance_mm`, default 5 mm) is not
 chosen. Speed is crops/s at batch 1 and at a second batch (4 on a CPU, max_batch on CUDA), each the best
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE_MM = 5.0
 # Bump when what is measured or how the choice is made changes, so older cached choices are measured again.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: OpenVINO candidates; the candidates this machine can run are part of the key
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -125,11 +126,16 @@ def candidates(device: torch.device, hand: bool, smpl_head: bool) -> list[tuple[
             out.append(("fp16-cudagraphs", {"precision": "fp16", "cuda_graphs": True}))
     elif cpu_native_bf16():
         out += [("bf16", {"precision": "bf16"}), ("bf16-compile", {"precision": "bf16", "compile": True})]
-    if not hand and importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+    exported = not hand and importlib.util.find_spec("onnx") is not None  # the exported-graph backends
+    if exported and importlib.util.find_spec("onnxruntime"):
         import onnxruntime as ort
 
         if device.type == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers():
             out.append(("onnxruntime", {"backend": "onnxruntime"}))
+    if exported and device.type == "cpu" and importlib.util.find_spec("openvino"):
+        out.append(("openvino", {"backend": "openvino"}))
+        if cpu_native_bf16():
+            out.append(("openvino-bf16", {"backend": "openvino", "precision": "bf16"}))
     return out
 
 
@@ -154,7 +160,10 @@ def cache_key(options, model, device: torch.device, batches: tuple[int, ...], to
             "variant": model.variant.name, "weights": weights_hash(model)[:20], "max_batch": options.max_batch,
             "batches": list(batches), "threads": options.threads or os.cpu_count(),
             "tolerance_mm": tolerance_mm, "channels_last": options.channels_last,
-            "fold_batchnorm": options.fold_batchnorm}
+            "fold_batchnorm": options.fold_batchnorm,
+            # a backend installed later is measured then, not passed over for a choice made without it
+            "available": [n for n, _ in candidates(device, model.variant.network == "hand",
+                                                   bool(model.variant.smpl_head))]}
 
 
 def _describe(name: str, results: dict, tolerance_mm: float, batches) -> str:
@@ -256,7 +265,10 @@ def _measure(options, model, device, batches, rounds, names, build) -> tuple[dic
                 t0 = time.perf_counter()
                 engine(crops[:b])
                 best[n][b] = min(best[n][b], time.perf_counter() - t0)
-    for n in engines:
+    for n, engine in engines.items():  # the deviation again after the timed calls: an engine whose results
+        out = engine(crops)                  # drift from call to call is caught too
+        dev = max(float(np.linalg.norm(out[k] - ref[k], axis=-1).max()) for k in ("vertices", "joints3d")) * 1000
+        results[n]["deviation_mm"] = max(results[n]["deviation_mm"], dev if math.isfinite(dev) else float("inf"))
         speed = {str(b): best["fp32"][b] / best[n][b] for b in batches}
         results[n]["speedup"] = speed
         results[n]["ms"] = {str(b): round(best[n][b] * 1000, 2) for b in batches}

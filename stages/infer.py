@@ -69,7 +69,7 @@ class InferConfig(BaseModel):
     cuda_graphs: bool = False
     quantize: Literal["none", "int8-dynamic"] = "none"
     threads: Optional[int] = Field(None, ge=1, le=4096)  # CPU threads for torch; None = all cores
-    # auto: the fastest engine on this machine (eager, compiled, bf16/fp16, CUDA graphs, ONNX Runtime)
+    # auto: the fastest engine here (eager, compiled, bf16/fp16, CUDA graphs, ONNX Runtime, OpenVINO)
     # whose meshes stay within auto_tolerance_mm of eager fp32's on fixed crops, measured at the first
     # run and cached (fastmetro/engine_auto.py; minutes on a 2-core CPU, compiling most of it; later
     # runs read the choice); the log says which and why. manual: precision, compile, cuda_graphs, quantize and backend
@@ -77,9 +77,10 @@ class InferConfig(BaseModel):
     engine: Literal["auto", "manual"] = Field(default_factory=lambda: _default_engine())
     auto_tolerance_mm: float = Field(5.0, gt=0, le=1000)
     # torch runs the network in PyTorch (every setting above); onnxruntime runs it exported to ONNX (fp32,
-    # CPU, exported once per checkpoint into the user cache; needs `pip install onnxruntime onnx`).
-    # Default torch: exact, no extra package, and honours every setting above.
-    backend: Literal["torch", "onnxruntime"] = "torch"
+    # CPU, exported once per checkpoint into the user cache; needs `pip install onnxruntime onnx`);
+    # openvino runs that export with OpenVINO on the CPU (precision fp32, or bf16 on CPUs with native
+    # bf16; needs `pip install openvino onnx`). Default torch: exact, no extra package, every setting above.
+    backend: Literal["torch", "onnxruntime", "openvino"] = "torch"
     # Focal length (frame pixels) of the perspective camera results are expressed in; None = frame
     # diagonal (fastmetro.camera.default_focal). Set it when you know your camera.
     focal: Optional[float] = Field(None, gt=0, le=1e7)
@@ -215,7 +216,7 @@ class InferStage(Stage):
         o = self.engine.options
         log.info("infer: %s on %s (%s%s%s%s), max_batch %d", self.engine.model.variant.name, self.engine.device,
                  o.precision, ", compiled" if o.compile else "", ", CUDA graphs" if o.cuda_graphs else "",
-                 ", ONNX Runtime" if o.backend == "onnxruntime" else "", c.max_batch)
+                 {"onnxruntime": ", ONNX Runtime", "openvino": ", OpenVINO"}.get(o.backend, ""), c.max_batch)
 
     # --- per item ---------------------------------------------------------------------------------
     def process(self, msg):
