@@ -15,7 +15,8 @@ official way, largest deviation of the mesh from our fp32 output):
     compiled for the engine's fixed batch sizes, 1 and 4 on a CPU, larger batches run in pieces), then
     the faster settings this device supports: bf16 (CPUs with native bf16, and CUDA), fp16, fp16 with CUDA
     graphs and with compile (CUDA), int8 dynamic quantisation (CPU), ONNX Runtime (CPU, when onnxruntime
-    and onnx are installed; its export is cached after the first run).
+    and onnx are installed; its export is cached after the first run), OpenVINO fp32 and bf16 (CPU, when
+    openvino and onnx are installed; the same export).
 Then the latency of one 5-person frame (crops in, results on the host) for each, against the official way's
 5 forwards. Deviations are measured on the weights given (random ones without --checkpoint, which exaggerate them).
 
@@ -124,6 +125,14 @@ def main(argv=None) -> int:
             settings.append(("onnxruntime", EngineOptions(backend="onnxruntime")))
         else:
             print("  (engine onnxruntime skipped: pip install onnxruntime onnx)")
+        if importlib.util.find_spec("openvino") and importlib.util.find_spec("onnx"):
+            sizes = tuple(sorted({1, 4, *args.batches}))  # a static compile per batch size measured
+            settings.append(("openvino", EngineOptions(backend="openvino", graph_batch_sizes=sizes)))
+            if cpu_has_native_bf16():
+                settings.append(("openvino bf16", EngineOptions(backend="openvino", precision="bf16",
+                                                                graph_batch_sizes=sizes)))
+        else:
+            print("  (engine openvino skipped: pip install openvino onnx)")
     if args.settings:
         settings = [s for s in settings if s[0] in args.settings or s[0] == "fp32"]  # fp32: the reference
     reference, body_fp32 = None, {}
