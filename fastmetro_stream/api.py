@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Callable, Optional, Sequence
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -90,14 +91,16 @@ def summary_table(summary: RunSummary) -> Table:
     """One row per stage: items in and out, drops, the deepest its input queue got, how long items waited
     in that queue, the stage's service time per item (its work: infer's forward pass per batch, decode's
     decoding without pacing), and its busy fraction (docs/metrics.md)."""
+    # two-line headers, no vertical rules: the table fits an 80-column terminal
     t = Table(title=f"{summary.frames} frames in {summary.elapsed_s:.1f} s ({summary.fps:.1f} fps), "
-                    f"{summary.persons} person-frames, {summary.reason}")
-    for col in ("stage", "in", "out", "drops", "queue max", "wait p50 ms", "wait p95 ms", "service p50 ms",
-                "service p95 ms", "busy"):
-        t.add_column(col, justify="left" if col == "stage" else "right")
+                    f"{summary.persons} person-frames, {summary.reason}", box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True)
+    for col in ("stage", "in", "out", "drops", "queue\nmax", "wait\np50 ms", "wait\np95 ms", "service\np50 ms",
+                "service\np95 ms", "busy"):
+        t.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
 
     def ms(d: dict, k: str) -> str:
-        return f"{d[k]:.1f}" if d and k in d else "-"
+        return ("-" if not d or k not in d else f"{d[k]:.1f}" if d[k] < 100 else f"{d[k]:.0f}")
 
     for m in summary.stages:
         t.add_row(m.name, str(m.items_in), str(m.items_out), str(m.drops), str(m.queue_depth_max),
