@@ -4,6 +4,7 @@ next to the work done on it.
 
     python scripts/bench_live.py [--source VIDEO] [--persons 1 3] [--seconds 20] [--set key=value ...]
     python scripts/bench_live.py --tree /path/to/other/checkout ...   # the same runs on another tree's code
+    python scripts/bench_live.py --tree BEFORE --tree . --baseline-set infer.engine=manual   # BEFORE on eager fp32
 
 For each person count it runs `mode=live, decode.realtime=true, decode.loop=true` on the source (the
 shipped sample by default: 15 fps, 640x480) for `--seconds` of video, the HOG detector (no weights
@@ -85,10 +86,10 @@ def child(args) -> int:
     return 0
 
 
-def one_run(tree: Path, persons: int, args) -> dict:
+def one_run(tree: Path, persons: int, args, extra: tuple = ()) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--persons", str(persons),
            "--seconds", str(args.seconds)] + (["--source", args.source] if args.source else [])
-    for o in args.overrides:
+    for o in [*args.overrides, *extra]:
         cmd += ["--set", o]
     env = dict(os.environ, PYTHONPATH=str(tree))
     p = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
@@ -108,11 +109,11 @@ def service_sum(r: dict, q: str = "p50") -> float | None:
     return sum(vals) if vals else None
 
 
-def show(tree: Path, persons: int, r: dict) -> None:
+def show(tree: Path, persons: int, r: dict, extra: tuple = ()) -> None:
     interval = 1000.0 / r["rate"]
     total = r["frames"] + r["dropped"]
     a = r["age"]
-    print(f"\n{tree}  detect.max_persons {persons}: persons detected per frame {r['detected']:.2f}, published "
+    print(f"\n{tree}{' (' + ' '.join(extra) + ')' if extra else ''}  detect.max_persons {persons}: persons detected per frame {r['detected']:.2f}, published "
           f"per frame {r['persons']:.2f} (with tracks carried by smooth), source {r['rate']:.0f} fps")
     print(f"  published {r['frames']} frames, {r['fps']:.2f} fps; dropped {r['dropped']} "
           f"({r['dropped'] / max(total, 1):.0%}); while the source played: {r['during']} frames, "
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tree", type=Path, action="append", default=None,
                     help="checkout whose code runs (repeatable; default: this one)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--baseline-set", dest="baseline", action="append", default=[], metavar="KEY=VALUE",
+                    help="settings for the first --tree only (e.g. infer.engine=manual: the baseline's engine)")
     ap.add_argument("--together", action="store_true",
                     help="run the trees' runs at the same time (each under the same load; they share the CPUs)")
     ap.add_argument("--verbose", action="store_true", help="show each run's own output")
@@ -158,16 +161,17 @@ def main(argv=None) -> int:
         args.persons = args.persons[0]
         return child(args)
     trees = [t.resolve() for t in (args.tree or [REPO])]
+    extras = [tuple(args.baseline) if i == 0 and len(trees) > 1 else () for i in range(len(trees))]
     for persons in args.persons:
         if args.together:  # every tree's run at the same time: the same load on the machine for each
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(len(trees)) as pool:
-                results = list(pool.map(lambda t: one_run(t, persons, args), trees))
+                results = list(pool.map(lambda i: one_run(trees[i], persons, args, extras[i]), range(len(trees))))
         else:
-            results = [one_run(tree, persons, args) for tree in trees]
-        for tree, r in zip(trees, results):
-            show(tree, persons, r)
+            results = [one_run(tree, persons, args, extra) for tree, extra in zip(trees, extras)]
+        for tree, extra, r in zip(trees, extras, results):
+            show(tree, persons, r, extra)
     return 0
 
 
