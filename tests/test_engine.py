@@ -1,7 +1,5 @@
 """The batched inference engine: same results as the plain network, clear errors for bad settings."""
 import copy
-import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -9,16 +7,12 @@ import torch
 
 import fastmetro
 from fastmetro.engine import Engine, EngineError, EngineOptions, fold_batchnorm
+from filled_models import filled_model
 
 
 @pytest.fixture(scope="module")
 def filled(assets_dir, parity_dir):
-    sys.path.insert(0, str(parity_dir))
-    from fill_rule import fill_
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
-        return fill_(fastmetro.build_model("fastmetro-s-r50", assets_dir=assets_dir), 0).eval()
+    return filled_model("fastmetro-s-r50", assets_dir, parity_dir)
 
 
 @pytest.fixture(scope="module")

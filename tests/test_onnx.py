@@ -2,7 +2,6 @@
 import copy
 import os
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -10,19 +9,11 @@ import torch
 
 import fastmetro
 from fastmetro.engine import Engine, EngineError, EngineOptions
+from filled_models import filled_model
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
 
 from fastmetro import onnx_export  # noqa: E402
-
-
-def _filled(variant, assets_dir, parity_dir):
-    sys.path.insert(0, str(parity_dir))
-    from fill_rule import fill_
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
-        return fill_(fastmetro.build_model(variant, assets_dir=assets_dir), 0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +30,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def filled(assets_dir, parity_dir):
-    return _filled("fastmetro-s-r50", assets_dir, parity_dir)
+    return filled_model("fastmetro-s-r50", assets_dir, parity_dir)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +80,7 @@ def test_export_is_cached_per_weights(filled, onnx_engine, cache):
 
 def test_smpl_head_without_svd_matches_torch(assets_dir, parity_dir):
     """The exported SMPL head stops before the SVD; numpy finishes it with the same result."""
-    head = _filled("fastmetro-s-r50-smpl", assets_dir, parity_dir).smpl_parameter_regressor
+    head = filled_model("fastmetro-s-r50-smpl", assets_dir, parity_dir).smpl_parameter_regressor
     verts = torch.randn(3, 1723, 3)
     with torch.no_grad():
         rot, betas = head(verts)
@@ -102,7 +93,7 @@ def test_smpl_head_without_svd_matches_torch(assets_dir, parity_dir):
 
 @pytest.mark.slow
 def test_onnx_engine_smpl_variant(assets_dir, parity_dir, cache, crops):
-    model = _filled("fastmetro-s-r50-smpl", assets_dir, parity_dir)
+    model = filled_model("fastmetro-s-r50-smpl", assets_dir, parity_dir)
     ref = Engine(EngineOptions(), model=copy.deepcopy(model))(crops[:2])
     got = Engine(EngineOptions(backend="onnxruntime"), model=model)(crops[:2])
     assert set(got) == set(ref)

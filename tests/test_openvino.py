@@ -9,18 +9,10 @@ import torch
 
 import fastmetro
 from fastmetro.engine import Engine, EngineError, EngineOptions
+from filled_models import filled_model
 
 pytest.importorskip("openvino", reason="openvino not installed (pip install openvino)")
 pytest.importorskip("onnx", reason="onnx not installed (pip install onnx)")
-
-
-def _filled(variant, assets_dir, parity_dir):
-    sys.path.insert(0, str(parity_dir))
-    from fill_rule import fill_
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastmetro.UntrainedWeightsWarning)
-        return fill_(fastmetro.build_model(variant, assets_dir=assets_dir), 0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +26,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def filled(assets_dir, parity_dir):
-    return _filled("fastmetro-s-r50", assets_dir, parity_dir)
+    return filled_model("fastmetro-s-r50", assets_dir, parity_dir)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +77,7 @@ def test_empty_input(ov_engine):
 
 @pytest.mark.slow
 def test_openvino_engine_smpl_variant(assets_dir, parity_dir, cache, crops):
-    model = _filled("fastmetro-s-r50-smpl", assets_dir, parity_dir)
+    model = filled_model("fastmetro-s-r50-smpl", assets_dir, parity_dir)
     ref = Engine(EngineOptions(), model=copy.deepcopy(model))(crops[:2])
     got = Engine(EngineOptions(backend="openvino", graph_batch_sizes=(1, 2)), model=model)(crops[:2])
     assert set(got) == set(ref)
