@@ -80,6 +80,17 @@ class EngineOptions:
     auto_tolerance_mm: Optional[float] = None  # None: fastmetro.engine_auto.DEFAULT_TOLERANCE_MM
 
 
+def fixed_size_pieces(n: int, sizes) -> list[tuple[int, int]]:
+    """(start, size) pieces that cover n items with the fixed batch sizes (1 among them), largest first:
+    how a CPU runs a batch whose size was not compiled (its cost grows with the batch, so nothing is padded)."""
+    pieces, start = [], 0
+    while start < n:
+        b = max(s for s in sizes if s <= n - start)
+        pieces.append((start, b))
+        start += b
+    return pieces
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -259,7 +270,12 @@ class Engine:
 
     def _onnx_batch(self, part: np.ndarray) -> dict[str, np.ndarray]:
         x = normalize_crops(torch.from_numpy(part)).numpy()
-        out = self._onnx(x)
+        sizes = getattr(self._onnx, "sizes", None)  # OpenVINO: compiled for fixed batch sizes only
+        if sizes:
+            parts = [self._onnx(x[start : start + b]) for start, b in fixed_size_pieces(len(x), sizes)]
+            out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        else:
+            out = self._onnx(x)
         fine = out["pred_3d_vertices_fine"]
         res = {"cam": out["pred_cam"], "joints3d": out["pred_3d_joints"], "vertices": fine,
                "joints_h36m": np.einsum("jv,bvc->bjc", self._h36m, fine).astype(np.float32)}
@@ -399,11 +415,7 @@ class Engine:
             b = min(s for s in self._sizes if s >= n)
             out = self._run(self._host[:b].to(self.device, non_blocking=True))
             return {k: v[:n] for k, v in out.items()}
-        parts, start = [], 0  # CPU: pieces of the fixed sizes, largest first
-        while start < n:
-            b = max(s for s in self._sizes if s <= n - start)
-            parts.append(self._run(self._host[start : start + b]))
-            start += b
+        parts = [self._run(self._host[start : start + b]) for start, b in fixed_size_pieces(n, self._sizes)]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:

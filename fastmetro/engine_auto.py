@@ -234,6 +234,12 @@ def candidates_by_name(device, model) -> dict[str, dict]:
     return dict(candidates(device, model.variant.network == "hand", bool(model.variant.smpl_head)))
 
 
+def _deviation_mm(out: dict, ref: dict) -> float:
+    """The largest distance, in millimetres, of any vertex or joint in `out` from `ref` (inf if not finite)."""
+    dev = max(float(np.linalg.norm(out[k] - ref[k], axis=-1).max()) for k in ("vertices", "joints3d")) * 1000
+    return dev if math.isfinite(dev) else float("inf")
+
+
 def _measure(options, model, device, batches, rounds, names, build) -> tuple[dict, dict]:
     """Build every candidate, compare its outputs on the fixed crops with eager fp32's, then time them in
     interleaved rounds (each timing the best of its rounds)."""
@@ -254,9 +260,7 @@ def _measure(options, model, device, batches, rounds, names, build) -> tuple[dic
             continue
         if ref is None:
             ref = out
-        dev = max(float(np.linalg.norm(out[k] - ref[k], axis=-1).max()) for k in ("vertices", "joints3d")) * 1000
-        results[name] = {"deviation_mm": dev if math.isfinite(dev) else float("inf"),
-                         "build_s": round(time.perf_counter() - t0, 2)}
+        results[name] = {"deviation_mm": _deviation_mm(out, ref), "build_s": round(time.perf_counter() - t0, 2)}
         engines[name] = engine
     best = {n: {b: math.inf for b in batches} for n in engines}
     for _ in range(rounds):
@@ -266,9 +270,8 @@ def _measure(options, model, device, batches, rounds, names, build) -> tuple[dic
                 engine(crops[:b])
                 best[n][b] = min(best[n][b], time.perf_counter() - t0)
     for n, engine in engines.items():  # the deviation again after the timed calls: an engine whose results
-        out = engine(crops)                  # drift from call to call is caught too
-        dev = max(float(np.linalg.norm(out[k] - ref[k], axis=-1).max()) for k in ("vertices", "joints3d")) * 1000
-        results[n]["deviation_mm"] = max(results[n]["deviation_mm"], dev if math.isfinite(dev) else float("inf"))
+        # drift from call to call is caught too
+        results[n]["deviation_mm"] = max(results[n]["deviation_mm"], _deviation_mm(engine(crops), ref))
         speed = {str(b): best["fp32"][b] / best[n][b] for b in batches}
         results[n]["speedup"] = speed
         results[n]["ms"] = {str(b): round(best[n][b] * 1000, 2) for b in batches}

@@ -1,12 +1,13 @@
 """FastMETRO on OpenVINO: the network's ONNX export compiled by OpenVINO's CPU plugin, one fixed batch size each.
 
     runner = OpenVinoRunner(path, threads=2, precision="fp32", sizes=(1, 4))
-    out = runner(images)          # images: (B, 3, 224, 224) float32 normalised numpy, any B
+    out = runner(images)          # images: (B, 3, 224, 224) float32 normalised numpy, B one of runner.sizes
 
 The graph is fastmetro.onnx_export's (cached per checkpoint); OpenVINO reads it as is. Each fixed batch
 size is compiled with a static shape (on this project's CPUs about 1.3x faster than one dynamic-batch
-compile), and a batch of another size runs in pieces of the fixed sizes, largest first, as the engine's
-compiled torch path does: nothing is padded, and no shape compiles in the middle of a stream.
+compile); the engine runs a batch of another size in pieces of the fixed sizes, as its compiled torch path
+does (fastmetro.engine.fixed_size_pieces): nothing is padded, and no shape compiles in the middle of a
+stream.
 
 precision "fp32" asks for f32 inference explicitly: on CPUs with AMX or AVX-512 BF16 OpenVINO would
 otherwise run bf16. precision "bf16" runs bf16 where the CPU has it natively. Compiled blobs are cached
@@ -15,7 +16,6 @@ are not pinned to cores: the pipeline's other stages share them.
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -24,8 +24,6 @@ import numpy as np
 
 from .assets import cache_dir
 from .onnx_export import INPUT, OUTPUTS, SMPL_OUTPUT, nearest_rotations
-
-log = logging.getLogger(__name__)
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -42,7 +40,7 @@ class OpenVinoRunner:
         if any(int(b) < 1 for b in sizes):
             raise ValueError(f"batch sizes must be positive, got {sizes}")
         self.path = Path(path)
-        self.sizes = tuple(sorted({1, *(int(b) for b in sizes)}))  # 1: any batch can be cut into pieces
+        self.sizes = tuple(sorted({1, *(int(b) for b in sizes)}))  # 1: any batch can be cut into pieces of them
         core = ov.Core()
         cache = Path(cache) if cache else cache_dir() / "openvino"
         cache.mkdir(parents=True, exist_ok=True)
@@ -63,21 +61,16 @@ class OpenVinoRunner:
         self.outputs = [next((n for n in sorted(o.get_names()) if n in known), o.get_any_name())
                         for o in self.requests[self.sizes[0]].model_outputs]
 
-    def _one(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        request = self.requests[len(images)]
-        request.infer({INPUT: images})
-        # copies: the request's output buffers are reused by its next inference
-        return {name: np.array(request.get_tensor(name).data, np.float32) for name in self.outputs}
-
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """images (B, 3, 224, 224) float32 -> the network's outputs by name (rotmat/betas with the head)."""
-        images = np.ascontiguousarray(images, np.float32)
-        parts, start = [], 0
-        while start < len(images):
-            b = max(s for s in self.sizes if s <= len(images) - start)
-            parts.append(self._one(images[start:start + b]))
-            start += b
-        res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        """images (B, 3, 224, 224) float32, B one of `sizes` -> the network's outputs by name (rotmat/betas
+        with the head)."""
+        request = self.requests.get(len(images))
+        if request is None:
+            raise ValueError(f"batch of {len(images)}: compiled for batch sizes {self.sizes} only "
+                             f"(cut it with fastmetro.engine.fixed_size_pieces)")
+        request.infer({INPUT: np.ascontiguousarray(images, np.float32)})
+        # copies: the request's output buffers are reused by its next inference
+        res = {name: np.array(request.get_tensor(name).data, np.float32) for name in self.outputs}
         if SMPL_OUTPUT in res:
             res["pred_rotmat"], res["pred_betas"] = nearest_rotations(res.pop(SMPL_OUTPUT))
         return res

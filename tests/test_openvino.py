@@ -70,6 +70,15 @@ def test_fixed_shapes_and_compiled_blobs_cached(ov_engine, cache):
     assert ov_engine.onnx_path.parent == cache / "onnx"
 
 
+def test_runner_takes_its_compiled_sizes_only(ov_engine):
+    """The engine cuts other sizes into pieces of them (fixed_size_pieces); the runner says so if asked."""
+    from fastmetro.engine import fixed_size_pieces
+
+    assert fixed_size_pieces(6, (1, 4)) == [(0, 4), (4, 1), (5, 1)] and fixed_size_pieces(0, (1, 4)) == []
+    with pytest.raises(ValueError, match=r"batch of 3: compiled for batch sizes \(1, 4\) only"):
+        ov_engine._onnx(np.zeros((3, 3, 224, 224), np.float32))
+
+
 def test_empty_input(ov_engine):
     out = ov_engine(np.zeros((0, 224, 224, 3), np.uint8))
     assert out["vertices"].shape == (0, 6890, 3) and out["joints_h36m"].shape == (0, 17, 3)
