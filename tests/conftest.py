@@ -50,6 +50,17 @@ def parity_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
+def user_cache(tmp_path_factory):
+    """A fresh user cache for one test module (XDG_CACHE_HOME pointed at a new folder): yields the project's
+    cache directory in it, fastmetro.assets.cache_dir()."""
+    import fastmetro.assets
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield fastmetro.assets.cache_dir()
+
+
+@pytest.fixture(scope="module")
 def template(assets_dir):
     """The SMPL template posed by the humanoid solver's conventions (tests.humanoid_data.PosedTemplate)."""
     from tests.humanoid_data import PosedTemplate

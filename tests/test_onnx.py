@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import fastmetro
 from fastmetro.engine import Engine, EngineError, EngineOptions
 from filled_models import filled_model
 
@@ -17,15 +16,9 @@ from fastmetro import onnx_export  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A fresh user cache for this module (the export goes to <cache>/fastmetro-stream/onnx)."""
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
-    yield fastmetro.assets.cache_dir() / "onnx"
-    if old is None:
-        del os.environ["XDG_CACHE_HOME"]
-    else:
-        os.environ["XDG_CACHE_HOME"] = old
+def cache(user_cache):
+    """Where the export goes: <a fresh user cache>/onnx."""
+    return user_cache / "onnx"
 
 
 @pytest.fixture(scope="module")

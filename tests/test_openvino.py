@@ -16,12 +16,9 @@ pytest.importorskip("onnx", reason="onnx not installed (pip install onnx)")
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A fresh user cache for this module (the export and OpenVINO's compiled blobs go there)."""
-    with pytest.MonkeyPatch.context() as mp:
-        root = tmp_path_factory.mktemp("cache")
-        mp.setenv("XDG_CACHE_HOME", str(root))
-        yield root / "fastmetro-stream"
+def cache(user_cache):
+    """A fresh user cache: the export and OpenVINO's compiled blobs go there."""
+    return user_cache
 
 
 @pytest.fixture(scope="module")
